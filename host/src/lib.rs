@@ -1,0 +1,19 @@
+//! # Apiary node runtime
+//!
+//! Apiary runs specialist model plugins (WebAssembly components) in strict sandboxes and
+//! combines their answers by peer ranking: plugins that have the expertise answer, the
+//! others judge pairs of answers, and a Bradley–Terry fit over the verdicts picks the
+//! answer.
+//!
+//! - [`sandbox`]: the wasmtime engine, limits, the WASI context and sandboxed calls;
+//! - [`plugins`]: plugin folders, manifests, compile cache, hot reload, audits;
+//! - [`consensus`]: pure functions for pair assignment and the Bradley–Terry fit;
+//! - [`round`]: a round among the plugins of one node.
+//!
+//! The boundary every plugin lives behind is documented, line by line with the test that
+//! proves it, in `SECURITY.md` at the repository root.
+
+pub mod consensus;
+pub mod plugins;
+pub mod round;
+pub mod sandbox;

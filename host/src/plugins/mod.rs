@@ -1,0 +1,12 @@
+//! Plugins on disk: manifests, loading, the compile cache, the live registry (hot
+//! reload), and audits.
+
+pub mod audit;
+pub mod cache;
+pub mod loader;
+pub mod manifest;
+pub mod registry;
+
+pub use cache::CompileCache;
+pub use loader::{LoadError, Plugin};
+pub use registry::{DEFAULT_QUARANTINE_AFTER, Registry, ScanReport};

@@ -1,0 +1,335 @@
+//! A local round on one machine: the swarm protocol with every member in this process.
+//!
+//! 1. every active plugin gets a fresh instance and `assess`es the request;
+//! 2. those at or above the threshold `answer` (in parallel, each within its budget);
+//! 3. every plugin with a live instance judges every pair of answers it did not write,
+//!    in both orders;
+//! 4. a Bradley–Terry fit over the verdicts picks the answer.
+//!
+//! A plugin that faults is dropped from the rest of the round and the fault counts
+//! towards its quarantine; the round goes on with the others.
+
+use crate::consensus::{self, Comparison, FitOptions, Outcome};
+use crate::plugins::Plugin;
+use crate::sandbox::{CallError, Request, Sandbox, Session, Verdict};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct RoundConfig {
+    /// Minimum `assess` score to answer.
+    pub threshold: f32,
+    /// At most this many answerers (highest assess scores first).
+    pub max_answerers: usize,
+    pub quarantine_after: u32,
+    pub fit: FitOptions,
+}
+
+impl Default for RoundConfig {
+    fn default() -> Self {
+        RoundConfig {
+            threshold: 0.5,
+            max_answerers: 16,
+            quarantine_after: crate::plugins::DEFAULT_QUARANTINE_AFTER,
+            fit: FitOptions::default(),
+        }
+    }
+}
+
+/// One plugin's part in a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub plugin: String,
+    pub assess: Option<f32>,
+    pub answer: Option<String>,
+    pub confidence: Option<f32>,
+    pub choice: Option<u32>,
+    /// Why the plugin did not answer or judge, if it did not.
+    pub error: Option<String>,
+    /// Whether the error was a fault (counts towards quarantine).
+    pub fault: bool,
+    pub answer_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictRecord {
+    pub judge: String,
+    /// Indexes into [`RoundReport::answers`].
+    pub first: usize,
+    pub second: usize,
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerEntry {
+    /// Index into [`RoundReport::members`].
+    pub member: usize,
+    pub plugin: String,
+    pub text: String,
+    pub score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundReport {
+    pub prompt: String,
+    pub seed: u64,
+    pub members: Vec<Member>,
+    pub answers: Vec<AnswerEntry>,
+    pub verdicts: Vec<VerdictRecord>,
+    /// Index into `answers`.
+    pub winner: Option<usize>,
+    /// Modelled probability that the winner beats the runner-up.
+    pub margin: f64,
+    /// Only one answer arrived: nothing was compared.
+    pub single_answer: bool,
+    /// Verdicts were cast but none preferred one answer: the winner is the answer its
+    /// author was most confident in.
+    pub undecided: bool,
+    pub elapsed_ms: u64,
+}
+
+impl RoundReport {
+    pub fn winning_answer(&self) -> Option<&AnswerEntry> {
+        self.winner.map(|i| &self.answers[i])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error("no plugins are loaded; put specialist plugins in the plugins folder (see `apiary plugins list`)")]
+    NoPlugins,
+}
+
+struct Participant {
+    plugin: Arc<Plugin>,
+    session: Option<Session>,
+    member: Member,
+    /// Chosen to answer this round.
+    selected: bool,
+}
+
+impl Participant {
+    /// Record a call outcome: faults count towards quarantine and end this plugin's round.
+    fn note<T>(&mut self, outcome: Result<T, CallError>, quarantine_after: u32) -> Option<T> {
+        self.plugin.record(&outcome, quarantine_after);
+        match outcome {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if e.is_fault() {
+                    tracing::warn!(plugin = %self.member.plugin, "fault: {e}");
+                    self.member.fault = true;
+                    self.session = None;
+                }
+                if self.member.error.is_none() {
+                    self.member.error = Some(e.to_string());
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Run `f` on each participant in parallel (one thread each: calls are CPU-bound wasm and
+/// the budgets bound them).
+fn in_parallel(parts: &mut [Participant], f: impl Fn(&mut Participant) + Sync) {
+    std::thread::scope(|s| {
+        for p in parts.iter_mut() {
+            let f = &f;
+            s.spawn(move || f(p));
+        }
+    });
+}
+
+pub fn run_local_round(
+    sandbox: &Sandbox,
+    plugins: &[Arc<Plugin>],
+    request: &Request,
+    config: &RoundConfig,
+) -> Result<RoundReport, RoundError> {
+    let started = Instant::now();
+    if plugins.is_empty() {
+        return Err(RoundError::NoPlugins);
+    }
+    let q = config.quarantine_after;
+    let mut parts: Vec<Participant> = plugins
+        .iter()
+        .map(|p| Participant {
+            plugin: p.clone(),
+            session: None,
+            selected: false,
+            member: Member {
+                plugin: p.name.clone(),
+                assess: None,
+                answer: None,
+                confidence: None,
+                choice: None,
+                error: None,
+                fault: false,
+                answer_ms: None,
+            },
+        })
+        .collect();
+
+    // 1. Instantiate and assess.
+    in_parallel(&mut parts, |p| {
+        let session = p.plugin.session(sandbox, request.seed);
+        if let Some(s) = p.note(session, q) {
+            p.session = Some(s);
+        }
+        if let Some(s) = p.session.as_mut() {
+            let score = s.assess(request);
+            p.member.assess = p.note(score, q);
+        }
+    });
+
+    // 2. The most willing answer.
+    let mut willing: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i].member.assess.is_some_and(|s| s >= config.threshold))
+        .collect();
+    willing.sort_by(|&a, &b| {
+        let (sa, sb) = (parts[a].member.assess.unwrap_or(0.0), parts[b].member.assess.unwrap_or(0.0));
+        sb.total_cmp(&sa).then(a.cmp(&b))
+    });
+    for (rank, &i) in willing.iter().enumerate() {
+        parts[i].selected = rank < config.max_answerers;
+    }
+    for p in parts.iter_mut() {
+        if let (Some(score), false) = (p.member.assess, p.selected) {
+            p.member.error = Some(if score >= config.threshold {
+                format!("not selected: {} more willing plugins answered", config.max_answerers)
+            } else {
+                format!("declined: assess {score:.2} below threshold {:.2}", config.threshold)
+            });
+        }
+    }
+    in_parallel(&mut parts, |p| {
+        if !p.selected || p.session.is_none() {
+            return;
+        }
+        let t = Instant::now();
+        let out = p.session.as_mut().map(|s| s.answer(request)).unwrap_or(Err(CallError::Poisoned));
+        p.member.answer_ms = Some(t.elapsed().as_millis() as u64);
+        if let Some(a) = p.note(out, q) {
+            p.member.answer = Some(a.text);
+            p.member.confidence = Some(a.confidence.clamp(0.0, 1.0));
+            p.member.choice = a.choice;
+        }
+    });
+
+    let mut answers: Vec<AnswerEntry> = parts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.member.answer.as_ref().map(|t| AnswerEntry {
+                member: i,
+                plugin: p.member.plugin.clone(),
+                text: t.clone(),
+                score: 0.0,
+            })
+        })
+        .collect();
+
+    // 3. Judge: every live instance, every pair it did not write, both orders.
+    let authors: Vec<usize> = answers.iter().map(|a| a.member).collect();
+    let judges: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].session.is_some()).collect();
+    let assignments = if answers.len() >= 2 {
+        consensus::all_pairs_both_orders(&authors, &judges)
+    } else {
+        Vec::new()
+    };
+    let mut verdicts: Vec<VerdictRecord> = Vec::new();
+    {
+        let texts: Vec<&str> = answers.iter().map(|a| a.text.as_str()).collect();
+        let prompt = request.prompt.as_str();
+        let mut per_judge: Vec<Vec<VerdictRecord>> = Vec::new();
+        std::thread::scope(|s| {
+            let mut handles = Vec::new();
+            for (i, p) in parts.iter_mut().enumerate() {
+                let mine: Vec<_> = assignments.iter().filter(|a| a.judge == i).copied().collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let texts = &texts;
+                handles.push(s.spawn(move || {
+                    let mut out = Vec::new();
+                    for a in mine {
+                        let result = match p.session.as_mut() {
+                            Some(sess) => sess.compare(prompt, texts[a.first], texts[a.second]),
+                            None => Err(CallError::Poisoned),
+                        };
+                        let outcome = p.note(result, q).map(|v| match v {
+                            Verdict::First => Outcome::First,
+                            Verdict::Second => Outcome::Second,
+                            Verdict::Tie => Outcome::Tie,
+                        });
+                        let error = if outcome.is_none() { p.member.error.clone() } else { None };
+                        out.push(VerdictRecord {
+                            judge: p.member.plugin.clone(),
+                            first: a.first,
+                            second: a.second,
+                            outcome,
+                            error,
+                        });
+                    }
+                    out
+                }));
+            }
+            for h in handles {
+                per_judge.push(h.join().unwrap_or_default());
+            }
+        });
+        verdicts.extend(per_judge.into_iter().flatten());
+    }
+
+    // 4. Aggregate.
+    let comparisons: Vec<Comparison> = verdicts
+        .iter()
+        .filter_map(|v| v.outcome.map(|o| consensus::comparisons(v.first, v.second, o, 1.0)))
+        .flatten()
+        .collect();
+    let fit = consensus::fit(answers.len(), &comparisons, config.fit);
+    for (a, s) in answers.iter_mut().zip(&fit.scores) {
+        a.score = *s;
+    }
+    let decisive = verdicts.iter().any(|v| matches!(v.outcome, Some(Outcome::First | Outcome::Second)));
+    let single_answer = answers.len() == 1;
+    let (winner, undecided) = if answers.len() >= 2 && !decisive {
+        // No judge preferred anything: fall back to the authors' own confidence.
+        let best = (0..answers.len()).max_by(|&a, &b| {
+            let conf = |i: usize| {
+                let m = &parts[answers[i].member].member;
+                m.confidence.unwrap_or(0.0) * m.assess.unwrap_or(0.0)
+            };
+            conf(a).total_cmp(&conf(b)).then(b.cmp(&a))
+        });
+        (best, true)
+    } else {
+        (fit.winner, false)
+    };
+    Ok(RoundReport {
+        prompt: request.prompt.clone(),
+        seed: request.seed,
+        members: parts.into_iter().map(|p| p.member).collect(),
+        answers,
+        verdicts,
+        winner,
+        margin: if undecided { 0.5 } else { fit.margin },
+        single_answer,
+        undecided,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// A request with the defaults a plain question gets.
+pub fn request(prompt: &str, seed: u64) -> Request {
+    Request {
+        prompt: prompt.to_string(),
+        domain: None,
+        choices: Vec::new(),
+        max_tokens: 256,
+        temperature: 0.0,
+        seed,
+    }
+}

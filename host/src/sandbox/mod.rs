@@ -1,0 +1,431 @@
+//! The sandbox: one wasmtime engine for every plugin, and a fresh, locked-down instance
+//! per plugin per round.
+//!
+//! Why these choices:
+//! - **Epoch interruption**, not fuel: a ticker thread bumps the engine's epoch every
+//!   [`TICK`]; each call sets a deadline in ticks, so an infinite loop traps at its wall-clock
+//!   budget at a cost of a few percent, where fuel costs 2–3×.
+//! - **A resource limiter per store** caps linear memory; `memory.copy` and friends check
+//!   the epoch only once, so time alone would not bound a memory bomb.
+//! - **The pooling allocator** when the machine has the address space for it (probed at
+//!   start, on-demand allocation otherwise): instantiation is then a few microseconds of
+//!   slot reuse instead of fresh mmaps, which is what makes a fresh instance per round cheap.
+//! - **`concurrency_support(false)`**: we use no component-model async, and leaving it on
+//!   makes every host↔guest call several times slower.
+//! - **A fresh instance per round**: no user's prompt can leak into another user's answer
+//!   through guest memory. After a fault the instance is dropped (a trapped component
+//!   instance must not be re-entered).
+
+pub mod imports;
+pub mod limits;
+mod state;
+
+pub use state::{LogLevel, LogLine, PluginState};
+
+use crate::sandbox::limits::{CallKind, LimitPolicy, Limits};
+use imports::ImportPolicy;
+use state::{LogSink, MemoryLimiter};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Host-side bindings of the `apiary:plugin` contract.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "specialist",
+    });
+}
+
+pub use bindings::apiary::plugin::types::{
+    Manifest as WitManifest, Response as WitAnswer, PluginError as WitPluginError, Request,
+    Verdict,
+};
+use bindings::{Specialist, SpecialistPre};
+
+/// Epoch tick: the granularity of call budgets.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Instances the pooling allocator keeps slots for. A local round holds one instance per
+/// plugin; parallel rounds and the benches need a few more.
+const POOLED_INSTANCES: u32 = 128;
+
+/// Operator-level sandbox settings.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub limits: LimitPolicy,
+    pub imports: ImportPolicy,
+    /// Use the pooling allocator if the machine can reserve its address space.
+    pub pooling: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig { limits: LimitPolicy::default(), imports: ImportPolicy::contract(), pooling: true }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot set up the WebAssembly engine: {0:#}")]
+    Engine(wasmtime::Error),
+    #[error("cannot register the host interfaces: {0:#}")]
+    Linker(wasmtime::Error),
+}
+
+/// The engine, the linker with exactly the allowed host interfaces, and the epoch ticker.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<PluginState>,
+    config: SandboxConfig,
+    pooling: bool,
+    ticker: Option<Ticker>,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn engine_config(pooling: Option<&Limits>) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.concurrency_support(false);
+    c.max_wasm_stack(1 << 20);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if let Some(ceilings) = pooling {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOLED_INSTANCES)
+            .total_core_instances(POOLED_INSTANCES * 8)
+            .total_memories(POOLED_INSTANCES * 2)
+            .total_tables(POOLED_INSTANCES * 8)
+            .max_memories_per_component(4)
+            .max_tables_per_component(16)
+            .max_core_instances_per_component(16)
+            .max_memory_size(ceilings.memory_bytes())
+            .max_unused_warm_slots(16);
+        c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    c
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let (engine, pooling) = if config.pooling {
+            match Engine::new(&engine_config(Some(&config.limits.ceilings))) {
+                Ok(e) => (e, true),
+                Err(err) => {
+                    tracing::warn!(
+                        "pooling allocator unavailable ({err:#}); using on-demand instance allocation"
+                    );
+                    (Engine::new(&engine_config(None)).map_err(SandboxError::Engine)?, false)
+                }
+            }
+        } else {
+            (Engine::new(&engine_config(None)).map_err(SandboxError::Engine)?, false)
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(SandboxError::Linker)?;
+        Specialist::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(SandboxError::Linker)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("apiary-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| SandboxError::Engine(e.into()))?
+        };
+        Ok(Sandbox {
+            engine,
+            linker,
+            config,
+            pooling,
+            ticker: Some(Ticker { stop, thread: Some(thread) }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn linker(&self) -> &Linker<PluginState> {
+        &self.linker
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    pub(crate) fn pre(&self, component: &wasmtime::component::Component) -> wasmtime::Result<SpecialistPre<PluginState>> {
+        let pre = self.linker.instantiate_pre(component)?;
+        SpecialistPre::new(pre)
+    }
+
+    /// Whether the epoch ticker is running (it stops only when the sandbox is dropped).
+    pub fn ticking(&self) -> bool {
+        self.ticker.is_some()
+    }
+}
+
+/// Why a call into a plugin did not produce a usable result. Everything but
+/// [`CallError::Declined`] is a fault of the plugin, counted towards quarantine.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CallError {
+    #[error("{call} timed out: exceeded its {budget_ms} ms budget")]
+    Timeout { call: CallKind, budget_ms: u64 },
+    #[error("{call} exceeded the memory limit of {limit_mib} MiB")]
+    MemoryLimit { call: CallKind, limit_mib: u64 },
+    #[error("{call} overflowed the stack")]
+    StackOverflow { call: CallKind },
+    #[error("{call} panicked: {message}")]
+    Panic { call: CallKind, message: String },
+    #[error("{call} wrote more than {limit_kib} KiB to {stream}")]
+    OutputFlood { call: CallKind, stream: String, limit_kib: u64 },
+    #[error("answer of {size} bytes is larger than the {limit_kib} KiB limit")]
+    AnswerTooLarge { size: usize, limit_kib: u64 },
+    #[error("{call} trapped: {message}")]
+    Trap { call: CallKind, message: String },
+    #[error("cannot start the plugin: {message}")]
+    Instantiate { message: String },
+    #[error("skipped: this plugin's instance faulted earlier in the round")]
+    Poisoned,
+    #[error("declined: {0}")]
+    Declined(String),
+}
+
+impl CallError {
+    /// Whether this outcome counts as a fault of the plugin (towards quarantine).
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, CallError::Declined(_) | CallError::Poisoned)
+    }
+}
+
+/// What the host needs to know about the plugin it is instantiating.
+pub struct InstanceSpec<'a> {
+    pub name: &'a str,
+    pub pre: &'a SpecialistPre<PluginState>,
+    pub limits: Limits,
+    pub weights: Option<&'a Path>,
+    pub seed: u64,
+}
+
+/// A live instance of one plugin for one round.
+pub struct Session {
+    store: Store<PluginState>,
+    bindings: Specialist,
+    limits: Limits,
+    poisoned: bool,
+}
+
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_micros() / TICK.as_micros()).max(1) as u64 + 1
+}
+
+impl Session {
+    /// Instantiate a plugin with an empty WASI context: no env, no args, closed stdin,
+    /// capped stdout/stderr, and its `weights/` folder (if any) read-only at `/weights`.
+    pub fn new(sandbox: &Sandbox, spec: InstanceSpec<'_>) -> Result<Session, CallError> {
+        let stdout = MemoryOutputPipe::new(spec.limits.output_bytes());
+        let stderr = MemoryOutputPipe::new(spec.limits.output_bytes());
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .insecure_random_seed(u128::from(spec.seed));
+        if let Some(weights) = spec.weights {
+            // Re-checked here, not only at load: the folder may have changed since.
+            let is_real_dir = std::fs::symlink_metadata(weights)
+                .map(|m| m.file_type().is_dir())
+                .unwrap_or(false);
+            if !is_real_dir {
+                return Err(CallError::Instantiate {
+                    message: format!("{} is no longer a plain folder", weights.display()),
+                });
+            }
+            wasi.preopened_dir(weights, "/weights", FsPerms::ReadOnly).map_err(|e| {
+                CallError::Instantiate { message: format!("cannot open {}: {e:#}", weights.display()) }
+            })?;
+        }
+        let state = PluginState {
+            plugin: spec.name.to_string(),
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(&spec.limits),
+            log: LogSink::new(spec.limits.log_lines as usize),
+            stdout,
+            stderr,
+        };
+        let mut store = Store::new(sandbox.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks(spec.limits.budget(CallKind::Assess)));
+        let bindings = spec.pre.instantiate(&mut store).map_err(|e| {
+            match classify(e, CallKind::Describe, &spec.limits, store.data()) {
+                CallError::Trap { message, .. } => CallError::Instantiate { message },
+                other => other,
+            }
+        })?;
+        Ok(Session { store, bindings, limits: spec.limits, poisoned: false })
+    }
+
+    fn call<R>(
+        &mut self,
+        kind: CallKind,
+        f: impl FnOnce(&Specialist, &mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        if self.poisoned {
+            return Err(CallError::Poisoned);
+        }
+        self.store.set_epoch_deadline(ticks(self.limits.budget(kind)));
+        let started = Instant::now();
+        let out = f(&self.bindings, &mut self.store);
+        tracing::trace!(plugin = %self.store.data().plugin, %kind, elapsed = ?started.elapsed());
+        out.map_err(|e| {
+            self.poisoned = true;
+            classify(e, kind, &self.limits, self.store.data())
+        })
+    }
+
+    pub fn describe(&mut self) -> Result<WitManifest, CallError> {
+        self.call(CallKind::Describe, |b, s| b.apiary_plugin_handler().call_describe(s))
+    }
+
+    /// The plugin's expertise score, clamped to [0, 1] (NaN counts as 0).
+    pub fn assess(&mut self, req: &Request) -> Result<f32, CallError> {
+        let v = self.call(CallKind::Assess, |b, s| b.apiary_plugin_handler().call_assess(s, req))?;
+        Ok(if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 })
+    }
+
+    pub fn answer(&mut self, req: &Request) -> Result<WitAnswer, CallError> {
+        let out = self.call(CallKind::Answer, |b, s| b.apiary_plugin_handler().call_answer(s, req))?;
+        let answer = out.map_err(|e| CallError::Declined(plugin_error_text(&e)))?;
+        if answer.text.len() > self.limits.answer_bytes() {
+            // The instance is fine, but an oversized answer is the plugin's fault.
+            return Err(CallError::AnswerTooLarge { size: answer.text.len(), limit_kib: self.limits.answer_kib });
+        }
+        Ok(answer)
+    }
+
+    pub fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Verdict, CallError> {
+        self.call(CallKind::Compare, |b, s| {
+            b.apiary_plugin_handler().call_compare(s, prompt, first, second)
+        })
+    }
+
+    /// The plugin's log lines so far, and how many were dropped past the bound.
+    pub fn logs(&self) -> (&[LogLine], u64) {
+        let log = &self.store.data().log;
+        (&log.lines, log.dropped)
+    }
+
+    /// Captured stdout, lossily decoded.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.store.data().stdout.contents()).into_owned()
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+}
+
+pub fn plugin_error_text(e: &WitPluginError) -> String {
+    match e {
+        WitPluginError::Unsupported(m) => format!("unsupported: {m}"),
+        WitPluginError::InvalidRequest(m) => format!("invalid request: {m}"),
+        WitPluginError::Internal(m) => format!("internal error: {m}"),
+    }
+}
+
+/// Turn a wasmtime error into what happened, in words an operator can act on.
+fn classify(e: wasmtime::Error, call: CallKind, limits: &Limits, state: &PluginState) -> CallError {
+    if state.limiter.exceeded.is_some() {
+        return CallError::MemoryLimit { call, limit_mib: limits.memory_mib };
+    }
+    let chain = format!("{e:#}");
+    if chain.contains("write beyond capacity") {
+        let stream = if state.stdout.contents().len() >= state.stderr.contents().len() {
+            "stdout"
+        } else {
+            "stderr"
+        };
+        return CallError::OutputFlood { call, stream: stream.into(), limit_kib: limits.output_kib };
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout { call, budget_ms: limits.budget(call).as_millis() as u64 },
+        Some(Trap::StackOverflow) => CallError::StackOverflow { call },
+        Some(Trap::UnreachableCodeReached) => {
+            let tail = state.stderr_tail(600);
+            let message = tail
+                .split_once("panicked at")
+                .map(|(_, rest)| {
+                    // "src/lib.rs:1:2:\nmessage\nnote: ..." → the message line(s).
+                    let after_loc = rest.split_once('\n').map(|x| x.1).unwrap_or(rest);
+                    after_loc.lines().take_while(|l| !l.starts_with("note:")).collect::<Vec<_>>().join(" ")
+                })
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| "the plugin aborted (unreachable instruction)".into());
+            CallError::Panic { call, message: message.trim().to_string() }
+        }
+        Some(trap) => CallError::Trap { call, message: trap.to_string() },
+        None => CallError::Trap { call, message: chain },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_in_ticks_rounds_up() {
+        assert_eq!(ticks(Duration::from_millis(0)), 2);
+        assert_eq!(ticks(Duration::from_millis(5)), 2);
+        assert_eq!(ticks(Duration::from_millis(1000)), 201);
+    }
+
+    #[test]
+    fn sandbox_starts_with_or_without_pooling() {
+        let s = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+        assert!(s.ticking());
+        let s = Sandbox::new(SandboxConfig { pooling: false, ..Default::default() }).expect("sandbox");
+        assert!(!s.pooling());
+    }
+
+    #[test]
+    fn declines_are_not_faults() {
+        assert!(!CallError::Declined("no".into()).is_fault());
+        assert!(CallError::StackOverflow { call: CallKind::Answer }.is_fault());
+    }
+}

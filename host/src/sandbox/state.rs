@@ -1,0 +1,197 @@
+//! What each sandboxed instance owns on the host side: its WASI context (empty but for
+//! captured stdio and the read-only `/weights`), its resource table, its memory limiter
+//! and its bounded log.
+
+use super::bindings::apiary::plugin::{log, types};
+use super::limits::Limits;
+use serde::Serialize;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Longest single log message kept; longer ones are cut.
+const MAX_LOG_MESSAGE: usize = 1024;
+
+pub struct PluginState {
+    pub(crate) plugin: String,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) log: LogSink,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl PluginState {
+    /// The last `n` bytes the plugin wrote to stderr, lossily decoded (e.g. a panic message).
+    pub fn stderr_tail(&self, n: usize) -> String {
+        let bytes = self.stderr.contents();
+        let start = bytes.len().saturating_sub(n);
+        String::from_utf8_lossy(&bytes[start..]).trim().to_string()
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl log::Host for PluginState {
+    fn log(&mut self, level: log::Level, message: String) {
+        self.log.push(&self.plugin, level, message);
+    }
+}
+
+/// Memory and table growth limits for one instance. Growth past the limit traps, and the
+/// limiter remembers it so the fault is reported as "memory limit" rather than a bare trap.
+pub struct MemoryLimiter {
+    pub(crate) max_memory: usize,
+    pub(crate) exceeded: Option<usize>,
+}
+
+/// Tables hold function references; no honest plugin needs more entries than this.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl MemoryLimiter {
+    pub fn new(limits: &Limits) -> Self {
+        MemoryLimiter { max_memory: limits.memory_bytes(), exceeded: None }
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.exceeded = Some(desired);
+            wasmtime::bail!(
+                "memory limit exceeded: tried to grow linear memory to {} MiB, limit {} MiB",
+                desired >> 20,
+                self.max_memory >> 20
+            );
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        32
+    }
+
+    fn tables(&self) -> usize {
+        32
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl From<log::Level> for LogLevel {
+    fn from(l: log::Level) -> Self {
+        match l {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// A plugin's log: forwarded to the host's tracing output tagged with the plugin's name,
+/// and kept (bounded) for `--explain`.
+#[derive(Debug, Default)]
+pub struct LogSink {
+    pub(crate) lines: Vec<LogLine>,
+    pub(crate) max_lines: usize,
+    pub(crate) dropped: u64,
+}
+
+impl LogSink {
+    pub fn new(max_lines: usize) -> Self {
+        LogSink { lines: Vec::new(), max_lines, dropped: 0 }
+    }
+
+    fn push(&mut self, plugin: &str, level: log::Level, mut message: String) {
+        if self.lines.len() >= self.max_lines {
+            self.dropped += 1;
+            return;
+        }
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let level = LogLevel::from(level);
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "apiary::plugin", plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "apiary::plugin", plugin, "{message}"),
+            LogLevel::Info => tracing::info!(target: "apiary::plugin", plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "apiary::plugin", plugin, "{message}"),
+            LogLevel::Error => tracing::error!(target: "apiary::plugin", plugin, "{message}"),
+        }
+        self.lines.push(LogLine { level, message });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_is_bounded() {
+        let mut sink = LogSink::new(3);
+        for i in 0..10 {
+            sink.push("p", log::Level::Info, format!("line {i}"));
+        }
+        assert_eq!(sink.lines.len(), 3);
+        assert_eq!(sink.dropped, 7);
+        sink.max_lines = 10;
+        sink.push("p", log::Level::Warn, "é".repeat(2000));
+        let last = sink.lines.last().unwrap();
+        assert!(last.message.len() <= MAX_LOG_MESSAGE + '…'.len_utf8());
+    }
+
+    #[test]
+    fn memory_growth_past_limit_is_refused() {
+        let mut l = MemoryLimiter::new(&Limits { memory_mib: 1, ..Limits::default() });
+        assert!(l.memory_growing(0, 512 << 10, None).unwrap());
+        assert!(l.memory_growing(0, 2 << 20, None).is_err());
+        assert_eq!(l.exceeded, Some(2 << 20));
+    }
+}

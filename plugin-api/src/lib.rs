@@ -1,0 +1,269 @@
+//! Write an Apiary specialist plugin.
+//!
+//! A specialist is a WebAssembly component that an Apiary node loads into a sandbox and
+//! asks questions. This crate hides the component-model plumbing: implement the
+//! [`Specialist`] trait for a type, call [`export_specialist!`] once, and build with
+//! `cargo build --target wasm32-wasip2 --release`. The output `.wasm` is the plugin.
+//!
+//! Only [`Specialist::answer`] is required. The defaults for the rest are deliberately
+//! modest: [`Specialist::assess`] volunteers only when the request's domain hint names one
+//! of the plugin's domains, and [`Specialist::compare`] abstains (`Verdict::Tie`), so a
+//! plugin that does not judge well never sways a round.
+//!
+//! # A complete plugin
+//!
+//! ```
+//! use apiary_plugin_api::{export_specialist, Answer, Manifest, PluginError, Request, Specialist};
+//!
+//! #[derive(Default)]
+//! struct Echo;
+//!
+//! impl Specialist for Echo {
+//!     fn describe(&self, base: Manifest) -> Manifest {
+//!         Manifest { domains: vec!["echo".into()], ..base }
+//!     }
+//!
+//!     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
+//!         if req.prompt.is_empty() {
+//!             return Err(PluginError::InvalidRequest("empty prompt".into()));
+//!         }
+//!         Ok(Answer::new(format!("You said: {}", req.prompt), 1.0))
+//!     }
+//! }
+//!
+//! export_specialist!(Echo);
+//! # fn main() {}
+//! ```
+//!
+//! # What a plugin can reach
+//!
+//! Nothing but its own read-only `weights/` folder, mounted at `/weights`, and the host's
+//! [`log`]. No network, no environment variables, no clock-based randomness worth relying
+//! on: derive randomness from [`Request::seed`] so rounds can be replayed. `println!` works
+//! but is captured, capped and logged by the host; prefer [`log`].
+//!
+//! Each round gets a fresh instance, so state kept in the type (built in `Default`) lives
+//! for one round: cache what is expensive to rebuild in the host (weights are mapped by the
+//! host), not in the guest.
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "specialist",
+        pub_export_macro: true,
+        export_macro_name: "__export_specialist_raw",
+        default_bindings_module: "::apiary_plugin_api::bindings",
+    });
+}
+
+pub use bindings::apiary::plugin::types::{Manifest, PluginError, Request, Verdict};
+/// A plugin's answer (the WIT record `response`).
+pub use bindings::apiary::plugin::types::Response as Answer;
+
+/// The contract version this crate was built against (the WIT package version).
+pub const CONTRACT_VERSION: &str = "1.0.0";
+
+/// The trait a specialist implements. One value of the type is created (with `Default`)
+/// per sandbox instance, which the host makes fresh for every round.
+pub trait Specialist: Default + 'static {
+    /// Describe the plugin. `base` is filled from the crate's `Cargo.toml` (name, version,
+    /// description); add the domains you know.
+    fn describe(&self, base: Manifest) -> Manifest {
+        base
+    }
+
+    /// How much expertise the plugin has for `req`, in [0, 1]. The default volunteers
+    /// (0.6) only when the request's domain hint is one of `domains`, else declines (0.0).
+    fn assess(&self, req: &Request, domains: &[String]) -> f32 {
+        match &req.domain {
+            Some(d) if domains.iter().any(|x| x.eq_ignore_ascii_case(d)) => 0.6,
+            _ => 0.0,
+        }
+    }
+
+    /// Answer the request, or say why not.
+    fn answer(&self, req: &Request) -> Result<Answer, PluginError>;
+
+    /// Judge which of two candidate answers to `prompt` is better. The default abstains.
+    fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
+        let _ = (prompt, first, second);
+        Verdict::Tie
+    }
+}
+
+impl Answer {
+    /// An answer to a free-form question.
+    pub fn new(text: impl Into<String>, confidence: f32) -> Self {
+        Answer {
+            text: text.into(),
+            confidence: confidence.clamp(0.0, 1.0),
+            choice: None,
+        }
+    }
+
+    /// An answer picking option `index` of a multiple-choice request.
+    pub fn choice(text: impl Into<String>, index: u32, confidence: f32) -> Self {
+        Answer {
+            choice: Some(index),
+            ..Answer::new(text, confidence)
+        }
+    }
+}
+
+/// Log into the host's log. Messages are tagged with the plugin's name by the host and
+/// bounded per call; past the bound they are dropped (and the drop is counted).
+pub mod log {
+    use crate::bindings::apiary::plugin::log::{Level, log};
+
+    pub fn trace(message: &str) {
+        log(Level::Trace, message)
+    }
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// Export a [`Specialist`] implementation as the plugin's entry points. Call once, at the
+/// crate root of a `cdylib` crate.
+#[macro_export]
+macro_rules! export_specialist {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        pub struct __ApiarySpecialistExport;
+
+        impl __ApiarySpecialistExport {
+            fn with<R>(f: impl FnOnce(&$ty) -> R) -> R {
+                ::std::thread_local! {
+                    static INSTANCE: $ty = <$ty as ::core::default::Default>::default();
+                }
+                INSTANCE.with(f)
+            }
+
+            fn manifest() -> $crate::Manifest {
+                let base = $crate::Manifest {
+                    name: ::core::env!("CARGO_PKG_NAME").into(),
+                    version: ::core::env!("CARGO_PKG_VERSION").into(),
+                    domains: ::std::vec::Vec::new(),
+                    description: ::core::env!("CARGO_PKG_DESCRIPTION").into(),
+                };
+                Self::with(|s| <$ty as $crate::Specialist>::describe(s, base))
+            }
+        }
+
+        impl $crate::bindings::exports::apiary::plugin::handler::Guest for __ApiarySpecialistExport {
+            fn describe() -> $crate::Manifest {
+                Self::manifest()
+            }
+
+            fn assess(req: $crate::Request) -> f32 {
+                let domains = Self::manifest().domains;
+                let score = Self::with(|s| <$ty as $crate::Specialist>::assess(s, &req, &domains));
+                if score.is_finite() { score.clamp(0.0, 1.0) } else { 0.0 }
+            }
+
+            fn answer(req: $crate::Request) -> ::core::result::Result<$crate::Answer, $crate::PluginError> {
+                Self::with(|s| <$ty as $crate::Specialist>::answer(s, &req))
+            }
+
+            fn compare(
+                prompt: ::std::string::String,
+                first: ::std::string::String,
+                second: ::std::string::String,
+            ) -> $crate::Verdict {
+                Self::with(|s| <$ty as $crate::Specialist>::compare(s, &prompt, &first, &second))
+            }
+        }
+
+        $crate::bindings::__export_specialist_raw!(__ApiarySpecialistExport with_types_in $crate::bindings);
+    };
+}
+
+/// Helpers that many specialists need: pulling numbers out of text, normalising words.
+pub mod text {
+    /// Every number written with digits in `s` (integers, decimals, negatives, `1,234`),
+    /// in order of appearance.
+    pub fn numbers(s: &str) -> Vec<f64> {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            let starts_number = c.is_ascii_digit()
+                || (c == b'-'
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()));
+            if !starts_number {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            i += 1;
+            while i < bytes.len() {
+                let b = bytes[i];
+                let digit_follows = bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
+                if b.is_ascii_digit() || ((b == b'.' || b == b',') && digit_follows) {
+                    i += 1;
+                } else {
+                    break;
+                }
+            }
+            let cleaned: String = s[start..i].chars().filter(|&c| c != ',').collect();
+            if let Ok(v) = cleaned.parse::<f64>() {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// The last number in `s`: by convention, a worked answer's final result.
+    pub fn final_number(s: &str) -> Option<f64> {
+        numbers(s).last().copied()
+    }
+
+    /// Lower-case ASCII words of `s`, punctuation dropped.
+    pub fn words(s: &str) -> Vec<String> {
+        s.split(|c: char| !(c.is_alphanumeric() || c == '\''))
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_lowercase())
+            .collect()
+    }
+
+    /// Whether two numbers agree to a relative tolerance (and an absolute one near zero).
+    pub fn close(a: f64, b: f64) -> bool {
+        let scale = a.abs().max(b.abs()).max(1.0);
+        (a - b).abs() <= 1e-6 * scale
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn numbers_in_text() {
+            assert_eq!(numbers("17 * 23 = 391"), vec![17.0, 23.0, 391.0]);
+            assert_eq!(numbers("x = -5."), vec![-5.0]);
+            assert_eq!(numbers("about 1,234.5 km"), vec![1234.5]);
+            assert_eq!(numbers("pi is 3.14, e is 2.72"), vec![3.14, 2.72]);
+            assert_eq!(numbers("a-3"), vec![3.0]);
+            assert!(numbers("no digits").is_empty());
+            assert_eq!(final_number("first 2 then 40"), Some(40.0));
+        }
+
+        #[test]
+        fn closeness() {
+            assert!(close(391.0, 391.0000001));
+            assert!(!close(391.0, 381.0));
+            assert!(close(0.0, 1e-9));
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Arithmetic and linear-algebra specialist.
+//!
+//! Reads plain-English math ("What is 17 times 23?", "Solve 3x + 5 = 20", "15% of 80",
+//! "square root of 144") into an expression, evaluates it exactly in f64, and solves
+//! linear equations in one variable. As a judge it recomputes the answer and prefers the
+//! candidate whose final number matches; when it cannot compute the answer it abstains.
+
+use apiary_plugin_api::{
+    Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist, text,
+};
+
+mod expr;
+
+pub use expr::{Solution, solve};
+
+#[derive(Default)]
+pub struct Arith;
+
+impl Specialist for Arith {
+    fn describe(&self, base: Manifest) -> Manifest {
+        Manifest {
+            domains: vec!["math".into(), "arithmetic".into(), "algebra".into()],
+            ..base
+        }
+    }
+
+    fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
+        match solve(&req.prompt) {
+            Ok(_) => 0.95,
+            // Looks like math but is beyond us (word problems, non-linear): stay out.
+            Err(_) => 0.0,
+        }
+    }
+
+    fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
+        let solution = solve(&req.prompt).map_err(PluginError::Unsupported)?;
+        Ok(Answer::new(solution.to_string(), 0.99))
+    }
+
+    fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
+        let Ok(solution) = solve(prompt) else {
+            return Verdict::Tie;
+        };
+        let right = |candidate: &str| {
+            text::final_number(candidate).is_some_and(|v| text::close(v, solution.value()))
+        };
+        match (right(first), right(second)) {
+            (true, false) => Verdict::First,
+            (false, true) => Verdict::Second,
+            _ => Verdict::Tie,
+        }
+    }
+}
+
+export_specialist!(Arith);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_by_recomputing() {
+        let a = Arith;
+        let p = "What is 17 * 23?";
+        assert_eq!(a.compare(p, "17 * 23 = 391", "381"), Verdict::First);
+        assert_eq!(a.compare(p, "It is 381", "The answer is 391."), Verdict::Second);
+        assert_eq!(a.compare(p, "381", "382"), Verdict::Tie);
+        assert_eq!(
+            a.compare("What is the capital of France?", "Paris", "Lyon"),
+            Verdict::Tie
+        );
+    }
+}
