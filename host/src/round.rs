@@ -69,6 +69,8 @@ pub struct AnswerEntry {
     pub plugin: String,
     pub text: String,
     pub score: f64,
+    /// Its author faulted during the round, so it cannot win.
+    pub disqualified: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,8 +86,8 @@ pub struct RoundReport {
     pub margin: f64,
     /// Only one answer arrived: nothing was compared.
     pub single_answer: bool,
-    /// Verdicts were cast but none preferred one answer: the winner is the answer its
-    /// author was most confident in.
+    /// Two or more answers but no verdict preferred one: the winner is the answer its
+    /// author was most confident in (assess × confidence).
     pub undecided: bool,
     pub elapsed_ms: u64,
 }
@@ -111,9 +113,8 @@ struct Participant {
 }
 
 impl Participant {
-    /// Record a call outcome: faults count towards quarantine and end this plugin's round.
-    fn note<T>(&mut self, outcome: Result<T, CallError>, quarantine_after: u32) -> Option<T> {
-        self.plugin.record(&outcome, quarantine_after);
+    /// Record a call outcome: a fault ends this plugin's part in the round.
+    fn note<T>(&mut self, outcome: Result<T, CallError>) -> Option<T> {
         match outcome {
             Ok(v) => Some(v),
             Err(e) => {
@@ -152,7 +153,6 @@ pub fn run_local_round(
     if plugins.is_empty() {
         return Err(RoundError::NoPlugins);
     }
-    let q = config.quarantine_after;
     let mut parts: Vec<Participant> = plugins
         .iter()
         .map(|p| Participant {
@@ -175,12 +175,12 @@ pub fn run_local_round(
     // 1. Instantiate and assess.
     in_parallel(&mut parts, |p| {
         let session = p.plugin.session(sandbox, request.seed);
-        if let Some(s) = p.note(session, q) {
+        if let Some(s) = p.note(session) {
             p.session = Some(s);
         }
         if let Some(s) = p.session.as_mut() {
             let score = s.assess(request);
-            p.member.assess = p.note(score, q);
+            p.member.assess = p.note(score);
         }
     });
 
@@ -211,7 +211,7 @@ pub fn run_local_round(
         let t = Instant::now();
         let out = p.session.as_mut().map(|s| s.answer(request)).unwrap_or(Err(CallError::Poisoned));
         p.member.answer_ms = Some(t.elapsed().as_millis() as u64);
-        if let Some(a) = p.note(out, q) {
+        if let Some(a) = p.note(out) {
             p.member.answer = Some(a.text);
             p.member.confidence = Some(a.confidence.clamp(0.0, 1.0));
             p.member.choice = a.choice;
@@ -227,6 +227,7 @@ pub fn run_local_round(
                 plugin: p.member.plugin.clone(),
                 text: t.clone(),
                 score: 0.0,
+                disqualified: false,
             })
         })
         .collect();
@@ -259,7 +260,7 @@ pub fn run_local_round(
                             Some(sess) => sess.compare(prompt, texts[a.first], texts[a.second]),
                             None => Err(CallError::Poisoned),
                         };
-                        let outcome = p.note(result, q).map(|v| match v {
+                        let outcome = p.note(result).map(|v| match v {
                             Verdict::First => Outcome::First,
                             Verdict::Second => Outcome::Second,
                             Verdict::Tie => Outcome::Tie,
@@ -290,24 +291,41 @@ pub fn run_local_round(
         .flatten()
         .collect();
     let fit = consensus::fit(answers.len(), &comparisons, config.fit);
-    for (a, s) in answers.iter_mut().zip(&fit.scores) {
-        a.score = *s;
+    for (a, score) in answers.iter_mut().zip(&fit.scores) {
+        a.score = *score;
+        // A plugin that faulted anywhere in the round forfeits its answer.
+        a.disqualified = parts[a.member].member.fault;
     }
+    let eligible: Vec<usize> = (0..answers.len()).filter(|&i| !answers[i].disqualified).collect();
     let decisive = verdicts.iter().any(|v| matches!(v.outcome, Some(Outcome::First | Outcome::Second)));
-    let single_answer = answers.len() == 1;
-    let (winner, undecided) = if answers.len() >= 2 && !decisive {
-        // No judge preferred anything: fall back to the authors' own confidence.
-        let best = (0..answers.len()).max_by(|&a, &b| {
-            let conf = |i: usize| {
-                let m = &parts[answers[i].member].member;
-                m.confidence.unwrap_or(0.0) * m.assess.unwrap_or(0.0)
-            };
-            conf(a).total_cmp(&conf(b)).then(b.cmp(&a))
-        });
-        (best, true)
-    } else {
-        (fit.winner, false)
+    let single_answer = eligible.len() == 1;
+    let undecided = eligible.len() >= 2 && !decisive;
+    let confidence = |i: usize| {
+        let m = &parts[answers[i].member].member;
+        m.confidence.unwrap_or(0.0) * m.assess.unwrap_or(0.0)
     };
+    // Best first; exact ties go to the earlier answer.
+    let rank = |a: &usize, b: &usize| {
+        let (a, b) = (*a, *b);
+        if undecided {
+            confidence(b).total_cmp(&confidence(a)).then(a.cmp(&b))
+        } else {
+            answers[b].score.total_cmp(&answers[a].score).then(a.cmp(&b))
+        }
+    };
+    let mut order = eligible.clone();
+    order.sort_by(rank);
+    let winner = order.first().copied();
+    let margin = match (undecided, order.as_slice()) {
+        (true, _) => 0.5,
+        (false, [w, r, ..]) => 1.0 / (1.0 + (answers[*r].score - answers[*w].score).exp()),
+        (false, [_]) => 1.0,
+        (false, []) => 0.0,
+    };
+    let q = config.quarantine_after;
+    for p in &parts {
+        p.plugin.record_round(p.member.fault, q);
+    }
     Ok(RoundReport {
         prompt: request.prompt.clone(),
         seed: request.seed,
@@ -315,7 +333,7 @@ pub fn run_local_round(
         answers,
         verdicts,
         winner,
-        margin: if undecided { 0.5 } else { fit.margin },
+        margin,
         single_answer,
         undecided,
         elapsed_ms: started.elapsed().as_millis() as u64,

@@ -184,6 +184,9 @@ macro_rules! export_specialist {
             }
         }
 
+        // Only wasm builds export the entry points: natively (unit tests, docs) the export
+        // names, which contain `:` and `@`, are not valid symbol names for the linker.
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_specialist_raw!(__ApiarySpecialistExport with_types_in $crate::bindings);
     };
 }

@@ -271,30 +271,27 @@ impl Plugin {
         )
     }
 
-    /// Count a call's outcome; returns true if this fault just quarantined the plugin.
-    pub fn record<T>(&self, outcome: &Result<T, CallError>, quarantine_after: u32) -> bool {
-        match outcome {
-            Err(e) if e.is_fault() => {
-                self.health.total.fetch_add(1, Ordering::Relaxed);
-                let n = self.health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-                if n >= quarantine_after && !self.health.quarantined.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(plugin = %self.name, "quarantined after {n} consecutive faults; it is offered no rounds until reloaded");
-                    return true;
-                }
-                false
-            }
-            Err(_) => false,
-            Ok(_) => {
-                self.health.consecutive.store(0, Ordering::Relaxed);
-                false
-            }
+    /// Count a round's outcome for this plugin: a round with any fault extends its run of
+    /// faulty rounds, a clean one ends it. Returns true if this round quarantined it.
+    pub fn record_round(&self, faulted: bool, quarantine_after: u32) -> bool {
+        if !faulted {
+            self.health.consecutive.store(0, Ordering::Relaxed);
+            return false;
         }
+        self.health.total.fetch_add(1, Ordering::Relaxed);
+        let n = self.health.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= quarantine_after && !self.health.quarantined.swap(true, Ordering::Relaxed) {
+            tracing::warn!(plugin = %self.name, "quarantined after {n} consecutive faulty rounds; it is offered no rounds until reloaded");
+            return true;
+        }
+        false
     }
 
     pub fn is_quarantined(&self) -> bool {
         self.health.quarantined.load(Ordering::Relaxed)
     }
 
+    /// Rounds in which this plugin faulted, since it was loaded.
     pub fn total_faults(&self) -> u64 {
         self.health.total.load(Ordering::Relaxed)
     }

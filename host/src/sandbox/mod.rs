@@ -397,6 +397,12 @@ fn classify(e: wasmtime::Error, call: CallKind, limits: &Limits, state: &PluginS
                 })
                 .filter(|m| !m.trim().is_empty())
                 .unwrap_or_else(|| "the plugin aborted (unreachable instruction)".into());
+            // Rust's println! panics when the capped pipe refuses a write.
+            for stream in ["stdout", "stderr"] {
+                if message.contains(&format!("failed printing to {stream}")) {
+                    return CallError::OutputFlood { call, stream: stream.into(), limit_kib: limits.output_kib };
+                }
+            }
             CallError::Panic { call, message: message.trim().to_string() }
         }
         Some(trap) => CallError::Trap { call, message: trap.to_string() },

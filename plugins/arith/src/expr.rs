@@ -105,6 +105,19 @@ fn clean(v: f64) -> f64 {
 }
 
 fn normalize(q: &str) -> String {
+    // Thousands separators first ("1,000"), before commas become spaces.
+    let raw: Vec<char> = q.chars().collect();
+    let q: String = raw
+        .iter()
+        .enumerate()
+        .filter(|&(i, &c)| {
+            !(c == ','
+                && i > 0
+                && raw[i - 1].is_ascii_digit()
+                && raw.get(i + 1).is_some_and(char::is_ascii_digit))
+        })
+        .map(|(_, &c)| c)
+        .collect();
     let mut s = format!(" {} ", q.to_lowercase());
     for (from, to) in [
         ("×", "*"),

@@ -63,7 +63,7 @@ impl Found<'_> {
     pub fn sentence(&self) -> String {
         let Fact { subject, object, .. } = self.fact;
         let lower = subject.to_lowercase();
-        match (self.fact.relation, self.direction) {
+        let sentence = match (self.fact.relation, self.direction) {
             (Relation::Capital, Direction::Forward) => format!("The capital of {subject} is {object}."),
             (Relation::Capital, Direction::Reverse) => format!("{object} is the capital of {subject}."),
             (Relation::Symbol, Direction::Forward) => {
@@ -78,7 +78,9 @@ impl Found<'_> {
             (Relation::AtomicNumber, Direction::Reverse) => {
                 format!("The element with atomic number {object} is {lower}.")
             }
-        }
+        };
+        // "Washington, D.C." already ends the sentence.
+        sentence.replace("..", ".")
     }
 }
 

@@ -190,9 +190,16 @@ pub fn parse(question: &str) -> Result<Conversion, String> {
     // Single letters ("a", "in", "s") are too ambiguous unless they stand right after the number.
     let number_at = words.iter().position(|w| text::numbers(w).first() == Some(&amount.abs()));
     let after_number = number_at.and_then(|at| mentions.iter().find(|(i, _)| *i == at + 1));
+    // Single letters ("m", "s") and "in" are too ambiguous to count as a unit unless they
+    // stand right after the amount or right after "to"/"in"/"into".
     let strong: Vec<_> = mentions
         .iter()
-        .filter(|(i, u)| Some(*i) == number_at.map(|n| n + 1) || u.name.len() > 2 && words[*i].len() > 2)
+        .filter(|(i, _)| {
+            let w = words[*i].as_str();
+            let after_number = Some(*i) == number_at.map(|n| n + 1);
+            let after_to = *i > 0 && matches!(words[*i - 1].as_str(), "to" | "in" | "into");
+            after_number || after_to || (w.len() >= 2 && w != "in" && w != "st")
+        })
         .collect();
     let from = after_number.map(|(_, u)| *u).ok_or("no unit after the amount")?;
     let to = strong
