@@ -38,6 +38,10 @@ for f in $features; do
   cp "$WASM_OUT/hostile.wasm" "$FIXTURES_OUT/$f/$f.wasm"
   printf 'name = "%s"\n' "$f" > "$FIXTURES_OUT/$f/plugin.toml"
 done
+# No feature: a trivial, well-behaved plugin (answers "harmless"), used by the benches.
+cargo build --release --target wasm32-wasip2 -p hostile --quiet
+mkdir -p "$FIXTURES_OUT/harmless"
+cp "$WASM_OUT/hostile.wasm" "$FIXTURES_OUT/harmless/harmless.wasm"
 mkdir -p "$FIXTURES_OUT/unknown-import"
 cp "$WASM_OUT/unknown_import.wasm" "$FIXTURES_OUT/unknown-import/unknown-import.wasm"
 

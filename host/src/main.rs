@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "apiary", version, about = "Swarm inference node: sandboxed specialist plugins that answer and rank each other")]
+#[command(
+    name = "apiary",
+    version,
+    about = "Swarm inference node: sandboxed specialist plugins that answer and rank each other"
+)]
 struct Cli {
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -102,7 +106,9 @@ enum PluginsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -128,8 +134,13 @@ fn sandbox(args: &SandboxArgs) -> Result<Arc<Sandbox>, String> {
     if let Some(v) = args.max_assess_ms {
         ceilings.assess_ms = v;
     }
-    let config = SandboxConfig { limits: LimitPolicy::new(Limits::default(), ceilings), ..Default::default() };
-    Sandbox::new(config).map(Arc::new).map_err(|e| e.to_string())
+    let config = SandboxConfig {
+        limits: LimitPolicy::new(Limits::default(), ceilings),
+        ..Default::default()
+    };
+    Sandbox::new(config)
+        .map(Arc::new)
+        .map_err(|e| e.to_string())
 }
 
 fn cache(args: &SandboxArgs, sandbox: &Sandbox) -> Option<CompileCache> {
@@ -156,13 +167,23 @@ fn registry(args: &SandboxArgs, dir: &Path) -> Result<Arc<Registry>, String> {
     let sandbox = sandbox(args)?;
     let cache = cache(args, &sandbox);
     let registry = Arc::new(Registry::new(dir, sandbox, cache));
-    registry.rescan().map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    registry
+        .rescan()
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     Ok(registry)
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Ask { question, plugins, explain, json, domain, seed, threshold } => {
+        Command::Ask {
+            question,
+            plugins,
+            explain,
+            json,
+            domain,
+            seed,
+            threshold,
+        } => {
             let registry = registry(&cli.sandbox, &plugins)?;
             for l in registry.listing() {
                 if let apiary::plugins::registry::Status::Refused { reason } = &l.status {
@@ -171,11 +192,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             let mut request = round::request(&question, seed);
             request.domain = domain;
-            let config = RoundConfig { threshold, ..Default::default() };
-            let report = round::run_local_round(registry.sandbox(), &registry.active(), &request, &config)
-                .map_err(|e| e.to_string())?;
+            let config = RoundConfig {
+                threshold,
+                ..Default::default()
+            };
+            let report =
+                round::run_local_round(registry.sandbox(), &registry.active(), &request, &config)
+                    .map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
             } else if explain {
                 print_explain(&report);
             }
@@ -191,7 +219,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
                 None => {
                     if !json {
-                        eprintln!("no plugin could answer this question (use --explain to see why)");
+                        eprintln!(
+                            "no plugin could answer this question (use --explain to see why)"
+                        );
                     }
                     Ok(ExitCode::from(2))
                 }
@@ -202,7 +232,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let registry = registry(&cli.sandbox, &dir)?;
                 let listing = registry.listing();
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&listing).map_err(|e| e.to_string())?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&listing).map_err(|e| e.to_string())?
+                    );
                     return Ok(ExitCode::SUCCESS);
                 }
                 let s = registry.sandbox();
@@ -210,11 +243,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     "{} plugins in {} (instances: {})",
                     listing.len(),
                     dir.display(),
-                    if s.pooling() { "pooling allocator" } else { "on-demand allocation" }
+                    if s.pooling() {
+                        "pooling allocator"
+                    } else {
+                        "on-demand allocation"
+                    }
                 );
                 for l in &listing {
                     match &l.status {
-                        apiary::plugins::registry::Status::Loaded { name, version, domains, sha256, quarantined } => {
+                        apiary::plugins::registry::Status::Loaded {
+                            name,
+                            version,
+                            domains,
+                            sha256,
+                            quarantined,
+                        } => {
                             let p = registry.get(&l.id);
                             let limits = p.map(|p| p.limits).unwrap_or_default();
                             println!(
@@ -238,11 +281,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 let sandbox = sandbox(&cli.sandbox)?;
                 let report = audit::audit(&sandbox, &path);
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                    );
                 } else {
                     print!("{report}");
                 }
-                Ok(if report.refused.is_none() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+                Ok(if report.refused.is_none() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                })
             }
             PluginsCommand::Watch { dir } => {
                 let registry = registry(&cli.sandbox, &dir)?;
@@ -250,7 +300,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     println!("{}", serde_json::to_string(&l).unwrap_or_default());
                 }
                 let _watch = registry
-                    .watch(|report| println!("{}", serde_json::to_string(report).unwrap_or_default()))
+                    .watch(|report| {
+                        println!("{}", serde_json::to_string(report).unwrap_or_default())
+                    })
                     .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
                 println!("watching {} (Ctrl-C to stop)", dir.display());
                 loop {
@@ -265,10 +317,17 @@ fn print_explain(r: &RoundReport) {
     println!("question: {}", r.prompt);
     println!("members:");
     for m in &r.members {
-        let assess = m.assess.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
+        let assess = m
+            .assess
+            .map(|s| format!("{s:.2}"))
+            .unwrap_or_else(|| "-".into());
         match (&m.answer, &m.error) {
             (Some(a), _) => println!("  {:<12} assess {assess}  answered: {a}", m.plugin),
-            (None, Some(e)) => println!("  {:<12} assess {assess}  {}{e}", m.plugin, if m.fault { "FAULT: " } else { "" }),
+            (None, Some(e)) => println!(
+                "  {:<12} assess {assess}  {}{e}",
+                m.plugin,
+                if m.fault { "FAULT: " } else { "" }
+            ),
             (None, None) => println!("  {:<12} assess {assess}", m.plugin),
         }
     }
@@ -281,7 +340,10 @@ fn print_explain(r: &RoundReport) {
                 Some(Outcome::Tie) => "tie".into(),
                 None => format!("error: {}", v.error.as_deref().unwrap_or("?")),
             };
-            println!("  {:<12} {} vs {} -> {pick}", v.judge, r.answers[v.first].plugin, r.answers[v.second].plugin);
+            println!(
+                "  {:<12} {} vs {} -> {pick}",
+                v.judge, r.answers[v.first].plugin, r.answers[v.second].plugin
+            );
         }
     }
     println!("scores (Bradley-Terry log-strength):");

@@ -100,7 +100,9 @@ impl RoundReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RoundError {
-    #[error("no plugins are loaded; put specialist plugins in the plugins folder (see `apiary plugins list`)")]
+    #[error(
+        "no plugins are loaded; put specialist plugins in the plugins folder (see `apiary plugins list`)"
+    )]
     NoPlugins,
 }
 
@@ -186,10 +188,18 @@ pub fn run_local_round(
 
     // 2. The most willing answer.
     let mut willing: Vec<usize> = (0..parts.len())
-        .filter(|&i| parts[i].member.assess.is_some_and(|s| s >= config.threshold))
+        .filter(|&i| {
+            parts[i]
+                .member
+                .assess
+                .is_some_and(|s| s >= config.threshold)
+        })
         .collect();
     willing.sort_by(|&a, &b| {
-        let (sa, sb) = (parts[a].member.assess.unwrap_or(0.0), parts[b].member.assess.unwrap_or(0.0));
+        let (sa, sb) = (
+            parts[a].member.assess.unwrap_or(0.0),
+            parts[b].member.assess.unwrap_or(0.0),
+        );
         sb.total_cmp(&sa).then(a.cmp(&b))
     });
     for (rank, &i) in willing.iter().enumerate() {
@@ -198,9 +208,15 @@ pub fn run_local_round(
     for p in parts.iter_mut() {
         if let (Some(score), false) = (p.member.assess, p.selected) {
             p.member.error = Some(if score >= config.threshold {
-                format!("not selected: {} more willing plugins answered", config.max_answerers)
+                format!(
+                    "not selected: {} more willing plugins answered",
+                    config.max_answerers
+                )
             } else {
-                format!("declined: assess {score:.2} below threshold {:.2}", config.threshold)
+                format!(
+                    "declined: assess {score:.2} below threshold {:.2}",
+                    config.threshold
+                )
             });
         }
     }
@@ -209,7 +225,11 @@ pub fn run_local_round(
             return;
         }
         let t = Instant::now();
-        let out = p.session.as_mut().map(|s| s.answer(request)).unwrap_or(Err(CallError::Poisoned));
+        let out = p
+            .session
+            .as_mut()
+            .map(|s| s.answer(request))
+            .unwrap_or(Err(CallError::Poisoned));
         p.member.answer_ms = Some(t.elapsed().as_millis() as u64);
         if let Some(a) = p.note(out) {
             p.member.answer = Some(a.text);
@@ -234,7 +254,9 @@ pub fn run_local_round(
 
     // 3. Judge: every live instance, every pair it did not write, both orders.
     let authors: Vec<usize> = answers.iter().map(|a| a.member).collect();
-    let judges: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].session.is_some()).collect();
+    let judges: Vec<usize> = (0..parts.len())
+        .filter(|&i| parts[i].session.is_some())
+        .collect();
     let assignments = if answers.len() >= 2 {
         consensus::all_pairs_both_orders(&authors, &judges)
     } else {
@@ -248,7 +270,11 @@ pub fn run_local_round(
         std::thread::scope(|s| {
             let mut handles = Vec::new();
             for (i, p) in parts.iter_mut().enumerate() {
-                let mine: Vec<_> = assignments.iter().filter(|a| a.judge == i).copied().collect();
+                let mine: Vec<_> = assignments
+                    .iter()
+                    .filter(|a| a.judge == i)
+                    .copied()
+                    .collect();
                 if mine.is_empty() {
                     continue;
                 }
@@ -265,7 +291,11 @@ pub fn run_local_round(
                             Verdict::Second => Outcome::Second,
                             Verdict::Tie => Outcome::Tie,
                         });
-                        let error = if outcome.is_none() { p.member.error.clone() } else { None };
+                        let error = if outcome.is_none() {
+                            p.member.error.clone()
+                        } else {
+                            None
+                        };
                         out.push(VerdictRecord {
                             judge: p.member.plugin.clone(),
                             first: a.first,
@@ -287,7 +317,10 @@ pub fn run_local_round(
     // 4. Aggregate.
     let comparisons: Vec<Comparison> = verdicts
         .iter()
-        .filter_map(|v| v.outcome.map(|o| consensus::comparisons(v.first, v.second, o, 1.0)))
+        .filter_map(|v| {
+            v.outcome
+                .map(|o| consensus::comparisons(v.first, v.second, o, 1.0))
+        })
         .flatten()
         .collect();
     let fit = consensus::fit(answers.len(), &comparisons, config.fit);
@@ -296,8 +329,12 @@ pub fn run_local_round(
         // A plugin that faulted anywhere in the round forfeits its answer.
         a.disqualified = parts[a.member].member.fault;
     }
-    let eligible: Vec<usize> = (0..answers.len()).filter(|&i| !answers[i].disqualified).collect();
-    let decisive = verdicts.iter().any(|v| matches!(v.outcome, Some(Outcome::First | Outcome::Second)));
+    let eligible: Vec<usize> = (0..answers.len())
+        .filter(|&i| !answers[i].disqualified)
+        .collect();
+    let decisive = verdicts
+        .iter()
+        .any(|v| matches!(v.outcome, Some(Outcome::First | Outcome::Second)));
     let single_answer = eligible.len() == 1;
     let undecided = eligible.len() >= 2 && !decisive;
     let confidence = |i: usize| {
@@ -310,7 +347,10 @@ pub fn run_local_round(
         if undecided {
             confidence(b).total_cmp(&confidence(a)).then(a.cmp(&b))
         } else {
-            answers[b].score.total_cmp(&answers[a].score).then(a.cmp(&b))
+            answers[b]
+                .score
+                .total_cmp(&answers[a].score)
+                .then(a.cmp(&b))
         }
     };
     let mut order = eligible.clone();

@@ -29,27 +29,61 @@ fn ask_answers_from_the_right_specialist() {
     for (q, expect) in [
         ("What is 17 * 23?", "17 * 23 = 391\n"),
         ("Solve 3x + 5 = 20", "x = 5\n"),
-        ("What is the capital of France?", "The capital of France is Paris.\n"),
-        ("How many feet are in 3 meters?", "3 meters = 9.84252 feet\n"),
+        (
+            "What is the capital of France?",
+            "The capital of France is Paris.\n",
+        ),
+        (
+            "How many feet are in 3 meters?",
+            "3 meters = 9.84252 feet\n",
+        ),
     ] {
         let o = apiary(&["ask", q, "--plugins", &plugins_dir()], cache.path());
-        assert!(o.status.success(), "{q}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert_eq!(stdout(&o), expect);
     }
     // The second and later runs used the compile cache.
-    assert!(std::fs::read_dir(cache.path()).unwrap().count() >= 4, "3 entries + key");
+    assert!(
+        std::fs::read_dir(cache.path()).unwrap().count() >= 4,
+        "3 entries + key"
+    );
 }
 
 #[test]
 fn ask_explain_and_json() {
     let cache = tempfile::tempdir().unwrap();
-    let o = apiary(&["ask", "What is 2 to the power of 10?", "--plugins", &plugins_dir(), "--explain"], cache.path());
+    let o = apiary(
+        &[
+            "ask",
+            "What is 2 to the power of 10?",
+            "--plugins",
+            &plugins_dir(),
+            "--explain",
+        ],
+        cache.path(),
+    );
     let out = stdout(&o);
-    assert!(out.contains("members:") && out.contains("arith") && out.contains("scores"), "{out}");
+    assert!(
+        out.contains("members:") && out.contains("arith") && out.contains("scores"),
+        "{out}"
+    );
     assert!(out.contains("declined: assess"), "{out}");
     assert!(out.trim_end().ends_with("2 ^ 10 = 1024"), "{out}");
 
-    let o = apiary(&["ask", "What is 2 + 2?", "--plugins", &plugins_dir(), "--json"], cache.path());
+    let o = apiary(
+        &[
+            "ask",
+            "What is 2 + 2?",
+            "--plugins",
+            &plugins_dir(),
+            "--json",
+        ],
+        cache.path(),
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
     assert_eq!(v["answers"][0]["text"], "2 + 2 = 4");
     assert_eq!(v["winner"], 0);
@@ -59,10 +93,21 @@ fn ask_explain_and_json() {
 #[test]
 fn ask_with_no_specialist_fails_clearly() {
     let cache = tempfile::tempdir().unwrap();
-    let o = apiary(&["ask", "Who painted the Mona Lisa?", "--plugins", &plugins_dir()], cache.path());
+    let o = apiary(
+        &[
+            "ask",
+            "Who painted the Mona Lisa?",
+            "--plugins",
+            &plugins_dir(),
+        ],
+        cache.path(),
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no plugin could answer"));
-    let o = apiary(&["ask", "hi", "--plugins", "/nonexistent/plugins"], cache.path());
+    let o = apiary(
+        &["ask", "hi", "--plugins", "/nonexistent/plugins"],
+        cache.path(),
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
 }
@@ -73,11 +118,25 @@ fn plugins_list_reports_loaded_and_refused() {
     let folder = Folder::new();
     folder.add(&plugin("arith"), "arith");
     folder.add(&fixture("unknown-import"), "unknown-import");
-    let o = apiary(&["plugins", "list", &folder.path().display().to_string()], cache.path());
+    let o = apiary(
+        &["plugins", "list", &folder.path().display().to_string()],
+        cache.path(),
+    );
     let out = stdout(&o);
     assert!(out.contains("loaded   arith"), "{out}");
-    assert!(out.contains("refused  unknown-import") && out.contains("apiary:evil/backdoor"), "{out}");
-    let o = apiary(&["plugins", "list", &folder.path().display().to_string(), "--json"], cache.path());
+    assert!(
+        out.contains("refused  unknown-import") && out.contains("apiary:evil/backdoor"),
+        "{out}"
+    );
+    let o = apiary(
+        &[
+            "plugins",
+            "list",
+            &folder.path().display().to_string(),
+            "--json",
+        ],
+        cache.path(),
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
 }
@@ -85,14 +144,38 @@ fn plugins_list_reports_loaded_and_refused() {
 #[test]
 fn plugins_audit_shows_what_a_reviewer_needs() {
     let cache = tempfile::tempdir().unwrap();
-    let o = apiary(&["plugins", "audit", &plugin("facts").display().to_string()], cache.path());
+    let o = apiary(
+        &["plugins", "audit", &plugin("facts").display().to_string()],
+        cache.path(),
+    );
     assert!(o.status.success());
     let out = stdout(&o);
-    for needle in ["verdict    LOADS", "sha256", "apiary:plugin@1.0.0", "ok       wasi:filesystem/preopens", "apiary:plugin/handler@1.0.0", "read-only /weights", "facts.tsv", "memory-mib"] {
+    for needle in [
+        "verdict    LOADS",
+        "sha256",
+        "apiary:plugin@1.0.0",
+        "ok       wasi:filesystem/preopens",
+        "apiary:plugin/handler@1.0.0",
+        "read-only /weights",
+        "facts.tsv",
+        "memory-mib",
+    ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
-    let o = apiary(&["plugins", "audit", &fixture("network").display().to_string(), "--json"], cache.path());
-    assert_eq!(o.status.code(), Some(3), "a refused plugin audits with exit 3");
+    let o = apiary(
+        &[
+            "plugins",
+            "audit",
+            &fixture("network").display().to_string(),
+            "--json",
+        ],
+        cache.path(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "a refused plugin audits with exit 3"
+    );
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let denied: Vec<&str> = v["imports"]
         .as_array()
@@ -101,13 +184,25 @@ fn plugins_audit_shows_what_a_reviewer_needs() {
         .filter(|i| i["allowed"] == false)
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert!(!denied.is_empty() && denied.iter().all(|n| n.starts_with("wasi:sockets/")), "{denied:?}");
+    assert!(
+        !denied.is_empty() && denied.iter().all(|n| n.starts_with("wasi:sockets/")),
+        "{denied:?}"
+    );
 }
 
 #[test]
 fn operator_ceiling_caps_what_a_plugin_asks_for() {
     let cache = tempfile::tempdir().unwrap();
-    let o = apiary(&["plugins", "audit", &plugin("arith").display().to_string(), "--max-memory-mib", "16"], cache.path());
+    let o = apiary(
+        &[
+            "plugins",
+            "audit",
+            &plugin("arith").display().to_string(),
+            "--max-memory-mib",
+            "16",
+        ],
+        cache.path(),
+    );
     let out = stdout(&o);
     assert!(out.contains("memory-mib         64 -> 16 (16)"), "{out}");
 }

@@ -27,9 +27,17 @@ fn round_beside_arith(fixture: &str) -> (Folder, RoundReport) {
         "round took {:?}; budgets are 400 ms per call",
         started.elapsed()
     );
-    assert_eq!(member(&report, "arith").answer.as_deref(), Some("6 * 7 = 42"), "{report:#?}");
+    assert_eq!(
+        member(&report, "arith").answer.as_deref(),
+        Some("6 * 7 = 42"),
+        "{report:#?}"
+    );
     if member(&report, fixture).fault {
-        assert_eq!(winner(&report), "6 * 7 = 42", "a faulting plugin cannot win: {report:#?}");
+        assert_eq!(
+            winner(&report),
+            "6 * 7 = 42",
+            "a faulting plugin cannot win: {report:#?}"
+        );
     }
     (folder, report)
 }
@@ -44,7 +52,10 @@ fn fault_of(report: &RoundReport, plugin: &str) -> String {
 fn infinite_loop_times_out_at_its_budget() {
     let (_f, r) = round_beside_arith("infinite-loop");
     let e = fault_of(&r, "infinite-loop");
-    assert!(e.contains("answer timed out") && e.contains("400 ms"), "{e}");
+    assert!(
+        e.contains("answer timed out") && e.contains("400 ms"),
+        "{e}"
+    );
     assert!(member(&r, "infinite-loop").answer_ms.unwrap() < 2_000);
 }
 
@@ -66,7 +77,10 @@ fn stack_overflow_is_a_trap_not_a_crash() {
 fn panic_is_reported_with_its_message() {
     let (_f, r) = round_beside_arith("panic");
     let e = fault_of(&r, "panic");
-    assert!(e.contains("panicked") && e.contains("hostile plugin panicked on purpose"), "{e}");
+    assert!(
+        e.contains("panicked") && e.contains("hostile plugin panicked on purpose"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -90,7 +104,11 @@ fn slow_judge_times_out_and_forfeits_its_answer() {
     let folder = Folder::new();
     folder.add(&plugin("arith"), "arith");
     let second = folder.add(&plugin("arith"), "arith2");
-    std::fs::write(second.join("plugin.toml"), "name = \"arith2\"\nwasm = \"arith.wasm\"\n").unwrap();
+    std::fs::write(
+        second.join("plugin.toml"),
+        "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
+    )
+    .unwrap();
     folder.add_fixture("slow-compare");
     let registry = folder.registry();
     let started = Instant::now();
@@ -99,7 +117,11 @@ fn slow_judge_times_out_and_forfeits_its_answer() {
     assert_eq!(winner(&r), "6 * 7 = 42");
     let e = fault_of(&r, "slow-compare");
     assert!(e.contains("compare timed out"), "{e}");
-    let theirs = r.answers.iter().find(|a| a.plugin == "slow-compare").unwrap();
+    let theirs = r
+        .answers
+        .iter()
+        .find(|a| a.plugin == "slow-compare")
+        .unwrap();
     assert!(theirs.disqualified);
 }
 
@@ -144,10 +166,16 @@ fn filesystem_outside_weights_is_unreachable() {
     ));
     let r = ask_with(&registry, req);
     assert_eq!(member(&r, "arith").answer.as_deref(), Some("6 * 7 = 42"));
-    let report = member(&r, "fs-escape").answer.clone().expect("fixture reports");
+    let report = member(&r, "fs-escape")
+        .answer
+        .clone()
+        .expect("fixture reports");
     assert!(!report.contains("TOP-SECRET"), "{report}");
     assert!(!report.contains("root:"), "{report}");
-    assert!(report.contains("READ /weights/ok.txt: readable"), "{report}");
+    assert!(
+        report.contains("READ /weights/ok.txt: readable"),
+        "{report}"
+    );
     for denied in [
         secret.display().to_string(),
         "/weights/link.txt".into(),
@@ -155,7 +183,10 @@ fn filesystem_outside_weights_is_unreachable() {
         "../arith/secret.txt".into(),
         "/etc/passwd".into(),
     ] {
-        assert!(report.contains(&format!("denied {denied}")), "{denied} not denied: {report}");
+        assert!(
+            report.contains(&format!("denied {denied}")),
+            "{denied} not denied: {report}"
+        );
     }
 }
 
@@ -170,8 +201,14 @@ fn weights_are_read_only() {
     let r = ask(&registry, QUESTION);
     assert_eq!(member(&r, "arith").answer.as_deref(), Some("6 * 7 = 42"));
     let report = member(&r, "fs-write").answer.clone().unwrap();
-    assert!(!report.contains("WROTE") && !report.contains("DELETED"), "{report}");
-    assert_eq!(std::fs::read_to_string(dir.join("weights/data.txt")).unwrap(), "original");
+    assert!(
+        !report.contains("WROTE") && !report.contains("DELETED"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("weights/data.txt")).unwrap(),
+        "original"
+    );
     assert!(!dir.join("weights/pwned.txt").exists());
 }
 
@@ -203,7 +240,15 @@ fn network_is_denied_even_if_sockets_were_linked() {
     let mut imports = ImportPolicy::contract();
     imports.allowed.push(AllowedInterface {
         package: "wasi:sockets",
-        interfaces: &["network", "instance-network", "tcp", "tcp-create-socket", "udp", "udp-create-socket", "ip-name-lookup"],
+        interfaces: &[
+            "network",
+            "instance-network",
+            "tcp",
+            "tcp-create-socket",
+            "udp",
+            "udp-create-socket",
+            "ip-name-lookup",
+        ],
         track: (0, 2),
         why: "test only",
     });
@@ -212,8 +257,13 @@ fn network_is_denied_even_if_sockets_were_linked() {
     let addr = listener.local_addr().unwrap();
     let folder = Folder::new();
     folder.add_fixture("network");
-    let registry = folder.registry_with(SandboxConfig { imports, ..Default::default() });
-    let plugin = registry.get("network").expect("loads under the permissive policy");
+    let registry = folder.registry_with(SandboxConfig {
+        imports,
+        ..Default::default()
+    });
+    let plugin = registry
+        .get("network")
+        .expect("loads under the permissive policy");
     let mut session = plugin.session(registry.sandbox(), 1).unwrap();
     let mut req = apiary::round::request("connect", 1);
     req.domain = Some(addr.to_string());
@@ -247,7 +297,11 @@ fn corrupt_truncated_and_core_wasm_are_refused() {
     let arith = std::fs::read(plugin("arith").join("arith.wasm")).unwrap();
     std::fs::write(truncated.join("t.wasm"), &arith[..arith.len() / 2]).unwrap();
     // A bare core module (not a component), dropped straight into the folder.
-    std::fs::write(folder.path().join("core.wasm"), [0, b'a', b's', b'm', 1, 0, 0, 0]).unwrap();
+    std::fs::write(
+        folder.path().join("core.wasm"),
+        [0, b'a', b's', b'm', 1, 0, 0, 0],
+    )
+    .unwrap();
     let registry = folder.registry();
     assert!(refusal(&registry, "garbage").contains("not a valid WebAssembly component"));
     assert!(refusal(&registry, "truncated").contains("not a valid WebAssembly component"));
@@ -260,12 +314,19 @@ fn broken_manifest_is_refused_with_the_problem() {
     let folder = Folder::new();
     folder.add(&plugin("arith"), "arith");
     let dir = folder.add(&plugin("units"), "units");
-    std::fs::write(dir.join("plugin.toml"), "name = \"units\"\n[limits]\nmemory-mb = 64\n").unwrap();
+    std::fs::write(
+        dir.join("plugin.toml"),
+        "name = \"units\"\n[limits]\nmemory-mb = 64\n",
+    )
+    .unwrap();
     let bad_syntax = folder.add(&plugin("facts"), "facts");
     std::fs::write(bad_syntax.join("plugin.toml"), "name = [unclosed\n").unwrap();
     let registry = folder.registry();
     let why = refusal(&registry, "units");
-    assert!(why.contains("plugin.toml is invalid") && why.contains("memory-mb"), "{why}");
+    assert!(
+        why.contains("plugin.toml is invalid") && why.contains("memory-mb"),
+        "{why}"
+    );
     assert!(refusal(&registry, "facts").contains("plugin.toml is invalid"));
     assert_eq!(winner(&ask(&registry, QUESTION)), "6 * 7 = 42");
 }
@@ -282,11 +343,19 @@ fn weights_symlink_out_of_the_folder_is_refused() {
     // A .wasm symlink leading out of the folder is refused by cap-std as well.
     let sneaky = folder.path().join("sneaky");
     std::fs::create_dir(&sneaky).unwrap();
-    std::fs::copy(plugin("units").join("units.wasm"), outside.path().join("units.wasm")).unwrap();
-    std::os::unix::fs::symlink(outside.path().join("units.wasm"), sneaky.join("units.wasm")).unwrap();
+    std::fs::copy(
+        plugin("units").join("units.wasm"),
+        outside.path().join("units.wasm"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path().join("units.wasm"), sneaky.join("units.wasm"))
+        .unwrap();
     let registry = folder.registry();
     let why = refusal(&registry, "facts");
-    assert!(why.contains("weights") && why.contains("symbolic link"), "{why}");
+    assert!(
+        why.contains("weights") && why.contains("symbolic link"),
+        "{why}"
+    );
     let why = refusal(&registry, "sneaky");
     assert!(why.contains("cannot read"), "{why}");
     assert_eq!(winner(&ask(&registry, QUESTION)), "6 * 7 = 42");
@@ -304,9 +373,16 @@ fn repeated_faults_quarantine_until_reload() {
     let active: Vec<String> = registry.active().iter().map(|p| p.name.clone()).collect();
     assert_eq!(active, vec!["arith"], "panic should be quarantined");
     let r = ask(&registry, QUESTION);
-    assert!(r.members.iter().all(|m| m.plugin != "panic"), "quarantined plugins get no rounds");
+    assert!(
+        r.members.iter().all(|m| m.plugin != "panic"),
+        "quarantined plugins get no rounds"
+    );
     // Reloading (any change to the folder) gives it a fresh start.
-    std::fs::write(dir.join("plugin.toml"), "name = \"panic\"\n[limits]\nanswer-ms = 401\n").unwrap();
+    std::fs::write(
+        dir.join("plugin.toml"),
+        "name = \"panic\"\n[limits]\nanswer-ms = 401\n",
+    )
+    .unwrap();
     let report = registry.rescan().unwrap();
     assert_eq!(report.replaced, vec!["panic"]);
     assert_eq!(registry.active().len(), 2);
@@ -320,13 +396,22 @@ fn judges_outvote_a_confident_liar() {
     let folder = Folder::new();
     folder.add(&plugin("arith"), "arith");
     let second = folder.add(&plugin("arith"), "arith2");
-    std::fs::write(second.join("plugin.toml"), "name = \"arith2\"\nwasm = \"arith.wasm\"\n").unwrap();
+    std::fs::write(
+        second.join("plugin.toml"),
+        "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
+    )
+    .unwrap();
     folder.add_fixture("liar");
     let registry = folder.registry();
     let r = ask(&registry, "What is 15% of 80?");
     assert!(winner(&r).ends_with("= 12"), "{r:#?}");
     let liar = r.answers.iter().find(|a| a.plugin == "liar").unwrap();
-    assert!(r.answers.iter().all(|a| a.plugin == "liar" || a.score > liar.score), "{r:#?}");
+    assert!(
+        r.answers
+            .iter()
+            .all(|a| a.plugin == "liar" || a.score > liar.score),
+        "{r:#?}"
+    );
     assert!(r.margin > 0.5);
     assert!(!r.undecided);
 }

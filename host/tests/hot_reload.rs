@@ -22,7 +22,11 @@ fn rescan_adds_replaces_and_removes() {
     assert!(registry.rescan().unwrap().is_empty());
 
     // Replace the component with a different specialist under the same folder.
-    std::fs::copy(plugin("units").join("units.wasm"), folder.path().join("arith/arith.wasm")).unwrap();
+    std::fs::copy(
+        plugin("units").join("units.wasm"),
+        folder.path().join("arith/arith.wasm"),
+    )
+    .unwrap();
     let r = registry.rescan().unwrap();
     assert_eq!(r.replaced, vec!["arith"]);
     assert_ne!(registry.get("arith").unwrap().wasm_sha256, before);
@@ -39,8 +43,13 @@ fn watcher_reloads_without_a_restart() {
     let folder = Folder::new();
     let registry = folder.registry();
     let (tx, rx) = channel();
-    let _watch = registry.watch(move |report| tx.send(report.clone()).unwrap()).unwrap();
-    let next = || rx.recv_timeout(Duration::from_secs(20)).expect("watcher reported a change");
+    let _watch = registry
+        .watch(move |report| tx.send(report.clone()).unwrap())
+        .unwrap();
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("watcher reported a change")
+    };
 
     // Add: copy into a hidden name, then rename, as an operator's `mv` would.
     let staging = folder.path().join(".incoming");
@@ -50,7 +59,11 @@ fn watcher_reloads_without_a_restart() {
     assert!(winner(&ask(&registry, "What is the capital of Japan?")).contains("Tokyo"));
 
     // Replace: a new plugin.toml with a different name.
-    std::fs::write(folder.path().join("facts/plugin.toml"), "name = \"atlas\"\nwasm = \"facts.wasm\"\n").unwrap();
+    std::fs::write(
+        folder.path().join("facts/plugin.toml"),
+        "name = \"atlas\"\nwasm = \"facts.wasm\"\n",
+    )
+    .unwrap();
     assert_eq!(next().replaced, vec!["facts"]);
     assert_eq!(registry.get("facts").unwrap().name, "atlas");
 

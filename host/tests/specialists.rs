@@ -21,15 +21,25 @@ fn each_specialist_answers_its_domain() {
         ("What is 17 * 23?", "arith", "17 * 23 = 391"),
         ("Solve 3x + 5 = 20", "arith", "x = 5"),
         ("What is the square root of 144?", "arith", "= 12"),
-        ("What is the capital of France?", "facts", "The capital of France is Paris."),
+        (
+            "What is the capital of France?",
+            "facts",
+            "The capital of France is Paris.",
+        ),
         ("What is the chemical symbol for gold?", "facts", "Au"),
         ("Which element has atomic number 6?", "facts", "carbon"),
         ("Convert 5 miles to km", "units", "8.04672 kilometers"),
-        ("What is 100 F in Celsius?", "units", "37.7778 degrees Celsius"),
+        (
+            "What is 100 F in Celsius?",
+            "units",
+            "37.7778 degrees Celsius",
+        ),
     ];
     for (q, who, expect) in cases {
         let r = ask(&registry, q);
-        let w = r.winning_answer().unwrap_or_else(|| panic!("no answer to {q}: {r:#?}"));
+        let w = r
+            .winning_answer()
+            .unwrap_or_else(|| panic!("no answer to {q}: {r:#?}"));
         assert_eq!(w.plugin, who, "{q}");
         assert!(w.text.contains(expect), "{q}: got {:?}", w.text);
         // The other two declined: honest assess keeps them out of the round.
@@ -43,7 +53,11 @@ fn no_specialist_for_an_off_topic_question() {
     let (_f, registry) = all_three();
     let r = ask(&registry, "Who wrote Hamlet?");
     assert!(r.winning_answer().is_none());
-    assert!(r.members.iter().all(|m| m.error.as_deref().unwrap_or("").starts_with("declined")));
+    assert!(
+        r.members
+            .iter()
+            .all(|m| m.error.as_deref().unwrap_or("").starts_with("declined"))
+    );
 }
 
 #[test]
@@ -52,17 +66,51 @@ fn specialists_judge_in_their_domain_through_the_sandbox() {
     let sandbox = registry.sandbox();
     let judge = |id: &str, p: &str, a: &str, b: &str| {
         let plugin = registry.get(id).unwrap();
-        plugin.session(sandbox, 0).unwrap().compare(p, a, b).unwrap()
+        plugin
+            .session(sandbox, 0)
+            .unwrap()
+            .compare(p, a, b)
+            .unwrap()
     };
     use apiary::sandbox::Verdict::*;
-    assert_eq!(judge("arith", "What is 17 * 23?", "381", "It is 391."), Second);
+    assert_eq!(
+        judge("arith", "What is 17 * 23?", "381", "It is 391."),
+        Second
+    );
     assert_eq!(judge("arith", "What is 17 * 23?", "391", "381"), First);
-    assert_eq!(judge("facts", "What is the capital of Australia?", "Canberra", "Sydney"), First);
-    assert_eq!(judge("facts", "What is the capital of Australia?", "Sydney", "Canberra"), Second);
-    assert_eq!(judge("units", "Convert 5 miles to km", "8 km", "8.05 km"), Second);
+    assert_eq!(
+        judge(
+            "facts",
+            "What is the capital of Australia?",
+            "Canberra",
+            "Sydney"
+        ),
+        First
+    );
+    assert_eq!(
+        judge(
+            "facts",
+            "What is the capital of Australia?",
+            "Sydney",
+            "Canberra"
+        ),
+        Second
+    );
+    assert_eq!(
+        judge("units", "Convert 5 miles to km", "8 km", "8.05 km"),
+        Second
+    );
     // Outside its domain a judge abstains.
     assert_eq!(judge("facts", "What is 17 * 23?", "381", "391"), Tie);
-    assert_eq!(judge("arith", "What is the capital of Australia?", "Sydney", "Canberra"), Tie);
+    assert_eq!(
+        judge(
+            "arith",
+            "What is the capital of Australia?",
+            "Sydney",
+            "Canberra"
+        ),
+        Tie
+    );
 }
 
 #[test]
@@ -71,7 +119,10 @@ fn describe_reports_domains_and_plugin_toml_wins() {
     let arith = registry.get("arith").unwrap();
     assert_eq!(arith.name, "arith");
     assert!(arith.domains.contains(&"algebra".to_string()));
-    assert_eq!(arith.limits.answer_ms, 2000, "plugin.toml asked for 2000 ms");
+    assert_eq!(
+        arith.limits.answer_ms, 2000,
+        "plugin.toml asked for 2000 ms"
+    );
     assert_eq!(arith.contract, "1.0.0");
     assert_eq!(arith.wasm_sha256.len(), 64);
 }
@@ -79,7 +130,11 @@ fn describe_reports_domains_and_plugin_toml_wins() {
 #[test]
 fn bare_wasm_gets_defaults() {
     let folder = Folder::new();
-    std::fs::copy(plugin("arith").join("arith.wasm"), folder.path().join("calc.wasm")).unwrap();
+    std::fs::copy(
+        plugin("arith").join("arith.wasm"),
+        folder.path().join("calc.wasm"),
+    )
+    .unwrap();
     let registry = folder.registry();
     let p = registry.get("calc").expect("bare .wasm loads");
     assert_eq!(p.limits, apiary::sandbox::limits::Limits::default());
@@ -95,7 +150,9 @@ fn facts_without_its_weights_says_so() {
     let registry = folder.registry();
     let plugin = registry.get("facts").unwrap();
     let mut s = plugin.session(registry.sandbox(), 0).unwrap();
-    let err = s.answer(&apiary::round::request("What is the capital of France?", 0)).unwrap_err();
+    let err = s
+        .answer(&apiary::round::request("What is the capital of France?", 0))
+        .unwrap_err();
     assert!(err.to_string().contains("/weights/facts.tsv"), "{err}");
     assert!(!err.is_fault(), "an error value is a decline, not a fault");
 }

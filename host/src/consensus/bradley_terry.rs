@@ -33,7 +33,11 @@ pub struct FitOptions {
 
 impl Default for FitOptions {
     fn default() -> Self {
-        FitOptions { prior: 0.1, tolerance: 1e-10, max_iterations: 10_000 }
+        FitOptions {
+            prior: 0.1,
+            tolerance: 1e-10,
+            max_iterations: 10_000,
+        }
     }
 }
 
@@ -54,14 +58,46 @@ pub struct Fit {
 /// outside `0..n`, a self-comparison, or a non-positive or non-finite weight are ignored.
 pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
     if n == 0 {
-        return Fit { scores: vec![], winner: None, margin: 0.0, iterations: 0, converged: true };
+        return Fit {
+            scores: vec![],
+            winner: None,
+            margin: 0.0,
+            iterations: 0,
+            converged: true,
+        };
     }
-    // Aggregate into a dense win matrix: w[i][j] = weight of i beating j.
-    let mut w = vec![0.0f64; n * n];
-    for c in comparisons {
-        if c.winner < n && c.loser < n && c.winner != c.loser && c.weight.is_finite() && c.weight > 0.0 {
-            w[c.winner * n + c.loser] += c.weight;
+    // Aggregate into sparse neighbour lists: for each i, (j, w_ij, w_ji) where w_ij is
+    // the weight of i beating j. Sorting by unordered pair merges repeats in O(m log m).
+    let mut edges: Vec<(usize, usize, f64, f64)> = comparisons
+        .iter()
+        .filter(|c| {
+            c.winner < n
+                && c.loser < n
+                && c.winner != c.loser
+                && c.weight.is_finite()
+                && c.weight > 0.0
+        })
+        .map(|c| {
+            if c.winner < c.loser {
+                (c.winner, c.loser, c.weight, 0.0)
+            } else {
+                (c.loser, c.winner, 0.0, c.weight)
+            }
+        })
+        .collect();
+    edges.sort_unstable_by_key(|e| (e.0, e.1));
+    let mut neighbours: Vec<Vec<(usize, f64, f64)>> = vec![Vec::new(); n];
+    let mut k = 0;
+    while k < edges.len() {
+        let (lo, hi, mut lo_wins, mut hi_wins) = edges[k];
+        k += 1;
+        while k < edges.len() && edges[k].0 == lo && edges[k].1 == hi {
+            lo_wins += edges[k].2;
+            hi_wins += edges[k].3;
+            k += 1;
         }
+        neighbours[lo].push((hi, lo_wins, hi_wins));
+        neighbours[hi].push((lo, hi_wins, lo_wins));
     }
     let prior = opts.prior.max(0.0);
     let mut pi = vec![1.0f64; n];
@@ -73,18 +109,15 @@ pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
         for i in 0..n {
             let mut num = prior / (pi[i] + 1.0);
             let mut den = prior / (pi[i] + 1.0);
-            for j in 0..n {
-                if i == j {
-                    continue;
-                }
+            for &(j, w_ij, w_ji) in &neighbours[i] {
                 let s = pi[i] + pi[j];
-                num += w[i * n + j] * pi[j] / s;
-                den += w[j * n + i] / s;
+                num += w_ij * pi[j] / s;
+                den += w_ji / s;
             }
             let next = if den > 0.0 && num > 0.0 {
                 num / den
             } else if num > 0.0 {
-                // Never lost and no prior: unbounded; cap rather than overflow.
+                // Never lost and no prior: unbounded; grow rather than divide by zero.
                 pi[i] * 2.0
             } else {
                 pi[i]
@@ -93,12 +126,19 @@ pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
             max_change = max_change.max((next.ln() - pi[i].ln()).abs());
             pi[i] = next;
         }
-        // Without a prior the model is invariant to scale: pin it (geometric mean 1).
-        // With one, the virtual opponent of strength 1 already pins it.
-        if prior == 0.0 {
-            let mean_log = pi.iter().map(|p| p.ln()).sum::<f64>() / n as f64;
+        // The comparisons say nothing about the overall scale; only the prior does, and
+        // weakly, so left to the sweep above it would converge very slowly. Solve it
+        // exactly instead: the prior's log-likelihood is maximal over a common factor
+        // c = e^t when Σ tanh((t + ln π_i)/2) = 0 (Newton's method; the sum is monotone).
+        // Without a prior the scale is free: pin the geometric mean to 1.
+        let shift = if prior > 0.0 {
+            prior_scale(&pi)
+        } else {
+            -pi.iter().map(|p| p.ln()).sum::<f64>() / n as f64
+        };
+        if shift != 0.0 {
             for p in &mut pi {
-                *p = (p.ln() - mean_log).exp();
+                *p = (p.ln() + shift).exp().clamp(1e-12, 1e12);
             }
         }
         if max_change < opts.tolerance {
@@ -116,7 +156,32 @@ pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
         [_] => 1.0,
         [] => 0.0,
     };
-    Fit { scores, winner, margin, iterations, converged }
+    Fit {
+        scores,
+        winner,
+        margin,
+        iterations,
+        converged,
+    }
+}
+
+/// The log-factor t maximising the prior's likelihood over a common scale of `pi`.
+fn prior_scale(pi: &[f64]) -> f64 {
+    let logs: Vec<f64> = pi.iter().map(|p| p.ln()).collect();
+    let mut t = -logs.iter().sum::<f64>() / logs.len() as f64;
+    for _ in 0..50 {
+        let (mut g, mut dg) = (0.0, 0.0);
+        for l in &logs {
+            let th = ((t + l) / 2.0).tanh();
+            g += th;
+            dg += 0.5 * (1.0 - th * th);
+        }
+        if g.abs() < 1e-13 || dg <= 0.0 {
+            break;
+        }
+        t -= (g / dg).clamp(-5.0, 5.0);
+    }
+    t
 }
 
 #[cfg(test)]
@@ -124,11 +189,18 @@ mod tests {
     use super::*;
 
     fn c(winner: usize, loser: usize, weight: f64) -> Comparison {
-        Comparison { winner, loser, weight }
+        Comparison {
+            winner,
+            loser,
+            weight,
+        }
     }
 
     fn no_prior() -> FitOptions {
-        FitOptions { prior: 0.0, ..Default::default() }
+        FitOptions {
+            prior: 0.0,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -155,8 +227,16 @@ mod tests {
         // Chain with known solution: 0 beats 1 twice, 1 beats 0 once, 1 beats 2 twice,
         // 2 beats 1 once. By symmetry π1² = π0·π2 and π0/π1 = π1/π2 = r where the
         // score equations give r = 2.
-        let f = fit(3, &[c(0, 1, 2.0), c(1, 0, 1.0), c(1, 2, 2.0), c(2, 1, 1.0)], no_prior());
-        assert!((f.scores[0] - f.scores[1] - 2f64.ln()).abs() < 1e-8, "{:?}", f.scores);
+        let f = fit(
+            3,
+            &[c(0, 1, 2.0), c(1, 0, 1.0), c(1, 2, 2.0), c(2, 1, 1.0)],
+            no_prior(),
+        );
+        assert!(
+            (f.scores[0] - f.scores[1] - 2f64.ln()).abs() < 1e-8,
+            "{:?}",
+            f.scores
+        );
         assert!((f.scores[1] - f.scores[2] - 2f64.ln()).abs() < 1e-8);
     }
 
@@ -174,7 +254,10 @@ mod tests {
         let f = fit(4, &[c(0, 1, 1.0)], FitOptions::default());
         assert!(f.converged);
         assert_eq!(f.winner, Some(0));
-        assert!((f.scores[2] - f.scores[3]).abs() < 1e-9, "no evidence: equal");
+        assert!(
+            (f.scores[2] - f.scores[3]).abs() < 1e-9,
+            "no evidence: equal"
+        );
         let f = fit(3, &[], FitOptions::default());
         assert_eq!(f.winner, Some(0), "lowest index wins an exact tie");
         assert_eq!(fit(0, &[], FitOptions::default()).winner, None);
@@ -183,14 +266,28 @@ mod tests {
 
     #[test]
     fn garbage_comparisons_are_ignored() {
-        let f = fit(2, &[c(0, 5, 1.0), c(1, 1, 1.0), c(1, 0, f64::NAN), c(1, 0, -3.0), c(0, 1, 1.0)], FitOptions::default());
+        let f = fit(
+            2,
+            &[
+                c(0, 5, 1.0),
+                c(1, 1, 1.0),
+                c(1, 0, f64::NAN),
+                c(1, 0, -3.0),
+                c(0, 1, 1.0),
+            ],
+            FitOptions::default(),
+        );
         assert_eq!(f.winner, Some(0));
     }
 
     #[test]
     fn weights_scale_influence() {
         // One heavy vote for 1 outweighs two light votes for 0.
-        let f = fit(2, &[c(0, 1, 0.2), c(0, 1, 0.2), c(1, 0, 1.0)], FitOptions::default());
+        let f = fit(
+            2,
+            &[c(0, 1, 0.2), c(0, 1, 0.2), c(1, 0, 1.0)],
+            FitOptions::default(),
+        );
         assert_eq!(f.winner, Some(1));
     }
 
@@ -200,7 +297,12 @@ mod tests {
         for _ in 0..100_000 {
             let mut next = vec![0.0; n];
             for i in 0..n {
-                let wins: f64 = comps.iter().filter(|x| x.winner == i).map(|x| x.weight).sum::<f64>() + prior;
+                let wins: f64 = comps
+                    .iter()
+                    .filter(|x| x.winner == i)
+                    .map(|x| x.weight)
+                    .sum::<f64>()
+                    + prior;
                 let mut den = 2.0 * prior / (pi[i] + 1.0);
                 for x in comps {
                     if x.winner == i || x.loser == i {
@@ -221,7 +323,9 @@ mod tests {
         // Small deterministic LCG so the test needs no RNG crate and never changes.
         let mut state = 0x2545F4914F6CDD1Du64;
         let mut rand = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as f64 / (1u64 << 31) as f64
         };
         for trial in 0..8 {
@@ -239,11 +343,23 @@ mod tests {
                 comps.push(if rand() < p { c(i, j, w) } else { c(j, i, w) });
             }
             let prior = 0.1;
-            let ours = fit(n, &comps, FitOptions { prior, ..Default::default() });
+            let ours = fit(
+                n,
+                &comps,
+                FitOptions {
+                    prior,
+                    ..Default::default()
+                },
+            );
             let reference = reference_mm(n, &comps, prior);
             assert!(ours.converged);
             for (a, b) in ours.scores.iter().zip(&reference) {
-                assert!((a - b).abs() < 1e-6, "trial {trial}: {:?} vs {:?}", ours.scores, reference);
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "trial {trial}: {:?} vs {:?}",
+                    ours.scores,
+                    reference
+                );
             }
         }
     }

@@ -22,11 +22,27 @@ pub enum Outcome {
 /// half a win each way, so it pulls the two scores together.
 pub fn comparisons(first: usize, second: usize, outcome: Outcome, weight: f64) -> Vec<Comparison> {
     match outcome {
-        Outcome::First => vec![Comparison { winner: first, loser: second, weight }],
-        Outcome::Second => vec![Comparison { winner: second, loser: first, weight }],
+        Outcome::First => vec![Comparison {
+            winner: first,
+            loser: second,
+            weight,
+        }],
+        Outcome::Second => vec![Comparison {
+            winner: second,
+            loser: first,
+            weight,
+        }],
         Outcome::Tie => vec![
-            Comparison { winner: first, loser: second, weight: weight / 2.0 },
-            Comparison { winner: second, loser: first, weight: weight / 2.0 },
+            Comparison {
+                winner: first,
+                loser: second,
+                weight: weight / 2.0,
+            },
+            Comparison {
+                winner: second,
+                loser: first,
+                weight: weight / 2.0,
+            },
         ],
     }
 }

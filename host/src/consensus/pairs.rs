@@ -25,8 +25,16 @@ pub fn all_pairs_both_orders(authors: &[usize], judges: &[usize]) -> Vec<Assignm
                 if authors[a] == judge || authors[b] == judge {
                     continue;
                 }
-                out.push(Assignment { judge, first: a, second: b });
-                out.push(Assignment { judge, first: b, second: a });
+                out.push(Assignment {
+                    judge,
+                    first: a,
+                    second: b,
+                });
+                out.push(Assignment {
+                    judge,
+                    first: b,
+                    second: a,
+                });
             }
         }
     }
@@ -44,7 +52,11 @@ mod tests {
         for x in &a {
             assert_ne!([0, 1, 2][x.first], x.judge);
             assert_ne!([0, 1, 2][x.second], x.judge);
-            assert!(a.contains(&Assignment { judge: x.judge, first: x.second, second: x.first }));
+            assert!(a.contains(&Assignment {
+                judge: x.judge,
+                first: x.second,
+                second: x.first
+            }));
         }
         // Judges 0..2 each see one pair (2 orders); judge 3 sees all 3 pairs (6 orders).
         assert_eq!(a.len(), 3 * 2 + 6);

@@ -105,11 +105,32 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
                 None => "none".into(),
             },
         ),
-        ("network", "none (no wasi:sockets; TCP, UDP and DNS denied)".into()),
-        ("environment", "none (no env vars, no args, stdin closed)".into()),
-        ("stdout/stderr", format!("captured, {} KiB each, then the call faults", granted.output_kib)),
-        ("cpu", format!("assess {} ms, answer {} ms, compare {} ms per call", granted.assess_ms, granted.answer_ms, granted.compare_ms)),
-        ("memory", format!("{} MiB linear memory per instance", granted.memory_mib)),
+        (
+            "network",
+            "none (no wasi:sockets; TCP, UDP and DNS denied)".into(),
+        ),
+        (
+            "environment",
+            "none (no env vars, no args, stdin closed)".into(),
+        ),
+        (
+            "stdout/stderr",
+            format!(
+                "captured, {} KiB each, then the call faults",
+                granted.output_kib
+            ),
+        ),
+        (
+            "cpu",
+            format!(
+                "assess {} ms, answer {} ms, compare {} ms per call",
+                granted.assess_ms, granted.answer_ms, granted.compare_ms
+            ),
+        ),
+        (
+            "memory",
+            format!("{} MiB linear memory per instance", granted.memory_mib),
+        ),
         ("answer", format!("at most {} KiB", granted.answer_kib)),
     ];
     let compiled = match loader::compile(sandbox, None, &source.wasm_path, &bytes) {
@@ -127,7 +148,11 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
         .iter()
         .map(|name| {
             let reason = policy.imports.check(name);
-            ImportLine { name: name.clone(), allowed: reason.is_none(), reason }
+            ImportLine {
+                name: name.clone(),
+                allowed: reason.is_none(),
+                reason,
+            }
         })
         .collect();
     r.exports = compiled.exports.clone();
@@ -152,7 +177,9 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
 
 fn list_weights(root: &Path, dir: &Path, out: &mut Vec<WeightFile>) {
     const MAX_LISTED: usize = 1000;
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = rd.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -160,12 +187,22 @@ fn list_weights(root: &Path, dir: &Path, out: &mut Vec<WeightFile>) {
             return;
         }
         let path = e.path();
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let rel = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         if meta.is_dir() {
             list_weights(root, &path, out);
         } else {
-            out.push(WeightFile { path: rel, bytes: meta.len(), symlink: meta.file_type().is_symlink() });
+            out.push(WeightFile {
+                path: rel,
+                bytes: meta.len(),
+                symlink: meta.file_type().is_symlink(),
+            });
         }
     }
 }
@@ -174,21 +211,45 @@ impl std::fmt::Display for AuditReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
         writeln!(f, "plugin     {}", self.path.display())?;
-        writeln!(f, "verdict    {}", match &self.refused {
-            None => "LOADS".to_string(),
-            Some(why) => format!("REFUSED: {why}"),
-        })?;
+        writeln!(
+            f,
+            "verdict    {}",
+            match &self.refused {
+                None => "LOADS".to_string(),
+                Some(why) => format!("REFUSED: {why}"),
+            }
+        )?;
         writeln!(f, "name       {} {}", opt(&self.name), opt(&self.version))?;
         if let Some(d) = &self.description {
             writeln!(f, "about      {d}")?;
         }
         writeln!(f, "domains    {}", self.domains.join(", "))?;
-        writeln!(f, "manifest   {}", if self.manifest_file { "plugin.toml" } else { "none (defaults)" })?;
+        writeln!(
+            f,
+            "manifest   {}",
+            if self.manifest_file {
+                "plugin.toml"
+            } else {
+                "none (defaults)"
+            }
+        )?;
         if let Some(w) = &self.wasm_path {
-            writeln!(f, "wasm       {} ({} bytes)", w.display(), self.wasm_bytes.unwrap_or(0))?;
+            writeln!(
+                f,
+                "wasm       {} ({} bytes)",
+                w.display(),
+                self.wasm_bytes.unwrap_or(0)
+            )?;
         }
         writeln!(f, "sha256     {}", opt(&self.sha256))?;
-        writeln!(f, "contract   {}", self.contract.as_deref().map(|v| format!("apiary:plugin@{v}")).unwrap_or("-".into()))?;
+        writeln!(
+            f,
+            "contract   {}",
+            self.contract
+                .as_deref()
+                .map(|v| format!("apiary:plugin@{v}"))
+                .unwrap_or("-".into())
+        )?;
         writeln!(f, "imports    ({})", self.imports.len())?;
         for i in &self.imports {
             match &i.reason {
@@ -207,16 +268,53 @@ impl std::fmt::Display for AuditReport {
         if let (Some(req), Some(granted)) = (&self.requested_limits, &self.granted_limits) {
             writeln!(f, "limits     requested -> granted (ceiling)")?;
             let rows: [(&str, Option<u64>, u64, u64); 7] = [
-                ("assess-ms", req.assess_ms, granted.assess_ms, self.ceilings.assess_ms),
-                ("answer-ms", req.answer_ms, granted.answer_ms, self.ceilings.answer_ms),
-                ("compare-ms", req.compare_ms, granted.compare_ms, self.ceilings.compare_ms),
-                ("memory-mib", req.memory_mib, granted.memory_mib, self.ceilings.memory_mib),
-                ("output-kib", req.output_kib, granted.output_kib, self.ceilings.output_kib),
-                ("answer-kib", req.answer_kib, granted.answer_kib, self.ceilings.answer_kib),
-                ("log-lines", req.log_lines.map(u64::from), u64::from(granted.log_lines), u64::from(self.ceilings.log_lines)),
+                (
+                    "assess-ms",
+                    req.assess_ms,
+                    granted.assess_ms,
+                    self.ceilings.assess_ms,
+                ),
+                (
+                    "answer-ms",
+                    req.answer_ms,
+                    granted.answer_ms,
+                    self.ceilings.answer_ms,
+                ),
+                (
+                    "compare-ms",
+                    req.compare_ms,
+                    granted.compare_ms,
+                    self.ceilings.compare_ms,
+                ),
+                (
+                    "memory-mib",
+                    req.memory_mib,
+                    granted.memory_mib,
+                    self.ceilings.memory_mib,
+                ),
+                (
+                    "output-kib",
+                    req.output_kib,
+                    granted.output_kib,
+                    self.ceilings.output_kib,
+                ),
+                (
+                    "answer-kib",
+                    req.answer_kib,
+                    granted.answer_kib,
+                    self.ceilings.answer_kib,
+                ),
+                (
+                    "log-lines",
+                    req.log_lines.map(u64::from),
+                    u64::from(granted.log_lines),
+                    u64::from(self.ceilings.log_lines),
+                ),
             ];
             for (name, asked, got, ceiling) in rows {
-                let asked = asked.map(|v| v.to_string()).unwrap_or_else(|| "default".into());
+                let asked = asked
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "default".into());
                 writeln!(f, "  {name:<12}{asked:>9} -> {got} ({ceiling})")?;
             }
         }
@@ -224,9 +322,21 @@ impl std::fmt::Display for AuditReport {
             None => writeln!(f, "weights    none")?,
             Some(w) => {
                 let total: u64 = self.weight_files.iter().map(|x| x.bytes).sum();
-                writeln!(f, "weights    {} ({} files, {} bytes)", w.display(), self.weight_files.len(), total)?;
+                writeln!(
+                    f,
+                    "weights    {} ({} files, {} bytes)",
+                    w.display(),
+                    self.weight_files.len(),
+                    total
+                )?;
                 for x in self.weight_files.iter().take(20) {
-                    writeln!(f, "           {}{} ({} bytes)", x.path, if x.symlink { " [symlink]" } else { "" }, x.bytes)?;
+                    writeln!(
+                        f,
+                        "           {}{} ({} bytes)",
+                        x.path,
+                        if x.symlink { " [symlink]" } else { "" },
+                        x.bytes
+                    )?;
                 }
             }
         }

@@ -27,8 +27,13 @@ const KEY_FILE: &str = "cache.key";
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     #[error("cache folder {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("cache folder {0} is writable by other users; refusing to load compiled code from it (chmod 700 it)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cache folder {0} is writable by other users; refusing to load compiled code from it (chmod 700 it)"
+    )]
     Insecure(PathBuf),
 }
 
@@ -57,7 +62,10 @@ impl CompileCache {
     }
 
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
-        let io = |source| CacheError::Io { path: dir.to_path_buf(), source };
+        let io = |source| CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
         create_private_dir(dir).map_err(io)?;
         check_private(dir)?;
         let key_path = dir.join(KEY_FILE);
@@ -74,7 +82,11 @@ impl CompileCache {
                 key
             }
         };
-        Ok(CompileCache { dir: dir.to_path_buf(), key, engine_hash: engine_hash(engine) })
+        Ok(CompileCache {
+            dir: dir.to_path_buf(),
+            key,
+            engine_hash: engine_hash(engine),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -85,7 +97,8 @@ impl CompileCache {
         let mut h = Sha256::new();
         h.update(self.engine_hash.as_bytes());
         h.update(wasm_sha256.as_bytes());
-        self.dir.join(format!("{}.cwasm", hex::encode(h.finalize())))
+        self.dir
+            .join(format!("{}.cwasm", hex::encode(h.finalize())))
     }
 
     fn tag(&self, bytes: &[u8]) -> [u8; TAG_LEN] {
@@ -115,12 +128,18 @@ impl CompileCache {
                     // between the check and the load.
                     match unsafe { Component::deserialize(engine, artifact) } {
                         Ok(c) => return Ok((c, CacheOutcome::Hit)),
-                        Err(e) => tracing::warn!("discarding unusable cache entry {}: {e:#}", path.display()),
+                        Err(e) => tracing::warn!(
+                            "discarding unusable cache entry {}: {e:#}",
+                            path.display()
+                        ),
                     }
                 }
             }
             outcome = CacheOutcome::Rejected;
-            tracing::warn!("cache entry {} failed verification; recompiling", path.display());
+            tracing::warn!(
+                "cache entry {} failed verification; recompiling",
+                path.display()
+            );
         }
         let artifact = engine.precompile_component(wasm)?;
         // SAFETY: produced just now by this engine from the given wasm.
@@ -159,7 +178,10 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     }
     #[cfg(not(unix))]
     {
@@ -171,7 +193,10 @@ fn check_private(dir: &Path) -> Result<(), CacheError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(dir).map_err(|source| CacheError::Io { path: dir.to_path_buf(), source })?;
+        let meta = fs::metadata(dir).map_err(|source| CacheError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         if meta.permissions().mode() & 0o022 != 0 {
             return Err(CacheError::Insecure(dir.to_path_buf()));
         }
@@ -240,7 +265,10 @@ mod tests {
         let c = dir.path().join("c");
         fs::create_dir(&c).unwrap();
         fs::set_permissions(&c, fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(matches!(CompileCache::open(&c, &engine()), Err(CacheError::Insecure(_))));
+        assert!(matches!(
+            CompileCache::open(&c, &engine()),
+            Err(CacheError::Insecure(_))
+        ));
     }
 
     fn wat_component() -> Vec<u8> {

@@ -9,7 +9,9 @@ use super::cache::{CacheOutcome, CompileCache};
 use super::manifest::{MANIFEST_FILE, PluginManifest};
 use crate::sandbox::imports::{CONTRACT_MAJOR, CONTRACT_PACKAGE, HANDLER_INTERFACE, InterfaceName};
 use crate::sandbox::limits::{Clamped, Limits};
-use crate::sandbox::{CallError, InstanceSpec, PluginState, Sandbox, Session, bindings::SpecialistPre};
+use crate::sandbox::{
+    CallError, InstanceSpec, PluginState, Sandbox, Session, bindings::SpecialistPre,
+};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use serde::Serialize;
@@ -30,21 +32,31 @@ pub enum LoadError {
     Io { path: String, message: String },
     #[error("{path} is invalid: {message}")]
     Manifest { path: String, message: String },
-    #[error("no .wasm file in {dir}; put the plugin's component there or name it with `wasm = \"...\"` in plugin.toml")]
+    #[error(
+        "no .wasm file in {dir}; put the plugin's component there or name it with `wasm = \"...\"` in plugin.toml"
+    )]
     NoWasm { dir: String },
-    #[error("several .wasm files in {dir} ({found}); name the plugin's with `wasm = \"...\"` in plugin.toml")]
+    #[error(
+        "several .wasm files in {dir} ({found}); name the plugin's with `wasm = \"...\"` in plugin.toml"
+    )]
     AmbiguousWasm { dir: String, found: String },
     #[error("{path} is {size} bytes, larger than the {max} byte limit")]
     TooLarge { path: String, size: u64, max: u64 },
-    #[error("{path} is a core WebAssembly module, not a component; build the plugin with `--target wasm32-wasip2`")]
+    #[error(
+        "{path} is a core WebAssembly module, not a component; build the plugin with `--target wasm32-wasip2`"
+    )]
     CoreModule { path: String },
     #[error("{path} is not a valid WebAssembly component: {message}")]
     Invalid { path: String, message: String },
     #[error("{reason}")]
     ForbiddenImport { import: String, reason: String },
-    #[error("the plugin does not export `{CONTRACT_PACKAGE}/{HANDLER_INTERFACE}`; build it with the apiary-plugin-api crate")]
+    #[error(
+        "the plugin does not export `{CONTRACT_PACKAGE}/{HANDLER_INTERFACE}`; build it with the apiary-plugin-api crate"
+    )]
     MissingHandler,
-    #[error("the plugin was built against contract {found}; this host speaks {CONTRACT_PACKAGE}@{CONTRACT_MAJOR}.x. Rebuild it with apiary-plugin-api {CONTRACT_MAJOR}.x")]
+    #[error(
+        "the plugin was built against contract {found}; this host speaks {CONTRACT_PACKAGE}@{CONTRACT_MAJOR}.x. Rebuild it with apiary-plugin-api {CONTRACT_MAJOR}.x"
+    )]
     ContractVersion { found: String },
     #[error("{path} {problem}; `weights` must be a plain folder inside the plugin folder")]
     WeightsOutside { path: String, problem: String },
@@ -68,16 +80,26 @@ pub struct PluginSource {
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> LoadError {
-    LoadError::Io { path: path.display().to_string(), message: e.to_string() }
+    LoadError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Read a plugin's manifest and wasm bytes from `path` (a folder or a `.wasm` file).
 pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     if meta.is_file() {
-        let id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let id = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if meta.len() > MAX_WASM_BYTES {
-            return Err(LoadError::TooLarge { path: path.display().to_string(), size: meta.len(), max: MAX_WASM_BYTES });
+            return Err(LoadError::TooLarge {
+                path: path.display().to_string(),
+                size: meta.len(),
+                max: MAX_WASM_BYTES,
+            });
         }
         let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
         let source = PluginSource {
@@ -115,7 +137,11 @@ pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
                 .collect();
             found.sort();
             match found.len() {
-                0 => return Err(LoadError::NoWasm { dir: path.display().to_string() }),
+                0 => {
+                    return Err(LoadError::NoWasm {
+                        dir: path.display().to_string(),
+                    });
+                }
                 1 => found.remove(0),
                 _ => {
                     return Err(LoadError::AmbiguousWasm {
@@ -127,15 +153,34 @@ pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
         }
     };
     let wasm_path = path.join(&wasm_name);
-    let wasm_meta = dir.metadata(&wasm_name).map_err(|e| io_err(&wasm_path, e))?;
+    let wasm_meta = dir
+        .metadata(&wasm_name)
+        .map_err(|e| io_err(&wasm_path, e))?;
     if wasm_meta.len() > MAX_WASM_BYTES {
-        return Err(LoadError::TooLarge { path: wasm_path.display().to_string(), size: wasm_meta.len(), max: MAX_WASM_BYTES });
+        return Err(LoadError::TooLarge {
+            path: wasm_path.display().to_string(),
+            size: wasm_meta.len(),
+            max: MAX_WASM_BYTES,
+        });
     }
     // cap-std refuses to follow a symlink that leads outside `dir`.
     let bytes = dir.read(&wasm_name).map_err(|e| io_err(&wasm_path, e))?;
     let weights = check_weights(&dir, path)?;
-    let id = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok((PluginSource { id, path: path.to_path_buf(), wasm_path, manifest, has_manifest, weights }, bytes))
+    let id = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok((
+        PluginSource {
+            id,
+            path: path.to_path_buf(),
+            wasm_path,
+            manifest,
+            has_manifest,
+            weights,
+        },
+        bytes,
+    ))
 }
 
 /// `weights/` must be a real folder inside the plugin folder: not a symlink (which would
@@ -152,7 +197,9 @@ fn check_weights(dir: &Dir, path: &Path) -> Result<Option<PathBuf>, LoadError> {
         Ok(m) if m.file_type().is_symlink() => Err(outside("is a symbolic link")),
         Ok(m) if !m.is_dir() => Err(outside("is not a folder")),
         Ok(_) => {
-            let canonical = weights_path.canonicalize().map_err(|e| io_err(&weights_path, e))?;
+            let canonical = weights_path
+                .canonicalize()
+                .map_err(|e| io_err(&weights_path, e))?;
             let folder = path.canonicalize().map_err(|e| io_err(path, e))?;
             if !canonical.starts_with(&folder) {
                 return Err(outside("resolves outside the plugin folder"));
@@ -183,26 +230,44 @@ pub fn compile(
         return Err(LoadError::CoreModule { path });
     }
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let invalid = |e: wasmtime::Error| LoadError::Invalid { path: path.clone(), message: format!("{e:#}") };
+    let invalid = |e: wasmtime::Error| LoadError::Invalid {
+        path: path.clone(),
+        message: format!("{e:#}"),
+    };
     let (component, outcome) = match cache {
         Some(c) => {
-            let (comp, o) = c.get_or_compile(sandbox.engine(), bytes, &sha256).map_err(invalid)?;
+            let (comp, o) = c
+                .get_or_compile(sandbox.engine(), bytes, &sha256)
+                .map_err(invalid)?;
             (comp, Some(o))
         }
-        None => (Component::new(sandbox.engine(), bytes).map_err(invalid)?, None),
+        None => (
+            Component::new(sandbox.engine(), bytes).map_err(invalid)?,
+            None,
+        ),
     };
     let ty = component.component_type();
     let engine = sandbox.engine();
     let imports = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
     let exports = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    Ok(Compiled { component, sha256, size: bytes.len() as u64, imports, exports, cache: outcome })
+    Ok(Compiled {
+        component,
+        sha256,
+        size: bytes.len() as u64,
+        imports,
+        exports,
+        cache: outcome,
+    })
 }
 
 /// Check imports against the allowlist and find the contract version of the handler export.
 pub fn check_contract(sandbox: &Sandbox, compiled: &Compiled) -> Result<String, LoadError> {
     for import in &compiled.imports {
         if let Some(reason) = sandbox.config().imports.check(import) {
-            return Err(LoadError::ForbiddenImport { import: import.clone(), reason });
+            return Err(LoadError::ForbiddenImport {
+                import: import.clone(),
+                reason,
+            });
         }
     }
     let handler = compiled
@@ -211,7 +276,10 @@ pub fn check_contract(sandbox: &Sandbox, compiled: &Compiled) -> Result<String, 
         .filter_map(|e| InterfaceName::parse(e))
         .find(|n| n.package == CONTRACT_PACKAGE && n.interface == HANDLER_INTERFACE)
         .ok_or(LoadError::MissingHandler)?;
-    let version = handler.version.clone().unwrap_or_else(|| "(unversioned)".into());
+    let version = handler
+        .version
+        .clone()
+        .unwrap_or_else(|| "(unversioned)".into());
     if handler.track() != Some((CONTRACT_MAJOR, 0)) {
         return Err(LoadError::ContractVersion { found: version });
     }
@@ -248,7 +316,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("id", &self.source.id).field("name", &self.name).finish()
+        f.debug_struct("Plugin")
+            .field("id", &self.source.id)
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -298,13 +369,19 @@ impl Plugin {
 }
 
 /// Load the plugin at `path` (a folder or a bare `.wasm`).
-pub fn load(sandbox: &Sandbox, cache: Option<&CompileCache>, path: &Path) -> Result<Plugin, LoadError> {
+pub fn load(
+    sandbox: &Sandbox,
+    cache: Option<&CompileCache>,
+    path: &Path,
+) -> Result<Plugin, LoadError> {
     let (source, bytes) = read_source(path)?;
     let compiled = compile(sandbox, cache, &source.wasm_path, &bytes)?;
     let contract = check_contract(sandbox, &compiled)?;
     let pre = sandbox
         .pre(&compiled.component)
-        .map_err(|e| LoadError::Link { message: format!("{e:#}") })?;
+        .map_err(|e| LoadError::Link {
+            message: format!("{e:#}"),
+        })?;
     let (limits, clamped) = sandbox.config().limits.grant(&source.manifest.limits);
     for c in &clamped {
         tracing::warn!(
@@ -335,13 +412,26 @@ pub fn load(sandbox: &Sandbox, cache: Option<&CompileCache>, path: &Path) -> Res
         .and_then(|mut s| s.describe())
         .map_err(LoadError::Describe)?;
     let m = &plugin.source.manifest;
-    plugin.name = m.name.clone().unwrap_or_else(|| printable(&described.name, 64));
-    plugin.version = m.version.clone().unwrap_or_else(|| printable(&described.version, 32));
-    plugin.description = m.description.clone().unwrap_or_else(|| printable(&described.description, 512));
-    plugin.domains = m
-        .domains
+    plugin.name = m
+        .name
         .clone()
-        .unwrap_or_else(|| described.domains.iter().take(32).map(|d| printable(d, 64)).collect());
+        .unwrap_or_else(|| printable(&described.name, 64));
+    plugin.version = m
+        .version
+        .clone()
+        .unwrap_or_else(|| printable(&described.version, 32));
+    plugin.description = m
+        .description
+        .clone()
+        .unwrap_or_else(|| printable(&described.description, 512));
+    plugin.domains = m.domains.clone().unwrap_or_else(|| {
+        described
+            .domains
+            .iter()
+            .take(32)
+            .map(|d| printable(d, 64))
+            .collect()
+    });
     if plugin.name.is_empty() {
         plugin.name = plugin.source.id.clone();
     }
@@ -351,5 +441,10 @@ pub fn load(sandbox: &Sandbox, cache: Option<&CompileCache>, path: &Path) -> Res
 /// What a plugin says about itself is untrusted text shown in terminals and logs: cap its
 /// length and drop control characters (no escape sequences).
 fn printable(s: &str, max_chars: usize) -> String {
-    s.chars().filter(|c| !c.is_control()).take(max_chars).collect::<String>().trim().to_string()
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect::<String>()
+        .trim()
+        .to_string()
 }

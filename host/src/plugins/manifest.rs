@@ -26,15 +26,17 @@ pub struct PluginManifest {
 impl PluginManifest {
     pub fn parse(src: &str) -> Result<Self, String> {
         let m: PluginManifest = toml::from_str(src).map_err(|e| e.to_string())?;
-        if let Some(w) = &m.wasm {
-            if w.contains(['/', '\\']) || w == ".." || w == "." || w.is_empty() {
-                return Err(format!("`wasm = {w:?}` must be a file name inside the plugin folder"));
-            }
+        if let Some(w) = &m.wasm
+            && (w.contains(['/', '\\']) || w == ".." || w == "." || w.is_empty())
+        {
+            return Err(format!(
+                "`wasm = {w:?}` must be a file name inside the plugin folder"
+            ));
         }
-        if let Some(n) = &m.name {
-            if n.trim().is_empty() || n.len() > 64 || n.chars().any(char::is_control) {
-                return Err("`name` must be 1–64 printable characters".into());
-            }
+        if let Some(n) = &m.name
+            && (n.trim().is_empty() || n.len() > 64 || n.chars().any(char::is_control))
+        {
+            return Err("`name` must be 1–64 printable characters".into());
         }
         Ok(m)
     }

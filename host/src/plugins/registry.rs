@@ -25,7 +25,9 @@ struct Fingerprint(Vec<(String, u64, Option<SystemTime>)>);
 
 fn fingerprint(path: &Path) -> Fingerprint {
     let stat = |p: &Path| {
-        std::fs::symlink_metadata(p).ok().map(|m| (m.len(), m.modified().ok(), m.file_type().is_symlink()))
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok(), m.file_type().is_symlink()))
     };
     let mut parts = Vec::new();
     if path.is_dir() {
@@ -33,7 +35,9 @@ fn fingerprint(path: &Path) -> Fingerprint {
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n == MANIFEST_FILE || n.ends_with(".wasm") || n == loader::WEIGHTS_DIR)
+                    .filter(|n| {
+                        n == MANIFEST_FILE || n.ends_with(".wasm") || n == loader::WEIGHTS_DIR
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -50,8 +54,15 @@ fn fingerprint(path: &Path) -> Fingerprint {
 }
 
 enum Slot {
-    Loaded { plugin: Arc<Plugin>, print: Fingerprint },
-    Refused { path: PathBuf, error: LoadError, print: Fingerprint },
+    Loaded {
+        plugin: Arc<Plugin>,
+        print: Fingerprint,
+    },
+    Refused {
+        path: PathBuf,
+        error: LoadError,
+        print: Fingerprint,
+    },
 }
 
 /// One plugin folder entry as seen by the operator.
@@ -66,8 +77,16 @@ pub struct Listing {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
 pub enum Status {
-    Loaded { name: String, version: String, domains: Vec<String>, sha256: String, quarantined: bool },
-    Refused { reason: String },
+    Loaded {
+        name: String,
+        version: String,
+        domains: Vec<String>,
+        sha256: String,
+        quarantined: bool,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 /// What a rescan changed.
@@ -81,7 +100,10 @@ pub struct ScanReport {
 
 impl ScanReport {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.replaced.is_empty() && self.removed.is_empty() && self.refused.is_empty()
+        self.added.is_empty()
+            && self.replaced.is_empty()
+            && self.removed.is_empty()
+            && self.refused.is_empty()
     }
 }
 
@@ -141,7 +163,9 @@ impl Registry {
             for (id, path) in &entries {
                 let print = fingerprint(path);
                 let unchanged = match slots.get(id) {
-                    Some(Slot::Loaded { print: p, .. }) | Some(Slot::Refused { print: p, .. }) => *p == print,
+                    Some(Slot::Loaded { print: p, .. }) | Some(Slot::Refused { print: p, .. }) => {
+                        *p == print
+                    }
                     None => false,
                 };
                 if !unchanged {
@@ -170,8 +194,19 @@ impl Registry {
             match result {
                 Ok(plugin) => {
                     tracing::info!(plugin = %id, name = %plugin.name, sha256 = %&plugin.wasm_sha256[..12], "{}", if existed { "reloaded" } else { "loaded" });
-                    if existed { &mut report.replaced } else { &mut report.added }.push(id.clone());
-                    slots.insert(id, Slot::Loaded { plugin: Arc::new(plugin), print });
+                    if existed {
+                        &mut report.replaced
+                    } else {
+                        &mut report.added
+                    }
+                    .push(id.clone());
+                    slots.insert(
+                        id,
+                        Slot::Loaded {
+                            plugin: Arc::new(plugin),
+                            print,
+                        },
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(plugin = %id, "refused: {error}");
@@ -222,7 +257,9 @@ impl Registry {
                 Slot::Refused { path, error, .. } => Listing {
                     id: id.clone(),
                     path: path.clone(),
-                    status: Status::Refused { reason: error.to_string() },
+                    status: Status::Refused {
+                        reason: error.to_string(),
+                    },
                 },
             })
             .collect()
@@ -232,43 +269,53 @@ impl Registry {
     /// Filesystem events (inotify and friends, through `notify`) trigger a rescan after a
     /// short quiet period, so a plugin copied in several writes loads once, complete; a
     /// slow poll backs the events up on filesystems that do not deliver them.
-    pub fn watch(self: &Arc<Self>, on_change: impl Fn(&ScanReport) + Send + 'static) -> notify::Result<WatchHandle> {
+    pub fn watch(
+        self: &Arc<Self>,
+        on_change: impl Fn(&ScanReport) + Send + 'static,
+    ) -> notify::Result<WatchHandle> {
         use notify::{RecursiveMode, Watcher};
         let (tx, rx) = channel::<()>();
         let event_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
-                let _ = event_tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if res.is_ok() {
+                    let _ = event_tx.send(());
+                }
+            })?;
         watcher.watch(&self.dir, RecursiveMode::Recursive)?;
         let registry = Arc::clone(self);
-        let thread = std::thread::Builder::new().name("apiary-watch".into()).spawn(move || {
-            const QUIET: Duration = Duration::from_millis(150);
-            const POLL: Duration = Duration::from_secs(2);
-            loop {
-                match rx.recv_timeout(POLL) {
-                    Ok(()) => {
-                        // Debounce: wait until events stop arriving.
-                        loop {
-                            match rx.recv_timeout(QUIET) {
-                                Ok(()) => continue,
-                                Err(RecvTimeoutError::Timeout) => break,
-                                Err(RecvTimeoutError::Disconnected) => return,
+        let thread = std::thread::Builder::new()
+            .name("apiary-watch".into())
+            .spawn(move || {
+                const QUIET: Duration = Duration::from_millis(150);
+                const POLL: Duration = Duration::from_secs(2);
+                loop {
+                    match rx.recv_timeout(POLL) {
+                        Ok(()) => {
+                            // Debounce: wait until events stop arriving.
+                            loop {
+                                match rx.recv_timeout(QUIET) {
+                                    Ok(()) => continue,
+                                    Err(RecvTimeoutError::Timeout) => break,
+                                    Err(RecvTimeoutError::Disconnected) => return,
+                                }
                             }
                         }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    match registry.rescan() {
+                        Ok(report) if !report.is_empty() => on_change(&report),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("cannot rescan {}: {e}", registry.dir.display()),
+                    }
                 }
-                match registry.rescan() {
-                    Ok(report) if !report.is_empty() => on_change(&report),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("cannot rescan {}: {e}", registry.dir.display()),
-                }
-            }
-        })?;
-        Ok(WatchHandle { watcher: Some(watcher), stop: Some(tx), thread: Some(thread) })
+            })?;
+        Ok(WatchHandle {
+            watcher: Some(watcher),
+            stop: Some(tx),
+            thread: Some(thread),
+        })
     }
 }
 

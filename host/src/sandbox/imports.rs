@@ -48,7 +48,9 @@ impl InterfaceName {
     /// The compatibility track: the major version, or `0.minor` before 1.0.
     pub fn track(&self) -> Option<(u64, u64)> {
         let v = self.version.as_deref()?;
-        let mut parts = v.split('.').map(|p| p.split(['-', '+']).next().unwrap_or(p).parse::<u64>());
+        let mut parts = v
+            .split('.')
+            .map(|p| p.split(['-', '+']).next().unwrap_or(p).parse::<u64>());
         let major = parts.next()?.ok()?;
         let minor = parts.next().unwrap_or(Ok(0)).ok()?;
         Some(if major == 0 { (0, minor) } else { (major, 0) })
@@ -83,7 +85,9 @@ pub struct ImportPolicy {
 
 impl ImportPolicy {
     pub fn deny_all() -> Self {
-        ImportPolicy { allowed: Vec::new() }
+        ImportPolicy {
+            allowed: Vec::new(),
+        }
     }
 
     /// The contract plus the WASI interfaces that Rust's standard library links against,
@@ -153,7 +157,9 @@ impl ImportPolicy {
         let Some(family) = self.allowed.iter().find(|a| {
             a.package == parsed.package && a.interfaces.contains(&parsed.interface.as_str())
         }) else {
-            return Some(format!("import `{name}` is not in the allowlist (not part of the Apiary contract or the permitted WASI interfaces)"));
+            return Some(format!(
+                "import `{name}` is not in the allowlist (not part of the Apiary contract or the permitted WASI interfaces)"
+            ));
         };
         match parsed.track() {
             Some(track) if track == family.track => None,
@@ -181,7 +187,12 @@ mod tests {
         assert_eq!(n.package, "wasi:cli");
         assert_eq!(n.interface, "stdout");
         assert_eq!(n.track(), Some((0, 2)));
-        assert_eq!(InterfaceName::parse("apiary:plugin/log@1.3.0").unwrap().track(), Some((1, 0)));
+        assert_eq!(
+            InterfaceName::parse("apiary:plugin/log@1.3.0")
+                .unwrap()
+                .track(),
+            Some((1, 0))
+        );
         assert!(InterfaceName::parse("bare-func").is_none());
     }
 
@@ -191,9 +202,21 @@ mod tests {
         assert_eq!(p.check("wasi:cli/stdout@0.2.6"), None);
         assert_eq!(p.check("apiary:plugin/log@1.0.0"), None);
         assert_eq!(p.check("apiary:plugin/log@1.4.2"), None);
-        assert!(p.check("apiary:plugin/log@2.0.0").unwrap().contains("built against contract 2.0.0"));
-        assert!(p.check("wasi:sockets/tcp@0.2.6").unwrap().contains("wasi:sockets/tcp"));
-        assert!(p.check("apiary:evil/backdoor").unwrap().contains("apiary:evil/backdoor"));
+        assert!(
+            p.check("apiary:plugin/log@2.0.0")
+                .unwrap()
+                .contains("built against contract 2.0.0")
+        );
+        assert!(
+            p.check("wasi:sockets/tcp@0.2.6")
+                .unwrap()
+                .contains("wasi:sockets/tcp")
+        );
+        assert!(
+            p.check("apiary:evil/backdoor")
+                .unwrap()
+                .contains("apiary:evil/backdoor")
+        );
         assert!(p.check("wasi:cli/stdout@0.3.0").is_some());
         assert!(p.check("frobnicate").is_some());
     }

@@ -127,7 +127,10 @@ pub struct Clamped {
 impl LimitPolicy {
     /// A policy whose defaults never exceed its ceilings.
     pub fn new(defaults: Limits, ceilings: Limits) -> Self {
-        LimitPolicy { defaults: defaults.min(ceilings), ceilings }
+        LimitPolicy {
+            defaults: defaults.min(ceilings),
+            ceilings,
+        }
     }
 
     /// Grant a plugin's request: each field is the request if given, else the default,
@@ -137,7 +140,11 @@ impl LimitPolicy {
         let mut pick = |field: &'static str, asked: Option<u64>, default: u64, ceiling: u64| {
             let want = asked.unwrap_or(default);
             if want > ceiling {
-                clamped.push(Clamped { field, requested: want, granted: ceiling });
+                clamped.push(Clamped {
+                    field,
+                    requested: want,
+                    granted: ceiling,
+                });
             }
             want.min(ceiling)
         };
@@ -202,7 +209,10 @@ mod tests {
 
     #[test]
     fn tightened_ceiling_tightens_default() {
-        let tight = Limits { memory_mib: 64, ..Limits::default_ceilings() };
+        let tight = Limits {
+            memory_mib: 64,
+            ..Limits::default_ceilings()
+        };
         let policy = LimitPolicy::new(Limits::default(), tight);
         let (l, clamped) = policy.grant(&RequestedLimits::default());
         assert_eq!(l.memory_mib, 64);

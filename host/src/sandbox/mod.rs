@@ -44,8 +44,7 @@ pub mod bindings {
 }
 
 pub use bindings::apiary::plugin::types::{
-    Manifest as WitManifest, Response as WitAnswer, PluginError as WitPluginError, Request,
-    Verdict,
+    Manifest as WitManifest, PluginError as WitPluginError, Request, Response as WitAnswer, Verdict,
 };
 use bindings::{Specialist, SpecialistPre};
 
@@ -67,7 +66,11 @@ pub struct SandboxConfig {
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        SandboxConfig { limits: LimitPolicy::default(), imports: ImportPolicy::contract(), pooling: true }
+        SandboxConfig {
+            limits: LimitPolicy::default(),
+            imports: ImportPolicy::contract(),
+            pooling: true,
+        }
     }
 }
 
@@ -134,11 +137,17 @@ impl Sandbox {
                     tracing::warn!(
                         "pooling allocator unavailable ({err:#}); using on-demand instance allocation"
                     );
-                    (Engine::new(&engine_config(None)).map_err(SandboxError::Engine)?, false)
+                    (
+                        Engine::new(&engine_config(None)).map_err(SandboxError::Engine)?,
+                        false,
+                    )
                 }
             }
         } else {
-            (Engine::new(&engine_config(None)).map_err(SandboxError::Engine)?, false)
+            (
+                Engine::new(&engine_config(None)).map_err(SandboxError::Engine)?,
+                false,
+            )
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(SandboxError::Linker)?;
@@ -166,7 +175,10 @@ impl Sandbox {
             linker,
             config,
             pooling,
-            ticker: Some(Ticker { stop, thread: Some(thread) }),
+            ticker: Some(Ticker {
+                stop,
+                thread: Some(thread),
+            }),
         })
     }
 
@@ -187,7 +199,10 @@ impl Sandbox {
         self.pooling
     }
 
-    pub(crate) fn pre(&self, component: &wasmtime::component::Component) -> wasmtime::Result<SpecialistPre<PluginState>> {
+    pub(crate) fn pre(
+        &self,
+        component: &wasmtime::component::Component,
+    ) -> wasmtime::Result<SpecialistPre<PluginState>> {
         let pre = self.linker.instantiate_pre(component)?;
         SpecialistPre::new(pre)
     }
@@ -212,7 +227,11 @@ pub enum CallError {
     #[error("{call} panicked: {message}")]
     Panic { call: CallKind, message: String },
     #[error("{call} wrote more than {limit_kib} KiB to {stream}")]
-    OutputFlood { call: CallKind, stream: String, limit_kib: u64 },
+    OutputFlood {
+        call: CallKind,
+        stream: String,
+        limit_kib: u64,
+    },
     #[error("answer of {size} bytes is larger than the {limit_kib} KiB limit")]
     AnswerTooLarge { size: usize, limit_kib: u64 },
     #[error("{call} trapped: {message}")]
@@ -276,9 +295,10 @@ impl Session {
                     message: format!("{} is no longer a plain folder", weights.display()),
                 });
             }
-            wasi.preopened_dir(weights, "/weights", FsPerms::ReadOnly).map_err(|e| {
-                CallError::Instantiate { message: format!("cannot open {}: {e:#}", weights.display()) }
-            })?;
+            wasi.preopened_dir(weights, "/weights", FsPerms::ReadOnly)
+                .map_err(|e| CallError::Instantiate {
+                    message: format!("cannot open {}: {e:#}", weights.display()),
+                })?;
         }
         let state = PluginState {
             plugin: spec.name.to_string(),
@@ -298,7 +318,12 @@ impl Session {
                 other => other,
             }
         })?;
-        Ok(Session { store, bindings, limits: spec.limits, poisoned: false })
+        Ok(Session {
+            store,
+            bindings,
+            limits: spec.limits,
+            poisoned: false,
+        })
     }
 
     fn call<R>(
@@ -309,7 +334,8 @@ impl Session {
         if self.poisoned {
             return Err(CallError::Poisoned);
         }
-        self.store.set_epoch_deadline(ticks(self.limits.budget(kind)));
+        self.store
+            .set_epoch_deadline(ticks(self.limits.budget(kind)));
         let started = Instant::now();
         let out = f(&self.bindings, &mut self.store);
         tracing::trace!(plugin = %self.store.data().plugin, %kind, elapsed = ?started.elapsed());
@@ -320,28 +346,47 @@ impl Session {
     }
 
     pub fn describe(&mut self) -> Result<WitManifest, CallError> {
-        self.call(CallKind::Describe, |b, s| b.apiary_plugin_handler().call_describe(s))
+        self.call(CallKind::Describe, |b, s| {
+            b.apiary_plugin_handler().call_describe(s)
+        })
     }
 
     /// The plugin's expertise score, clamped to [0, 1] (NaN counts as 0).
     pub fn assess(&mut self, req: &Request) -> Result<f32, CallError> {
-        let v = self.call(CallKind::Assess, |b, s| b.apiary_plugin_handler().call_assess(s, req))?;
-        Ok(if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 })
+        let v = self.call(CallKind::Assess, |b, s| {
+            b.apiary_plugin_handler().call_assess(s, req)
+        })?;
+        Ok(if v.is_finite() {
+            v.clamp(0.0, 1.0)
+        } else {
+            0.0
+        })
     }
 
     pub fn answer(&mut self, req: &Request) -> Result<WitAnswer, CallError> {
-        let out = self.call(CallKind::Answer, |b, s| b.apiary_plugin_handler().call_answer(s, req))?;
+        let out = self.call(CallKind::Answer, |b, s| {
+            b.apiary_plugin_handler().call_answer(s, req)
+        })?;
         let answer = out.map_err(|e| CallError::Declined(plugin_error_text(&e)))?;
         if answer.text.len() > self.limits.answer_bytes() {
             // The instance is fine, but an oversized answer is the plugin's fault.
-            return Err(CallError::AnswerTooLarge { size: answer.text.len(), limit_kib: self.limits.answer_kib });
+            return Err(CallError::AnswerTooLarge {
+                size: answer.text.len(),
+                limit_kib: self.limits.answer_kib,
+            });
         }
         Ok(answer)
     }
 
-    pub fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Verdict, CallError> {
+    pub fn compare(
+        &mut self,
+        prompt: &str,
+        first: &str,
+        second: &str,
+    ) -> Result<Verdict, CallError> {
         self.call(CallKind::Compare, |b, s| {
-            b.apiary_plugin_handler().call_compare(s, prompt, first, second)
+            b.apiary_plugin_handler()
+                .call_compare(s, prompt, first, second)
         })
     }
 
@@ -372,7 +417,10 @@ pub fn plugin_error_text(e: &WitPluginError) -> String {
 /// Turn a wasmtime error into what happened, in words an operator can act on.
 fn classify(e: wasmtime::Error, call: CallKind, limits: &Limits, state: &PluginState) -> CallError {
     if state.limiter.exceeded.is_some() {
-        return CallError::MemoryLimit { call, limit_mib: limits.memory_mib };
+        return CallError::MemoryLimit {
+            call,
+            limit_mib: limits.memory_mib,
+        };
     }
     let chain = format!("{e:#}");
     if chain.contains("write beyond capacity") {
@@ -381,10 +429,17 @@ fn classify(e: wasmtime::Error, call: CallKind, limits: &Limits, state: &PluginS
         } else {
             "stderr"
         };
-        return CallError::OutputFlood { call, stream: stream.into(), limit_kib: limits.output_kib };
+        return CallError::OutputFlood {
+            call,
+            stream: stream.into(),
+            limit_kib: limits.output_kib,
+        };
     }
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Timeout { call, budget_ms: limits.budget(call).as_millis() as u64 },
+        Some(Trap::Interrupt) => CallError::Timeout {
+            call,
+            budget_ms: limits.budget(call).as_millis() as u64,
+        },
         Some(Trap::StackOverflow) => CallError::StackOverflow { call },
         Some(Trap::UnreachableCodeReached) => {
             let tail = state.stderr_tail(600);
@@ -393,20 +448,37 @@ fn classify(e: wasmtime::Error, call: CallKind, limits: &Limits, state: &PluginS
                 .map(|(_, rest)| {
                     // "src/lib.rs:1:2:\nmessage\nnote: ..." → the message line(s).
                     let after_loc = rest.split_once('\n').map(|x| x.1).unwrap_or(rest);
-                    after_loc.lines().take_while(|l| !l.starts_with("note:")).collect::<Vec<_>>().join(" ")
+                    after_loc
+                        .lines()
+                        .take_while(|l| !l.starts_with("note:"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 })
                 .filter(|m| !m.trim().is_empty())
                 .unwrap_or_else(|| "the plugin aborted (unreachable instruction)".into());
             // Rust's println! panics when the capped pipe refuses a write.
             for stream in ["stdout", "stderr"] {
                 if message.contains(&format!("failed printing to {stream}")) {
-                    return CallError::OutputFlood { call, stream: stream.into(), limit_kib: limits.output_kib };
+                    return CallError::OutputFlood {
+                        call,
+                        stream: stream.into(),
+                        limit_kib: limits.output_kib,
+                    };
                 }
             }
-            CallError::Panic { call, message: message.trim().to_string() }
+            CallError::Panic {
+                call,
+                message: message.trim().to_string(),
+            }
         }
-        Some(trap) => CallError::Trap { call, message: trap.to_string() },
-        None => CallError::Trap { call, message: chain },
+        Some(trap) => CallError::Trap {
+            call,
+            message: trap.to_string(),
+        },
+        None => CallError::Trap {
+            call,
+            message: chain,
+        },
     }
 }
 
@@ -425,13 +497,22 @@ mod tests {
     fn sandbox_starts_with_or_without_pooling() {
         let s = Sandbox::new(SandboxConfig::default()).expect("sandbox");
         assert!(s.ticking());
-        let s = Sandbox::new(SandboxConfig { pooling: false, ..Default::default() }).expect("sandbox");
+        let s = Sandbox::new(SandboxConfig {
+            pooling: false,
+            ..Default::default()
+        })
+        .expect("sandbox");
         assert!(!s.pooling());
     }
 
     #[test]
     fn declines_are_not_faults() {
         assert!(!CallError::Declined("no".into()).is_fault());
-        assert!(CallError::StackOverflow { call: CallKind::Answer }.is_fault());
+        assert!(
+            CallError::StackOverflow {
+                call: CallKind::Answer
+            }
+            .is_fault()
+        );
     }
 }

@@ -34,7 +34,10 @@ impl PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -58,7 +61,10 @@ const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 impl MemoryLimiter {
     pub fn new(limits: &Limits) -> Self {
-        MemoryLimiter { max_memory: limits.memory_bytes(), exceeded: None }
+        MemoryLimiter {
+            max_memory: limits.memory_bytes(),
+            exceeded: None,
+        }
     }
 }
 
@@ -141,7 +147,11 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(max_lines: usize) -> Self {
-        LogSink { lines: Vec::new(), max_lines, dropped: 0 }
+        LogSink {
+            lines: Vec::new(),
+            max_lines,
+            dropped: 0,
+        }
     }
 
     fn push(&mut self, plugin: &str, level: log::Level, mut message: String) {
@@ -189,7 +199,10 @@ mod tests {
 
     #[test]
     fn memory_growth_past_limit_is_refused() {
-        let mut l = MemoryLimiter::new(&Limits { memory_mib: 1, ..Limits::default() });
+        let mut l = MemoryLimiter::new(&Limits {
+            memory_mib: 1,
+            ..Limits::default()
+        });
         assert!(l.memory_growing(0, 512 << 10, None).unwrap());
         assert!(l.memory_growing(0, 2 << 20, None).is_err());
         assert_eq!(l.exceeded, Some(2 << 20));

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn built(kind: &str) -> PathBuf {
@@ -50,7 +53,9 @@ pub struct Folder {
 
 impl Folder {
     pub fn new() -> Self {
-        Folder { dir: tempfile::tempdir().unwrap() }
+        Folder {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -94,16 +99,28 @@ pub fn ask(registry: &Registry, prompt: &str) -> RoundReport {
 }
 
 pub fn ask_with(registry: &Registry, request: apiary::sandbox::Request) -> RoundReport {
-    round::run_local_round(registry.sandbox(), &registry.active(), &request, &RoundConfig::default())
-        .expect("round runs")
+    round::run_local_round(
+        registry.sandbox(),
+        &registry.active(),
+        &request,
+        &RoundConfig::default(),
+    )
+    .expect("round runs")
 }
 
 pub fn winner(report: &RoundReport) -> String {
-    report.winning_answer().map(|a| a.text.clone()).unwrap_or_default()
+    report
+        .winning_answer()
+        .map(|a| a.text.clone())
+        .unwrap_or_default()
 }
 
 pub fn member<'r>(report: &'r RoundReport, plugin: &str) -> &'r apiary::round::Member {
-    report.members.iter().find(|m| m.plugin == plugin).unwrap_or_else(|| panic!("{plugin} not in round"))
+    report
+        .members
+        .iter()
+        .find(|m| m.plugin == plugin)
+        .unwrap_or_else(|| panic!("{plugin} not in round"))
 }
 
 pub fn refusal(registry: &Registry, id: &str) -> String {
@@ -113,7 +130,9 @@ pub fn refusal(registry: &Registry, id: &str) -> String {
         .find(|l| l.id == id)
         .map(|l| match l.status {
             apiary::plugins::registry::Status::Refused { reason } => reason,
-            apiary::plugins::registry::Status::Loaded { .. } => panic!("{id} loaded but should be refused"),
+            apiary::plugins::registry::Status::Loaded { .. } => {
+                panic!("{id} loaded but should be refused")
+            }
         })
         .unwrap_or_else(|| panic!("{id} not listed"))
 }

@@ -76,7 +76,10 @@ pub fn solve(question: &str) -> Result<Solution, String> {
             })
         }
         (1, Some(var)) => {
-            let at = tokens.iter().position(|t| matches!(t, Tok::Eq)).unwrap_or(0);
+            let at = tokens
+                .iter()
+                .position(|t| matches!(t, Tok::Eq))
+                .unwrap_or(0);
             let (lhs, rhs) = (&tokens[..at], &tokens[at + 1..]);
             let l = Parser::parse_all(lhs, var)?;
             let r = Parser::parse_all(rhs, var)?;
@@ -101,7 +104,11 @@ pub fn solve(question: &str) -> Result<Solution, String> {
 /// Round away float noise such as 0.30000000000000004.
 fn clean(v: f64) -> f64 {
     let r = (v * 1e9).round() / 1e9;
-    if (r - v).abs() < 1e-9 * v.abs().max(1.0) { r } else { v }
+    if (r - v).abs() < 1e-9 * v.abs().max(1.0) {
+        r
+    } else {
+        v
+    }
 }
 
 fn normalize(q: &str) -> String {
@@ -184,14 +191,18 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
         let c = chars[i];
         if c.is_whitespace() {
             i += 1;
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) {
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+        {
             let start = i;
             while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
                 i += 1;
             }
             let lit: String = chars[start..i].iter().collect();
             let lit = lit.trim_end_matches('.');
-            let v = lit.parse::<f64>().map_err(|_| format!("bad number {lit:?}"))?;
+            let v = lit
+                .parse::<f64>()
+                .map_err(|_| format!("bad number {lit:?}"))?;
             out.push(Tok::Num(v));
         } else if "+-*/^".contains(c) {
             out.push(Tok::Op(c));
@@ -226,8 +237,10 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
     for t in out {
         let needs_mul = matches!(
             (with_mul.last(), &t),
-            (Some(Tok::Num(_) | Tok::RParen | Tok::Var(_)), Tok::Var(_) | Tok::LParen | Tok::Sqrt)
-                | (Some(Tok::RParen | Tok::Var(_)), Tok::Num(_))
+            (
+                Some(Tok::Num(_) | Tok::RParen | Tok::Var(_)),
+                Tok::Var(_) | Tok::LParen | Tok::Sqrt
+            ) | (Some(Tok::RParen | Tok::Var(_)), Tok::Num(_))
         );
         if needs_mul {
             with_mul.push(Tok::Op('*'));
@@ -248,7 +261,9 @@ fn trim_to_math(tokens: Vec<Tok>) -> Vec<Tok> {
     }
     // "solve for x 3x + 5 = 20" leaves a stray leading variable before the equation.
     let mut run = best.to_vec();
-    while run.len() > 1 && matches!(run[0], Tok::Var(_)) && matches!(run[1], Tok::Op('*'))
+    while run.len() > 1
+        && matches!(run[0], Tok::Var(_))
+        && matches!(run[1], Tok::Op('*'))
         && matches!(run.get(2), Some(Tok::Num(_)))
     {
         run.drain(..2);
@@ -304,7 +319,12 @@ const MAX_DEPTH: usize = 64;
 
 impl<'t> Parser<'t> {
     fn new(tokens: &'t [Tok], var: Option<char>) -> Self {
-        Parser { tokens, pos: 0, var, depth: 0 }
+        Parser {
+            tokens,
+            pos: 0,
+            var,
+            depth: 0,
+        }
     }
 
     fn parse_all(tokens: &[Tok], var: char) -> Result<Linear, String> {
@@ -332,9 +352,15 @@ impl<'t> Parser<'t> {
             self.pos += 1;
             let rhs = self.term()?;
             acc = if op == '+' {
-                Linear { a: acc.a + rhs.a, b: acc.b + rhs.b }
+                Linear {
+                    a: acc.a + rhs.a,
+                    b: acc.b + rhs.b,
+                }
             } else {
-                Linear { a: acc.a - rhs.a, b: acc.b - rhs.b }
+                Linear {
+                    a: acc.a - rhs.a,
+                    b: acc.b - rhs.b,
+                }
             };
         }
         Ok(acc)
@@ -360,7 +386,10 @@ impl<'t> Parser<'t> {
                 if rhs.b == 0.0 {
                     return Err("division by zero".into());
                 }
-                Linear { a: acc.a / rhs.b, b: acc.b / rhs.b }
+                Linear {
+                    a: acc.a / rhs.b,
+                    b: acc.b / rhs.b,
+                }
             };
         }
         Ok(acc)
@@ -503,6 +532,9 @@ mod tests {
         assert_eq!(format_number(391.0), "391");
         assert_eq!(format_number(12.5), "12.5");
         assert_eq!(format_number(1.0 / 3.0), "0.333333");
-        assert_eq!(solve("What is 17 * 23?").unwrap().to_string(), "17 * 23 = 391");
+        assert_eq!(
+            solve("What is 17 * 23?").unwrap().to_string(),
+            "17 * 23 = 391"
+        );
     }
 }

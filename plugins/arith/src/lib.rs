@@ -63,7 +63,10 @@ mod tests {
         let a = Arith;
         let p = "What is 17 * 23?";
         assert_eq!(a.compare(p, "17 * 23 = 391", "381"), Verdict::First);
-        assert_eq!(a.compare(p, "It is 381", "The answer is 391."), Verdict::Second);
+        assert_eq!(
+            a.compare(p, "It is 381", "The answer is 391."),
+            Verdict::Second
+        );
         assert_eq!(a.compare(p, "381", "382"), Verdict::Tie);
         assert_eq!(
             a.compare("What is the capital of France?", "Paris", "Lyon"),

@@ -29,9 +29,14 @@ impl Default for Facts {
 
 impl Facts {
     fn lookup(&self, prompt: &str) -> Result<Found<'_>, PluginError> {
-        let table = self.table.as_ref().map_err(|e| PluginError::Internal(e.clone()))?;
+        let table = self
+            .table
+            .as_ref()
+            .map_err(|e| PluginError::Internal(e.clone()))?;
         table.lookup(prompt).ok_or_else(|| {
-            PluginError::Unsupported("not a capital, chemical-symbol or atomic-number question I know".into())
+            PluginError::Unsupported(
+                "not a capital, chemical-symbol or atomic-number question I know".into(),
+            )
         })
     }
 }
@@ -45,7 +50,11 @@ impl Specialist for Facts {
     }
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
-        if self.lookup(&req.prompt).is_ok() { 0.9 } else { 0.0 }
+        if self.lookup(&req.prompt).is_ok() {
+            0.9
+        } else {
+            0.0
+        }
     }
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {

@@ -61,11 +61,17 @@ pub struct Found<'t> {
 impl Found<'_> {
     /// The answer as a sentence that names both sides of the fact.
     pub fn sentence(&self) -> String {
-        let Fact { subject, object, .. } = self.fact;
+        let Fact {
+            subject, object, ..
+        } = self.fact;
         let lower = subject.to_lowercase();
         let sentence = match (self.fact.relation, self.direction) {
-            (Relation::Capital, Direction::Forward) => format!("The capital of {subject} is {object}."),
-            (Relation::Capital, Direction::Reverse) => format!("{object} is the capital of {subject}."),
+            (Relation::Capital, Direction::Forward) => {
+                format!("The capital of {subject} is {object}.")
+            }
+            (Relation::Capital, Direction::Reverse) => {
+                format!("{object} is the capital of {subject}.")
+            }
             (Relation::Symbol, Direction::Forward) => {
                 format!("The chemical symbol of {lower} is {object}.")
             }
@@ -100,10 +106,14 @@ impl Table {
             }
             let cols: Vec<&str> = line.split('\t').collect();
             if cols.len() < 3 {
-                return Err(format!("facts.tsv line {}: expected at least 3 columns", n + 1));
+                return Err(format!(
+                    "facts.tsv line {}: expected at least 3 columns",
+                    n + 1
+                ));
             }
-            let relation = Relation::parse(cols[0])
-                .ok_or_else(|| format!("facts.tsv line {}: unknown relation {:?}", n + 1, cols[0]))?;
+            let relation = Relation::parse(cols[0]).ok_or_else(|| {
+                format!("facts.tsv line {}: unknown relation {:?}", n + 1, cols[0])
+            })?;
             let names = |canonical: &str, aliases: Option<&&str>| {
                 std::iter::once(canonical)
                     .chain(aliases.map(|a| a.split('|')).into_iter().flatten())
@@ -153,7 +163,10 @@ impl Table {
                 .map(|(_, f)| f)
         };
         if let Some(fact) = longest(|f| &f.subject_names) {
-            return Some(Found { fact, direction: Direction::Forward });
+            return Some(Found {
+                fact,
+                direction: Direction::Forward,
+            });
         }
         let reverse = match relation {
             // Symbols are case-sensitive and short ("I", "C"): match exact tokens.
@@ -166,13 +179,14 @@ impl Table {
             }
             Relation::AtomicNumber => {
                 let numbers = text::numbers(question);
-                of_relation().find(|f| {
-                    f.object.parse::<f64>().is_ok_and(|v| numbers.iter().any(|&n| n == v))
-                })
+                of_relation().find(|f| f.object.parse::<f64>().is_ok_and(|v| numbers.contains(&v)))
             }
             Relation::Capital => longest(|f| &f.object_names),
         }?;
-        Some(Found { fact: reverse, direction: Direction::Reverse })
+        Some(Found {
+            fact: reverse,
+            direction: Direction::Reverse,
+        })
     }
 
     /// Whether `candidate` names the expected answer and no rival answer of the same kind.
@@ -189,8 +203,12 @@ impl Table {
                     .object
                     .parse::<f64>()
                     .is_ok_and(|v| text::numbers(candidate).contains(&v)),
-                (_, Direction::Forward) => f.object_names.iter().any(|n| words.contains(n.as_str())),
-                (_, Direction::Reverse) => f.subject_names.iter().any(|n| words.contains(n.as_str())),
+                (_, Direction::Forward) => {
+                    f.object_names.iter().any(|n| words.contains(n.as_str()))
+                }
+                (_, Direction::Reverse) => {
+                    f.subject_names.iter().any(|n| words.contains(n.as_str()))
+                }
             }
         };
         if !names_of(expected) {
@@ -216,7 +234,10 @@ fn overlaps(rival: &Fact, expected: &Fact, direction: Direction) -> bool {
         Direction::Forward => (&rival.object_names, &expected.object_names),
         Direction::Reverse => (&rival.subject_names, &expected.subject_names),
     };
-    r.iter().any(|rn| e.iter().any(|en| en.contains(rn.as_str()) || rn.contains(en.as_str())))
+    r.iter().any(|rn| {
+        e.iter()
+            .any(|en| en.contains(rn.as_str()) || rn.contains(en.as_str()))
+    })
 }
 
 #[cfg(test)]
@@ -228,26 +249,50 @@ mod tests {
     }
 
     fn answer(q: &str) -> String {
-        table().lookup(q).map(|f| f.sentence()).unwrap_or_else(|| format!("<none for {q}>"))
+        table()
+            .lookup(q)
+            .map(|f| f.sentence())
+            .unwrap_or_else(|| format!("<none for {q}>"))
     }
 
     #[test]
     fn forward_questions() {
-        assert_eq!(answer("What is the capital of France?"), "The capital of France is Paris.");
+        assert_eq!(
+            answer("What is the capital of France?"),
+            "The capital of France is Paris."
+        );
         assert_eq!(
             answer("what's the capital city of south korea"),
             "The capital of South Korea is Seoul."
         );
-        assert_eq!(answer("Capital of the USA?"), "The capital of United States is Washington, D.C.");
-        assert_eq!(answer("What is the chemical symbol for gold?"), "The chemical symbol of gold is Au.");
-        assert_eq!(answer("What is the atomic number of carbon?"), "The atomic number of carbon is 6.");
+        assert_eq!(
+            answer("Capital of the USA?"),
+            "The capital of United States is Washington, D.C."
+        );
+        assert_eq!(
+            answer("What is the chemical symbol for gold?"),
+            "The chemical symbol of gold is Au."
+        );
+        assert_eq!(
+            answer("What is the atomic number of carbon?"),
+            "The atomic number of carbon is 6."
+        );
     }
 
     #[test]
     fn reverse_questions() {
-        assert_eq!(answer("Canberra is the capital of which country?"), "Canberra is the capital of Australia.");
-        assert_eq!(answer("Which element has the symbol Fe?"), "Fe is the chemical symbol of iron.");
-        assert_eq!(answer("Which element has atomic number 79?"), "The element with atomic number 79 is gold.");
+        assert_eq!(
+            answer("Canberra is the capital of which country?"),
+            "Canberra is the capital of Australia."
+        );
+        assert_eq!(
+            answer("Which element has the symbol Fe?"),
+            "Fe is the chemical symbol of iron."
+        );
+        assert_eq!(
+            answer("Which element has atomic number 79?"),
+            "The element with atomic number 79 is gold."
+        );
     }
 
     #[test]
@@ -277,7 +322,15 @@ mod tests {
     #[test]
     fn parse_errors_are_clear() {
         assert!(Table::parse("").unwrap_err().contains("no facts"));
-        assert!(Table::parse("colour\tsky\tblue").unwrap_err().contains("unknown relation"));
-        assert!(Table::parse("capital\tFrance").unwrap_err().contains("3 columns"));
+        assert!(
+            Table::parse("colour\tsky\tblue")
+                .unwrap_err()
+                .contains("unknown relation")
+        );
+        assert!(
+            Table::parse("capital\tFrance")
+                .unwrap_err()
+                .contains("3 columns")
+        );
     }
 }

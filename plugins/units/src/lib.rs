@@ -35,16 +35,37 @@ const fn u(
     dimension: Dimension,
     factor: f64,
 ) -> Unit {
-    Unit { name, aliases, dimension, factor, offset: 0.0 }
+    Unit {
+        name,
+        aliases,
+        dimension,
+        factor,
+        offset: 0.0,
+    }
 }
 
 use Dimension::*;
 
 pub static UNITS: &[Unit] = &[
-    u("millimeters", &["mm", "millimeter", "millimetre", "millimetres"], Length, 0.001),
-    u("centimeters", &["cm", "centimeter", "centimetre", "centimetres"], Length, 0.01),
+    u(
+        "millimeters",
+        &["mm", "millimeter", "millimetre", "millimetres"],
+        Length,
+        0.001,
+    ),
+    u(
+        "centimeters",
+        &["cm", "centimeter", "centimetre", "centimetres"],
+        Length,
+        0.01,
+    ),
     u("meters", &["m", "meter", "metre", "metres"], Length, 1.0),
-    u("kilometers", &["km", "kilometer", "kilometre", "kilometres", "kms"], Length, 1000.0),
+    u(
+        "kilometers",
+        &["km", "kilometer", "kilometre", "kilometres", "kms"],
+        Length,
+        1000.0,
+    ),
     u("inches", &["in", "inch"], Length, 0.0254),
     u("feet", &["ft", "foot"], Length, 0.3048),
     u("yards", &["yd", "yard", "yds"], Length, 0.9144),
@@ -52,17 +73,52 @@ pub static UNITS: &[Unit] = &[
     u("nautical miles", &["nautical mile", "nmi"], Length, 1852.0),
     u("milligrams", &["mg", "milligram"], Mass, 1e-6),
     u("grams", &["g", "gram", "gramme", "grammes"], Mass, 0.001),
-    u("kilograms", &["kg", "kilogram", "kilo", "kilos", "kgs"], Mass, 1.0),
-    u("tonnes", &["tonne", "metric ton", "metric tons", "t"], Mass, 1000.0),
+    u(
+        "kilograms",
+        &["kg", "kilogram", "kilo", "kilos", "kgs"],
+        Mass,
+        1.0,
+    ),
+    u(
+        "tonnes",
+        &["tonne", "metric ton", "metric tons", "t"],
+        Mass,
+        1000.0,
+    ),
     u("ounces", &["oz", "ounce"], Mass, 0.028_349_523_125),
     u("pounds", &["lb", "lbs", "pound"], Mass, 0.453_592_37),
     u("stones", &["stone", "st"], Mass, 6.350_293_18),
-    u("milliliters", &["ml", "milliliter", "millilitre", "millilitres"], Volume, 1e-6),
+    u(
+        "milliliters",
+        &["ml", "milliliter", "millilitre", "millilitres"],
+        Volume,
+        1e-6,
+    ),
     u("liters", &["l", "liter", "litre", "litres"], Volume, 0.001),
-    u("cubic meters", &["cubic meter", "cubic metre", "cubic metres", "m3"], Volume, 1.0),
-    u("teaspoons", &["tsp", "teaspoon"], Volume, 4.928_921_593_75e-6),
-    u("tablespoons", &["tbsp", "tablespoon"], Volume, 1.478_676_478_125e-5),
-    u("fluid ounces", &["fl oz", "fluid ounce"], Volume, 2.957_352_956_25e-5),
+    u(
+        "cubic meters",
+        &["cubic meter", "cubic metre", "cubic metres", "m3"],
+        Volume,
+        1.0,
+    ),
+    u(
+        "teaspoons",
+        &["tsp", "teaspoon"],
+        Volume,
+        4.928_921_593_75e-6,
+    ),
+    u(
+        "tablespoons",
+        &["tbsp", "tablespoon"],
+        Volume,
+        1.478_676_478_125e-5,
+    ),
+    u(
+        "fluid ounces",
+        &["fl oz", "fluid ounce"],
+        Volume,
+        2.957_352_956_25e-5,
+    ),
     u("cups", &["cup"], Volume, 2.365_882_365e-4),
     u("pints", &["pint", "pt"], Volume, 4.731_764_73e-4),
     u("quarts", &["quart", "qt"], Volume, 9.463_529_46e-4),
@@ -74,8 +130,18 @@ pub static UNITS: &[Unit] = &[
     u("days", &["day"], Time, 86_400.0),
     u("weeks", &["week", "wk"], Time, 604_800.0),
     u("years", &["year", "yr"], Time, 31_557_600.0),
-    u("meters per second", &["m/s", "meter per second", "metres per second"], Speed, 1.0),
-    u("kilometers per hour", &["km/h", "kph", "kmh", "kilometres per hour"], Speed, 1.0 / 3.6),
+    u(
+        "meters per second",
+        &["m/s", "meter per second", "metres per second"],
+        Speed,
+        1.0,
+    ),
+    u(
+        "kilometers per hour",
+        &["km/h", "kph", "kmh", "kilometres per hour"],
+        Speed,
+        1.0 / 3.6,
+    ),
     u("miles per hour", &["mph", "mile per hour"], Speed, 0.447_04),
     u("knots", &["knot", "kn"], Speed, 1852.0 / 3600.0),
     u("bytes", &["byte", "b"], Data, 1.0),
@@ -88,7 +154,14 @@ pub static UNITS: &[Unit] = &[
     u("gibibytes", &["gib", "gibibyte"], Data, 1_073_741_824.0),
     Unit {
         name: "degrees Celsius",
-        aliases: &["celsius", "c", "degrees c", "degree celsius", "centigrade", "°c"],
+        aliases: &[
+            "celsius",
+            "c",
+            "degrees c",
+            "degree celsius",
+            "centigrade",
+            "°c",
+        ],
         dimension: Temperature,
         factor: 1.0,
         offset: 273.15,
@@ -152,10 +225,12 @@ fn unit_mentions(words: &[String]) -> Vec<(usize, &'static Unit)> {
             for name in std::iter::once(&unit.name).chain(unit.aliases.iter()) {
                 let parts = tokens(&name.to_lowercase());
                 let n = parts.len();
-                if n > 0 && i + n <= words.len() && words[i..i + n] == parts[..] {
-                    if best.is_none_or(|(len, _)| n > len) {
-                        best = Some((n, unit));
-                    }
+                if n > 0
+                    && i + n <= words.len()
+                    && words[i..i + n] == parts[..]
+                    && best.is_none_or(|(len, _)| n > len)
+                {
+                    best = Some((n, unit));
                 }
             }
         }
@@ -183,12 +258,20 @@ fn tokens(s: &str) -> Vec<String> {
 /// same dimension.
 pub fn parse(question: &str) -> Result<Conversion, String> {
     // "m/s" and "km/h" survive as one token each before splitting into words.
-    let q = question.to_lowercase().replace("m/s", " meters per second ").replace("km/h", " kmh ");
+    let q = question
+        .to_lowercase()
+        .replace("m/s", " meters per second ")
+        .replace("km/h", " kmh ");
     let words = tokens(&q);
-    let amount = text::numbers(&q).first().copied().ok_or("no amount to convert")?;
+    let amount = text::numbers(&q)
+        .first()
+        .copied()
+        .ok_or("no amount to convert")?;
     let mentions = unit_mentions(&words);
     // Single letters ("a", "in", "s") are too ambiguous unless they stand right after the number.
-    let number_at = words.iter().position(|w| text::numbers(w).first() == Some(&amount.abs()));
+    let number_at = words
+        .iter()
+        .position(|w| text::numbers(w).first() == Some(&amount.abs()));
     let after_number = number_at.and_then(|at| mentions.iter().find(|(i, _)| *i == at + 1));
     // Single letters ("m", "s") and "in" are too ambiguous to count as a unit unless they
     // stand right after the amount or right after "to"/"in"/"into".
@@ -201,7 +284,9 @@ pub fn parse(question: &str) -> Result<Conversion, String> {
             after_number || after_to || (w.len() >= 2 && w != "in" && w != "st")
         })
         .collect();
-    let from = after_number.map(|(_, u)| *u).ok_or("no unit after the amount")?;
+    let from = after_number
+        .map(|(_, u)| *u)
+        .ok_or("no unit after the amount")?;
     let to = strong
         .iter()
         .map(|(_, u)| *u)
@@ -255,19 +340,42 @@ mod tests {
     use super::*;
 
     fn says(q: &str) -> String {
-        parse(q).map(|c| c.sentence()).unwrap_or_else(|e| format!("<{e}>"))
+        parse(q)
+            .map(|c| c.sentence())
+            .unwrap_or_else(|e| format!("<{e}>"))
     }
 
     #[test]
     fn conversions() {
-        assert_eq!(says("Convert 5 miles to km"), "5 miles = 8.04672 kilometers");
-        assert_eq!(says("How many feet are in 3 meters?"), "3 meters = 9.84252 feet");
-        assert_eq!(says("100 F in Celsius"), "100 degrees Fahrenheit = 37.7778 degrees Celsius");
-        assert_eq!(says("What is 0 degrees celsius in fahrenheit?"), "0 degrees Celsius = 32 degrees Fahrenheit");
+        assert_eq!(
+            says("Convert 5 miles to km"),
+            "5 miles = 8.04672 kilometers"
+        );
+        assert_eq!(
+            says("How many feet are in 3 meters?"),
+            "3 meters = 9.84252 feet"
+        );
+        assert_eq!(
+            says("100 F in Celsius"),
+            "100 degrees Fahrenheit = 37.7778 degrees Celsius"
+        );
+        assert_eq!(
+            says("What is 0 degrees celsius in fahrenheit?"),
+            "0 degrees Celsius = 32 degrees Fahrenheit"
+        );
         assert_eq!(says("2 hours in minutes"), "2 hours = 120 minutes");
-        assert_eq!(says("How many kilograms is 3.5 pounds?"), "3.5 pounds = 1.58757 kilograms");
-        assert_eq!(says("convert 1 GiB to MB"), "1 gibibytes = 1073.74 megabytes");
-        assert_eq!(says("60 mph in km/h"), "60 miles per hour = 96.5606 kilometers per hour");
+        assert_eq!(
+            says("How many kilograms is 3.5 pounds?"),
+            "3.5 pounds = 1.58757 kilograms"
+        );
+        assert_eq!(
+            says("convert 1 GiB to MB"),
+            "1 gibibytes = 1073.74 megabytes"
+        );
+        assert_eq!(
+            says("60 mph in km/h"),
+            "60 miles per hour = 96.5606 kilometers per hour"
+        );
     }
 
     #[test]
