@@ -8,7 +8,8 @@
 //! - [`sandbox`]: the wasmtime engine, limits, the WASI context and sandboxed calls;
 //! - [`plugins`]: plugin folders, manifests, compile cache, hot reload, audits;
 //! - [`consensus`]: pure functions for pair assignment and the Bradley–Terry fit;
-//! - [`round`]: a round among the plugins of one node.
+//! - [`round`]: a round among the plugins of one node;
+//! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call.
 //!
 //! The boundary every plugin lives behind is documented, line by line with the test that
 //! proves it, in `SECURITY.md` at the repository root.
@@ -17,3 +18,4 @@ pub mod consensus;
 pub mod plugins;
 pub mod round;
 pub mod sandbox;
+pub mod tensor;

@@ -1,0 +1,728 @@
+//! The CPU backend: multi-threaded kernels (rayon over output rows), SIMD where it pays
+//! (the quantized dot products in [`super::quant`], `matrixmultiply`'s packed f32 GEMM).
+//!
+//! Conventions: activations are owned f32 tensors `[rows, cols]` (leading dimensions are
+//! rows); weight matrices are `[out_features, in_features]` (GGUF's layout), so a linear
+//! layer is `matmul(x, w, transpose_b = true)`.
+
+use super::quant::{block_sums, dot_row};
+use super::{DType, Deadline, Result, Storage, Tensor, TensorError, numel, shape_err};
+use rayon::prelude::*;
+
+/// Output rows computed between two deadline checks in a matrix product.
+const ROW_CHUNK: usize = 64;
+
+fn out(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
+    Tensor {
+        shape,
+        dtype: DType::F32,
+        storage: Storage::Owned(data),
+    }
+}
+
+/// `a · b` (or `a · bᵀ` with `transpose_b`). `a` is f32 `[.., n, k]`. `b` is a 2-D matrix
+/// (f32 or quantized, shared by every leading index of `a`) or, when both are 3-D f32, a
+/// batch of matrices matching `a`'s batch. Quantized `b` requires `transpose_b`
+/// (weights are stored one output feature per row).
+pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result<Tensor> {
+    let av = a.owned()?;
+    let k = *a.shape.last().unwrap_or(&0);
+    if b.shape.len() == 3 && a.shape.len() == 3 {
+        if b.dtype != DType::F32 || a.shape[0] != b.shape[0] {
+            return shape_err(format!(
+                "batched matmul needs f32 operands with equal batch: {:?} · {:?}",
+                a.shape, b.shape
+            ));
+        }
+        let batch = a.shape[0];
+        let bv = b.to_f32()?;
+        let (bk, m) = if transpose_b {
+            (b.shape[2], b.shape[1])
+        } else {
+            (b.shape[1], b.shape[2])
+        };
+        if bk != k {
+            return shape_err(format!(
+                "inner dimensions differ: {:?} · {:?} (transpose_b={transpose_b})",
+                a.shape, b.shape
+            ));
+        }
+        let n = a.shape[1];
+        let mut data = vec![0f32; batch * n * m];
+        for i in 0..batch {
+            dl.check()?;
+            sgemm(
+                &av[i * n * k..(i + 1) * n * k],
+                &bv[i * bk * m..(i + 1) * bk * m],
+                &mut data[i * n * m..(i + 1) * n * m],
+                n,
+                k,
+                m,
+                transpose_b,
+            );
+        }
+        return Ok(out(vec![batch, n, m], data));
+    }
+    if b.shape.len() != 2 {
+        return shape_err(format!("matmul: b must be a matrix, got {:?}", b.shape));
+    }
+    let (bk, m) = if transpose_b {
+        (b.shape[1], b.shape[0])
+    } else {
+        (b.shape[0], b.shape[1])
+    };
+    if bk != k {
+        return shape_err(format!(
+            "inner dimensions differ: {:?} · {:?} (transpose_b={transpose_b})",
+            a.shape, b.shape
+        ));
+    }
+    let n = av.len() / k.max(1);
+    let mut shape = a.shape.clone();
+    *shape.last_mut().expect("non-empty") = m;
+    if b.dtype.is_quantized()
+        || matches!(b.storage, Storage::Mapped { .. }) && b.dtype != DType::F32
+        || b.dtype == DType::F16
+    {
+        if !transpose_b {
+            return Err(TensorError::Dtype(format!(
+                "{} weights need transpose_b (rows are output features)",
+                b.dtype.name()
+            )));
+        }
+        let bytes = b
+            .bytes()
+            .ok_or_else(|| TensorError::InvalidFile("weights mapping too short".into()))?;
+        let row_bytes = b.dtype.bytes_for(k).ok_or_else(|| {
+            TensorError::Shape(format!(
+                "row length {k} is not a whole number of {} blocks",
+                b.dtype.name()
+            ))
+        })?;
+        return Ok(out(
+            shape,
+            matvec_rows(b.dtype, bytes, row_bytes, av, n, k, m, dl)?,
+        ));
+    }
+    let bv = b.to_f32()?;
+    let mut data = vec![0f32; n * m];
+    // Large products are split into row bands so the deadline is checked in between.
+    let band = (ROW_CHUNK * 16).max(1);
+    for start in (0..n).step_by(band) {
+        dl.check()?;
+        let rows = band.min(n - start);
+        sgemm(
+            &av[start * k..(start + rows) * k],
+            &bv,
+            &mut data[start * m..(start + rows) * m],
+            rows,
+            k,
+            m,
+            transpose_b,
+        );
+    }
+    Ok(out(shape, data))
+}
+
+fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize, k: usize, m: usize, transpose_b: bool) {
+    let (rsb, csb) = if transpose_b {
+        (1, k as isize)
+    } else {
+        (m as isize, 1)
+    };
+    // SAFETY: the slices hold n·k, k·m and n·m values with the strides given.
+    unsafe {
+        matrixmultiply::sgemm(
+            n,
+            k,
+            m,
+            1.0,
+            a.as_ptr(),
+            k as isize,
+            1,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            c.as_mut_ptr(),
+            m as isize,
+            1,
+        );
+    }
+}
+
+/// y[i, r] = dot(W[r], x[i]) for quantized W, parallel over bands of output features.
+#[allow(clippy::too_many_arguments)]
+fn matvec_rows(
+    dtype: DType,
+    w: &[u8],
+    row_bytes: usize,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    dl: Deadline,
+) -> Result<Vec<f32>> {
+    if w.len() < row_bytes * m {
+        return Err(TensorError::InvalidFile(
+            "weights shorter than their shape".into(),
+        ));
+    }
+    let sums: Vec<Vec<f32>> = (0..n).map(|i| block_sums(&x[i * k..(i + 1) * k])).collect();
+    let bands: Vec<Result<Vec<f32>>> = (0..m.div_ceil(ROW_CHUNK))
+        .into_par_iter()
+        .map(|band| {
+            dl.check()?;
+            let r0 = band * ROW_CHUNK;
+            let r1 = (r0 + ROW_CHUNK).min(m);
+            let mut local = vec![0f32; n * (r1 - r0)];
+            for r in r0..r1 {
+                let row = &w[r * row_bytes..(r + 1) * row_bytes];
+                for i in 0..n {
+                    local[i * (r1 - r0) + (r - r0)] =
+                        dot_row(dtype, row, &x[i * k..(i + 1) * k], &sums[i]);
+                }
+            }
+            Ok(local)
+        })
+        .collect();
+    let mut y = vec![0f32; n * m];
+    for (band, local) in bands.into_iter().enumerate() {
+        let local = local?;
+        let r0 = band * ROW_CHUNK;
+        let width = local.len() / n.max(1);
+        for i in 0..n {
+            y[i * m + r0..i * m + r0 + width].copy_from_slice(&local[i * width..(i + 1) * width]);
+        }
+    }
+    Ok(y)
+}
+
+fn same_or_row_broadcast(a: &Tensor, b: &Tensor, op: &str) -> Result<()> {
+    let (_, cols) = a.rows_cols();
+    if b.numel() == a.numel() || b.numel() == cols {
+        Ok(())
+    } else {
+        shape_err(format!(
+            "{op}: {:?} and {:?} must match, or the second must be one row of {cols}",
+            a.shape, b.shape
+        ))
+    }
+}
+
+fn binary(a: &Tensor, b: &Tensor, op: &str, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
+    same_or_row_broadcast(a, b, op)?;
+    let av = a.owned()?;
+    let bv = b.to_f32()?;
+    let data = if bv.len() == av.len() {
+        av.iter().zip(bv.iter()).map(|(x, y)| f(*x, *y)).collect()
+    } else {
+        av.chunks(bv.len())
+            .flat_map(|row| {
+                row.iter()
+                    .zip(bv.iter())
+                    .map(|(x, y)| f(*x, *y))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    Ok(out(a.shape.clone(), data))
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(a, b, "add", |x, y| x + y)
+}
+
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    binary(a, b, "mul", |x, y| x * y)
+}
+
+fn unary(a: &Tensor, f: impl Fn(f32) -> f32) -> Result<Tensor> {
+    Ok(out(
+        a.shape.clone(),
+        a.owned()?.iter().map(|&x| f(x)).collect(),
+    ))
+}
+
+pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
+    unary(a, |x| x * s)
+}
+
+pub fn silu(a: &Tensor) -> Result<Tensor> {
+    unary(a, |x| x / (1.0 + (-x).exp()))
+}
+
+/// GELU, tanh approximation (what GPT-2-style and Gemma models use).
+pub fn gelu(a: &Tensor) -> Result<Tensor> {
+    const C: f32 = 0.797_884_6; // sqrt(2/π)
+    unary(a, |x| {
+        0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
+    })
+}
+
+/// Softmax over the last dimension, numerically stable.
+pub fn softmax(a: &Tensor) -> Result<Tensor> {
+    let (_, cols) = a.rows_cols();
+    let mut data = a.owned()?.to_vec();
+    for row in data.chunks_mut(cols) {
+        softmax_in_place(row);
+    }
+    Ok(out(a.shape.clone(), data))
+}
+
+fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    if sum > 0.0 {
+        for v in row.iter_mut() {
+            *v /= sum;
+        }
+    }
+}
+
+fn norm_weight(w: &Tensor, cols: usize, what: &str) -> Result<Vec<f32>> {
+    if w.numel() != cols {
+        return shape_err(format!(
+            "{what}: weight has {} values, rows have {cols}",
+            w.numel()
+        ));
+    }
+    Ok(w.to_f32()?.into_owned())
+}
+
+/// x / rms(x) · w, per row.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+    let (_, cols) = x.rows_cols();
+    let w = norm_weight(w, cols, "rms-norm")?;
+    let mut data = x.owned()?.to_vec();
+    for row in data.chunks_mut(cols) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / cols as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for (v, g) in row.iter_mut().zip(&w) {
+            *v *= inv * g;
+        }
+    }
+    Ok(out(x.shape.clone(), data))
+}
+
+/// (x − mean) / std · w + b, per row.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    let (_, cols) = x.rows_cols();
+    let w = norm_weight(w, cols, "layer-norm")?;
+    let b = match b {
+        Some(b) => norm_weight(b, cols, "layer-norm bias")?,
+        None => vec![0.0; cols],
+    };
+    let mut data = x.owned()?.to_vec();
+    for row in data.chunks_mut(cols) {
+        let mean = row.iter().sum::<f32>() / cols as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, g), bb) in row.iter_mut().zip(&w).zip(&b) {
+            *v = (*v - mean) * inv * g + bb;
+        }
+    }
+    Ok(out(x.shape.clone(), data))
+}
+
+/// Rotary position embedding on `[n, heads·head_dim]`, row `i` at position `pos + i`.
+/// `neox` rotates pairs (j, j + head_dim/2) (GPT-NeoX, Gemma); otherwise adjacent pairs
+/// (2j, 2j + 1) (llama.cpp's layout for llama models).
+pub fn rope(x: &Tensor, pos: usize, head_dim: usize, base: f32, neox: bool) -> Result<Tensor> {
+    let (rows, cols) = x.rows_cols();
+    if head_dim == 0 || head_dim % 2 != 0 || cols % head_dim != 0 {
+        return shape_err(format!(
+            "rope: head_dim {head_dim} must be even and divide the row length {cols}"
+        ));
+    }
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|j| base.powf(-((2 * j) as f32) / head_dim as f32))
+        .collect();
+    let mut data = x.owned()?.to_vec();
+    for r in 0..rows {
+        let p = (pos + r) as f32;
+        let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|f| (p * f).sin_cos()).unzip();
+        for head in data[r * cols..(r + 1) * cols].chunks_mut(head_dim) {
+            for j in 0..half {
+                let (i0, i1) = if neox {
+                    (j, j + half)
+                } else {
+                    (2 * j, 2 * j + 1)
+                };
+                let (a, b) = (head[i0], head[i1]);
+                head[i0] = a * cos[j] - b * sin[j];
+                head[i1] = a * sin[j] + b * cos[j];
+            }
+        }
+    }
+    Ok(out(x.shape.clone(), data))
+}
+
+/// Options of [`attention`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionSpec {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    /// Absolute position of the first query row.
+    pub pos: usize,
+    /// Score scale, usually 1/√head_dim.
+    pub scale: f32,
+    /// Only the last `window` keys are visible (0: all).
+    pub window: usize,
+}
+
+/// Causal multi-head attention with grouped-query heads. `q` is `[n, n_heads·d]`; the
+/// caches `k`, `v` are `[t, n_kv_heads·d]` holding every position up to `pos + n`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: AttentionSpec,
+    dl: Deadline,
+) -> Result<Tensor> {
+    let AttentionSpec {
+        n_heads,
+        n_kv_heads,
+        pos,
+        scale,
+        window,
+    } = spec;
+    let (n, qcols) = q.rows_cols();
+    let (t, kcols) = k.rows_cols();
+    if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || qcols % n_heads != 0 {
+        return shape_err(format!(
+            "attention: {n_heads} heads, {n_kv_heads} kv heads, q rows of {qcols}"
+        ));
+    }
+    let d = qcols / n_heads;
+    if kcols != n_kv_heads * d || v.shape != k.shape {
+        return shape_err(format!(
+            "attention: caches {:?}/{:?} must be [t, {}]",
+            k.shape,
+            v.shape,
+            n_kv_heads * d
+        ));
+    }
+    if pos + n > t {
+        return shape_err(format!(
+            "attention: queries reach position {} but the cache holds {t}",
+            pos + n
+        ));
+    }
+    let (qv, kv, vv) = (q.owned()?, k.owned()?, v.owned()?);
+    let group = n_heads / n_kv_heads;
+    dl.check()?;
+    let heads: Vec<Vec<f32>> = (0..n * n_heads)
+        .into_par_iter()
+        .map(|job| {
+            let (i, h) = (job / n_heads, job % n_heads);
+            let kvh = h / group;
+            let qrow = &qv[i * qcols + h * d..i * qcols + (h + 1) * d];
+            let last = pos + i; // inclusive
+            let first = if window > 0 {
+                (last + 1).saturating_sub(window)
+            } else {
+                0
+            };
+            let mut scores: Vec<f32> = (first..=last)
+                .map(|s| {
+                    super::quant::dot_f32(qrow, &kv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d])
+                        * scale
+                })
+                .collect();
+            softmax_in_place(&mut scores);
+            let mut o = vec![0f32; d];
+            for (s, p) in (first..=last).zip(&scores) {
+                let vrow = &vv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d];
+                for (acc, x) in o.iter_mut().zip(vrow) {
+                    *acc += p * x;
+                }
+            }
+            o
+        })
+        .collect();
+    Ok(out(vec![n, qcols], heads.concat()))
+}
+
+/// Append the rows of `x` to a cache `[t, w]` (an empty cache is `[0, w]`-like: created
+/// from the first append).
+pub fn append_rows(cache: &mut Tensor, x: &Tensor) -> Result<()> {
+    let (_, w) = cache.rows_cols();
+    let (n, xw) = x.rows_cols();
+    if w != xw {
+        return shape_err(format!("append: cache rows of {w}, new rows of {xw}"));
+    }
+    let xv = x.owned()?.to_vec();
+    match &mut cache.storage {
+        Storage::Owned(v) => v.extend_from_slice(&xv),
+        Storage::Mapped { .. } => {
+            return Err(TensorError::Dtype("cannot append to mapped weights".into()));
+        }
+    }
+    let rows = cache.numel() / w + n;
+    cache.shape = vec![rows, w];
+    Ok(())
+}
+
+/// Rows `ids` of an embedding table `[vocab, dim]` (any dtype) as f32 `[len(ids), dim]`.
+pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+    if table.shape.len() != 2 {
+        return shape_err(format!(
+            "embedding table must be [vocab, dim], got {:?}",
+            table.shape
+        ));
+    }
+    let (vocab, dim) = (table.shape[0], table.shape[1]);
+    let mut data = vec![0f32; ids.len() * dim];
+    for (i, &id) in ids.iter().enumerate() {
+        let id = id as usize;
+        if id >= vocab {
+            return shape_err(format!("token id {id} out of range (vocab {vocab})"));
+        }
+        let dst = &mut data[i * dim..(i + 1) * dim];
+        match &table.storage {
+            Storage::Owned(v) => dst.copy_from_slice(&v[id * dim..(id + 1) * dim]),
+            Storage::Mapped { .. } => {
+                let row_bytes = table
+                    .dtype
+                    .bytes_for(dim)
+                    .ok_or_else(|| TensorError::Shape("bad row".into()))?;
+                let bytes = table
+                    .bytes()
+                    .ok_or_else(|| TensorError::InvalidFile("mapping too short".into()))?;
+                super::quant::dequantize(
+                    table.dtype,
+                    &bytes[id * row_bytes..(id + 1) * row_bytes],
+                    dst,
+                );
+            }
+        }
+    }
+    Ok(out(vec![ids.len(), dim], data))
+}
+
+/// Rows `start..start + count` of `x`.
+pub fn slice_rows(x: &Tensor, start: usize, count: usize) -> Result<Tensor> {
+    let (rows, cols) = x.rows_cols();
+    if count == 0 || start + count > rows {
+        return shape_err(format!(
+            "rows {start}..{} of a tensor with {rows}",
+            start + count
+        ));
+    }
+    Ok(out(
+        vec![count, cols],
+        x.owned()?[start * cols..(start + count) * cols].to_vec(),
+    ))
+}
+
+pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
+    if numel(&shape) != x.numel() || shape.is_empty() || shape.len() > 4 {
+        return shape_err(format!("cannot reshape {:?} to {shape:?}", x.shape));
+    }
+    Ok(Tensor { shape, ..x.clone() })
+}
+
+/// Index of the largest value of the last row.
+pub fn argmax(x: &Tensor) -> Result<u32> {
+    let (rows, cols) = x.rows_cols();
+    let v = &x.owned()?[(rows - 1) * cols..];
+    let mut best = 0;
+    for (i, &val) in v.iter().enumerate() {
+        if val > v[best] {
+            best = i;
+        }
+    }
+    Ok(best as u32)
+}
+
+/// Sample a token from the last row of logits: temperature, then top-k, then top-p
+/// (nucleus), with a xorshift generator seeded by `seed` so a round replays exactly.
+/// Temperature 0 is greedy.
+pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -> Result<u32> {
+    if temperature <= 0.0 || !temperature.is_finite() {
+        return argmax(x);
+    }
+    let (rows, cols) = x.rows_cols();
+    let v = &x.owned()?[(rows - 1) * cols..];
+    let mut idx: Vec<usize> = (0..cols).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+    let k = if top_k == 0 {
+        cols
+    } else {
+        (top_k as usize).min(cols)
+    };
+    idx.truncate(k);
+    let mut probs: Vec<f32> = idx.iter().map(|&i| v[i] / temperature).collect();
+    softmax_in_place(&mut probs);
+    let p = if top_p > 0.0 && top_p < 1.0 {
+        top_p
+    } else {
+        1.0
+    };
+    let mut cum = 0.0;
+    let mut keep = probs.len();
+    for (j, pr) in probs.iter().enumerate() {
+        cum += pr;
+        if cum >= p {
+            keep = j + 1;
+            break;
+        }
+    }
+    let total: f32 = probs[..keep].iter().sum();
+    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    let mut r = (s >> 40) as f32 / (1u64 << 24) as f32 * total;
+    for j in 0..keep {
+        r -= probs[j];
+        if r <= 0.0 {
+            return Ok(idx[j] as u32);
+        }
+    }
+    Ok(idx[keep - 1] as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], data: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), data.to_vec()).unwrap()
+    }
+
+    fn vals(x: &Tensor) -> Vec<f32> {
+        x.to_f32().unwrap().into_owned()
+    }
+
+    #[test]
+    fn matmul_plain_and_transposed() {
+        let a = t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
+        let b = t(&[3, 2], &[7., 8., 9., 10., 11., 12.]);
+        assert_eq!(
+            vals(&matmul(&a, &b, false, Deadline::NONE).unwrap()),
+            vec![58., 64., 139., 154.]
+        );
+        let bt = t(&[2, 3], &[7., 9., 11., 8., 10., 12.]);
+        assert_eq!(
+            vals(&matmul(&a, &bt, true, Deadline::NONE).unwrap()),
+            vec![58., 64., 139., 154.]
+        );
+        assert!(matmul(&a, &a, false, Deadline::NONE).is_err());
+    }
+
+    #[test]
+    fn batched_matmul() {
+        let a = t(&[2, 1, 2], &[1., 2., 3., 4.]);
+        let b = t(&[2, 2, 1], &[5., 6., 7., 8.]);
+        assert_eq!(
+            vals(&matmul(&a, &b, false, Deadline::NONE).unwrap()),
+            vec![17., 53.]
+        );
+    }
+
+    #[test]
+    fn norms_and_activations() {
+        let x = t(&[1, 4], &[1., 2., 3., 4.]);
+        let w = t(&[4], &[1., 1., 1., 2.]);
+        let r = vals(&rms_norm(&x, &w, 0.0).unwrap());
+        let rms = (30f32 / 4.0).sqrt();
+        assert!((r[3] - 8.0 / rms).abs() < 1e-6);
+        let l = vals(&layer_norm(&x, &t(&[4], &[1.; 4]), None, 0.0).unwrap());
+        assert!(l.iter().sum::<f32>().abs() < 1e-5);
+        let s = vals(&softmax(&t(&[1, 3], &[1., 2., 3.])).unwrap());
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6 && s[2] > s[1]);
+        assert!((vals(&silu(&t(&[1], &[1.0])).unwrap())[0] - 0.731_058_6).abs() < 1e-6);
+        assert!((vals(&gelu(&t(&[1], &[1.0])).unwrap())[0] - 0.841_192).abs() < 1e-4);
+        assert!(rms_norm(&x, &t(&[3], &[1.; 3]), 1e-5).is_err());
+    }
+
+    #[test]
+    fn rope_rotates_pairs() {
+        let x = t(&[1, 4], &[1., 0., 1., 0.]);
+        // Position 0 is the identity.
+        assert_eq!(
+            vals(&rope(&x, 0, 4, 10000.0, false).unwrap()),
+            vec![1., 0., 1., 0.]
+        );
+        // Position 1, first pair rotates by 1 radian.
+        let r = vals(&rope(&x, 1, 4, 10000.0, false).unwrap());
+        assert!((r[0] - 1f32.cos()).abs() < 1e-6 && (r[1] - 1f32.sin()).abs() < 1e-6);
+        let x = t(&[1, 4], &[1., 0., 0., 0.]);
+        let n = vals(&rope(&x, 1, 4, 10000.0, true).unwrap());
+        assert!((n[0] - 1f32.cos()).abs() < 1e-6 && (n[2] - 1f32.sin()).abs() < 1e-6);
+        assert!(rope(&x, 0, 3, 10000.0, false).is_err());
+    }
+
+    #[test]
+    fn attention_is_causal_and_grouped() {
+        // 2 query heads share 1 kv head; head dim 1; three positions.
+        let k = t(&[3, 1], &[0., 0., 0.]);
+        let v = t(&[3, 1], &[1., 2., 3.]);
+        let q = t(&[3, 2], &[1., 1., 1., 1., 1., 1.]);
+        let spec = AttentionSpec {
+            n_heads: 2,
+            n_kv_heads: 1,
+            pos: 0,
+            scale: 1.0,
+            window: 0,
+        };
+        let o = vals(&attention(&q, &k, &v, spec, Deadline::NONE).unwrap());
+        // Equal scores: mean of the visible values.
+        assert_eq!(o, vec![1., 1., 1.5, 1.5, 2., 2.]);
+        let w = AttentionSpec { window: 1, ..spec };
+        assert_eq!(
+            vals(&attention(&q, &k, &v, w, Deadline::NONE).unwrap()),
+            vec![1., 1., 2., 2., 3., 3.]
+        );
+        let too_far = AttentionSpec { pos: 1, ..spec };
+        assert!(attention(&q, &k, &v, too_far, Deadline::NONE).is_err());
+    }
+
+    #[test]
+    fn cache_append_embedding_and_sampling() {
+        let mut cache = t(&[1, 2], &[1., 2.]);
+        append_rows(&mut cache, &t(&[2, 2], &[3., 4., 5., 6.])).unwrap();
+        assert_eq!(cache.shape, vec![3, 2]);
+        assert!(append_rows(&mut cache, &t(&[1, 3], &[0.; 3])).is_err());
+        let table = t(&[3, 2], &[0., 1., 10., 11., 20., 21.]);
+        assert_eq!(
+            vals(&embedding(&table, &[2, 0]).unwrap()),
+            vec![20., 21., 0., 1.]
+        );
+        assert!(embedding(&table, &[3]).is_err());
+        let logits = t(&[1, 4], &[0.1, 3.0, 0.2, 2.9]);
+        assert_eq!(argmax(&logits).unwrap(), 1);
+        assert_eq!(sample(&logits, 0.0, 0, 1.0, 9).unwrap(), 1);
+        let a = sample(&logits, 1.0, 2, 1.0, 42).unwrap();
+        assert!(a == 1 || a == 3, "top-k 2 keeps only the two best");
+        assert_eq!(
+            a,
+            sample(&logits, 1.0, 2, 1.0, 42).unwrap(),
+            "same seed, same token"
+        );
+        assert_eq!(
+            sample(&logits, 1.0, 0, 0.01, 5).unwrap(),
+            1,
+            "tiny top-p keeps the best"
+        );
+    }
+
+    #[test]
+    fn deadline_stops_long_kernels() {
+        let a = t(&[1, 4], &[1.; 4]);
+        let past = Deadline(Some(
+            std::time::Instant::now() - std::time::Duration::from_millis(1),
+        ));
+        assert_eq!(
+            matmul(&a, &t(&[4, 1], &[1.; 4]), false, past).unwrap_err(),
+            TensorError::Deadline
+        );
+    }
+}

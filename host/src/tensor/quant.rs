@@ -1,0 +1,454 @@
+//! Quantized rows: dequantization and dot products against f32 vectors.
+//!
+//! A matrix-vector product on quantized weights is a dot product per row. For the 32-value
+//! formats the dot is computed straight from the packed blocks (`d·Σq·x + m·Σx` for Q4_1),
+//! with an AVX2+FMA path chosen at run time and a portable path everywhere else; the
+//! K-quants are dequantized a block at a time into a small buffer. The portable
+//! dequantizers are the reference the fast paths and the parity tests check against.
+
+use super::dtype::DType;
+use half::f16;
+
+#[inline]
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantize `row` (whole blocks of `dtype`) into `out` (`out.len()` values).
+pub fn dequantize(dtype: DType, row: &[u8], out: &mut [f32]) {
+    let (per, bytes) = dtype.block();
+    debug_assert_eq!(row.len() / bytes * per, out.len());
+    for (blk, y) in row.chunks_exact(bytes).zip(out.chunks_exact_mut(per)) {
+        match dtype {
+            DType::F32 => y[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+            DType::F16 => y[0] = f16_at(blk, 0),
+            DType::Q4_0 => {
+                let d = f16_at(blk, 0);
+                for j in 0..16 {
+                    let q = blk[2 + j];
+                    y[j] = d * ((q & 0xF) as i32 - 8) as f32;
+                    y[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
+                }
+            }
+            DType::Q4_1 => {
+                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                for j in 0..16 {
+                    let q = blk[4 + j];
+                    y[j] = d * (q & 0xF) as f32 + m;
+                    y[j + 16] = d * (q >> 4) as f32 + m;
+                }
+            }
+            DType::Q8_0 => {
+                let d = f16_at(blk, 0);
+                for j in 0..32 {
+                    y[j] = d * (blk[2 + j] as i8) as f32;
+                }
+            }
+            DType::Q4_K => dequantize_q4_k(blk, y),
+            DType::Q6_K => dequantize_q6_k(blk, y),
+        }
+    }
+}
+
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+fn dequantize_q4_k(blk: &[u8], y: &mut [f32]) {
+    let d = f16_at(blk, 0);
+    let dmin = f16_at(blk, 2);
+    let scales = &blk[4..16];
+    let qs = &blk[16..144];
+    for (chunk, j) in (0..256).step_by(64).enumerate() {
+        let is = chunk * 2;
+        let (sc1, m1) = scale_min_k4(is, scales);
+        let (sc2, m2) = scale_min_k4(is + 1, scales);
+        let (d1, m1) = (d * sc1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * sc2 as f32, dmin * m2 as f32);
+        let q = &qs[chunk * 32..chunk * 32 + 32];
+        for l in 0..32 {
+            y[j + l] = d1 * (q[l] & 0xF) as f32 - m1;
+            y[j + 32 + l] = d2 * (q[l] >> 4) as f32 - m2;
+        }
+    }
+}
+
+fn dequantize_q6_k(blk: &[u8], y: &mut [f32]) {
+    let ql = &blk[0..128];
+    let qh = &blk[128..192];
+    let sc = &blk[192..208];
+    let d = f16_at(blk, 208);
+    for half in 0..2 {
+        let (ql, qh, sc, y) = (
+            &ql[half * 64..],
+            &qh[half * 32..],
+            &sc[half * 8..],
+            &mut y[half * 128..],
+        );
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
+}
+
+/// Per-32-block sums of `x`, used by Q4_1's `m·Σx` term. Computed once per product.
+pub fn block_sums(x: &[f32]) -> Vec<f32> {
+    x.chunks(32).map(|c| c.iter().sum()).collect()
+}
+
+/// Dot product of one quantized (or f32/f16) row with `x`. `sums` is [`block_sums`]`(x)`.
+pub fn dot_row(dtype: DType, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+    match dtype {
+        DType::Q4_1 => dot_q4_1(row, x, sums),
+        DType::Q8_0 => dot_q8_0(row, x),
+        DType::F32 => {
+            let mut acc = 0.0;
+            for (b, v) in row.chunks_exact(4).zip(x) {
+                acc += f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v;
+            }
+            acc
+        }
+        _ => {
+            // Dequantize a block at a time; K-quants have 256-value blocks.
+            let (per, bytes) = dtype.block();
+            let mut buf = [0f32; 256];
+            let mut acc = 0.0;
+            for (blk, xs) in row.chunks_exact(bytes).zip(x.chunks_exact(per)) {
+                dequantize(dtype, blk, &mut buf[..per]);
+                acc += dot_f32(&buf[..per], xs);
+            }
+            acc
+        }
+    }
+}
+
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { simd::dot_f32(a, b) };
+    }
+    // Four accumulators let the compiler vectorise without reassociation worries.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for i in 0..chunks {
+        for k in 0..8 {
+            acc[k] += a[i * 8 + k] * b[i * 8 + k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in chunks * 8..a.len() {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+fn dot_q4_1(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: AVX2 and FMA were detected at run time; lengths match by construction.
+        return unsafe { simd::dot_q4_1(row, x, sums) };
+    }
+    let mut acc = 0.0;
+    for ((blk, xs), s) in row.chunks_exact(20).zip(x.chunks_exact(32)).zip(sums) {
+        let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+        let mut qx = 0.0;
+        for j in 0..16 {
+            let q = blk[4 + j];
+            qx += (q & 0xF) as f32 * xs[j] + (q >> 4) as f32 * xs[j + 16];
+        }
+        acc += d * qx + m * s;
+    }
+    acc
+}
+
+fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        return unsafe { simd::dot_q8_0(row, x) };
+    }
+    let mut acc = 0.0;
+    for (blk, xs) in row.chunks_exact(34).zip(x.chunks_exact(32)) {
+        let d = f16_at(blk, 0);
+        let mut qx = 0.0;
+        for j in 0..32 {
+            qx += (blk[2 + j] as i8) as f32 * xs[j];
+        }
+        acc += d * qx;
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::f16_at;
+    use std::arch::x86_64::*;
+    use std::sync::OnceLock;
+
+    pub fn available() -> bool {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE
+            .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY (all loads below): i + 16 <= n, within both slices.
+        while i + 16 <= n {
+            unsafe {
+                acc0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    acc0,
+                );
+                acc1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                    acc1,
+                );
+            }
+            i += 16;
+        }
+        let mut s = unsafe { hsum(_mm256_add_ps(acc0, acc1)) };
+        while i < n {
+            s += a[i] * b[i];
+            i += 1;
+        }
+        s
+    }
+
+    /// 8 bytes (as u8 lanes) → 8 f32.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn u8x8_to_f32(v: __m128i) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4_1(row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+        let mut total = _mm256_setzero_ps();
+        let mask = _mm_set1_epi8(0x0F);
+        for ((blk, xs), s) in row.chunks_exact(20).zip(x.chunks_exact(32)).zip(sums) {
+            let d = f16_at(blk, 0);
+            let m = f16_at(blk, 2);
+            // SAFETY: blk has 20 bytes (16 from offset 4), xs has 32 floats.
+            unsafe {
+                let q = _mm_loadu_si128(blk.as_ptr().add(4) as *const __m128i);
+                let lo = _mm_and_si128(q, mask); // values 0..16
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(q), mask); // values 16..32
+                let xp = xs.as_ptr();
+                let mut acc = _mm256_mul_ps(u8x8_to_f32(lo), _mm256_loadu_ps(xp));
+                acc = _mm256_fmadd_ps(
+                    u8x8_to_f32(_mm_srli_si128::<8>(lo)),
+                    _mm256_loadu_ps(xp.add(8)),
+                    acc,
+                );
+                acc = _mm256_fmadd_ps(u8x8_to_f32(hi), _mm256_loadu_ps(xp.add(16)), acc);
+                acc = _mm256_fmadd_ps(
+                    u8x8_to_f32(_mm_srli_si128::<8>(hi)),
+                    _mm256_loadu_ps(xp.add(24)),
+                    acc,
+                );
+                total = _mm256_fmadd_ps(_mm256_set1_ps(d), acc, total);
+                // m·Σx folded into lane 0.
+                total = _mm256_add_ps(
+                    total,
+                    _mm256_setr_ps(m * s, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+                );
+            }
+        }
+        unsafe { hsum(total) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
+        let mut total = _mm256_setzero_ps();
+        for (blk, xs) in row.chunks_exact(34).zip(x.chunks_exact(32)) {
+            let d = f16_at(blk, 0);
+            // SAFETY: blk has 34 bytes (32 from offset 2), xs has 32 floats.
+            unsafe {
+                let qp = blk.as_ptr().add(2);
+                let xp = xs.as_ptr();
+                let mut acc = _mm256_setzero_ps();
+                for k in 0..4 {
+                    let q = _mm_loadl_epi64(qp.add(k * 8) as *const __m128i);
+                    let qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+                    acc = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xp.add(k * 8)), acc);
+                }
+                total = _mm256_fmadd_ps(_mm256_set1_ps(d), acc, total);
+            }
+        }
+        unsafe { hsum(total) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random bytes.
+    pub fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Random blocks with sane f16 scales (random bytes would make NaN/inf scales).
+    fn random_row(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
+        let (_, size) = dtype.block();
+        let mut row = bytes(blocks * size, seed);
+        for (i, blk) in row.chunks_exact_mut(size).enumerate() {
+            let scale = f16::from_f32(0.01 + (i % 7) as f32 * 0.003).to_le_bytes();
+            let min = f16::from_f32(-0.05 + (i % 5) as f32 * 0.01).to_le_bytes();
+            match dtype {
+                DType::Q4_0 | DType::Q8_0 => blk[..2].copy_from_slice(&scale),
+                DType::Q4_1 | DType::Q4_K => {
+                    blk[..2].copy_from_slice(&scale);
+                    blk[2..4].copy_from_slice(&f16::from_f32(0.02).to_le_bytes());
+                    if dtype == DType::Q4_1 {
+                        blk[2..4].copy_from_slice(&min);
+                    }
+                }
+                DType::Q6_K => blk[208..210].copy_from_slice(&scale),
+                _ => {}
+            }
+        }
+        row
+    }
+
+    #[test]
+    fn dot_matches_dequantized_reference() {
+        let k = 512;
+        let x: Vec<f32> = bytes(k, 3)
+            .iter()
+            .map(|&b| (b as f32 - 128.0) / 64.0)
+            .collect();
+        let sums = block_sums(&x);
+        for dtype in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+            DType::Q4_K,
+            DType::Q6_K,
+        ] {
+            let (per, _) = dtype.block();
+            let row = random_row(dtype, k / per, 11);
+            let mut deq = vec![0f32; k];
+            dequantize(dtype, &row, &mut deq);
+            let reference: f64 = deq
+                .iter()
+                .zip(&x)
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
+            let got = dot_row(dtype, &row, &x, &sums);
+            let tol = 1e-4 * deq.iter().map(|v| v.abs()).sum::<f32>().max(1.0);
+            assert!(
+                (f64::from(got) - reference).abs() < f64::from(tol),
+                "{dtype:?}: {got} vs {reference}"
+            );
+        }
+    }
+
+    /// Blocks dequantized by llama.cpp's own Python package (`gguf` 0.19,
+    /// `gguf.quants.dequantize`), an implementation independent of this one.
+    #[test]
+    fn dequantization_matches_gguf_py() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/quant_reference.json"))
+                .unwrap();
+        for (name, dtype) in [
+            ("q4_0", DType::Q4_0),
+            ("q4_1", DType::Q4_1),
+            ("q8_0", DType::Q8_0),
+            ("q4_k", DType::Q4_K),
+            ("q6_k", DType::Q6_K),
+        ] {
+            let case = &fixture[name];
+            let bytes: Vec<u8> = case["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u8)
+                .collect();
+            let want: Vec<f32> = case["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            let mut got = vec![0f32; want.len()];
+            dequantize(dtype, &bytes, &mut got);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                    "{name}[{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn known_blocks() {
+        // Q8_0: d = 0.5, q = 0..32 → 0, 0.5, 1.0, ...
+        let mut blk = f16::from_f32(0.5).to_le_bytes().to_vec();
+        blk.extend((0..32).map(|i| i as u8));
+        let mut y = [0f32; 32];
+        dequantize(DType::Q8_0, &blk, &mut y);
+        assert_eq!(y[3], 1.5);
+        // Q4_1: d = 1, m = -8, byte j = (j+1) | (15 - j) << 4.
+        let mut blk = f16::from_f32(1.0).to_le_bytes().to_vec();
+        blk.extend(f16::from_f32(-8.0).to_le_bytes());
+        blk.extend((0..16u8).map(|j| ((j + 1) & 0xF) | ((15 - j) << 4)));
+        dequantize(DType::Q4_1, &blk, &mut y);
+        assert_eq!(y[0], -7.0); // 1·1 − 8
+        assert_eq!(y[16], 7.0); // 1·15 − 8
+        assert_eq!(y[31], -8.0); // 1·0 − 8
+    }
+
+    #[test]
+    fn simd_and_portable_paths_agree() {
+        // The portable path is exercised directly even on AVX2 machines.
+        let k = 256;
+        let x: Vec<f32> = (0..k).map(|i| ((i * 37) % 19) as f32 / 7.0 - 1.0).collect();
+        let a: Vec<f32> = (0..k).map(|i| ((i * 11) % 23) as f32 / 5.0 - 2.0).collect();
+        let mut portable = 0.0f32;
+        for i in 0..k {
+            portable += a[i] * x[i];
+        }
+        assert!((dot_f32(&a, &x) - portable).abs() < 1e-3);
+    }
+}
