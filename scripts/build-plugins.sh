@@ -17,7 +17,7 @@ FIXTURES_OUT="target/fixtures"
 export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
 
 echo "==> building example plugins (wasm32-wasip2)"
-cargo build --release --target wasm32-wasip2 -p arith -p facts -p units -p unknown-import
+cargo build --release --target wasm32-wasip2 -p arith -p facts -p units -p unknown-import -p contract-1-0
 
 rm -rf "$PLUGINS_OUT" && mkdir -p "$PLUGINS_OUT"
 for p in arith facts units; do
@@ -44,6 +44,8 @@ mkdir -p "$FIXTURES_OUT/harmless"
 cp "$WASM_OUT/hostile.wasm" "$FIXTURES_OUT/harmless/harmless.wasm"
 mkdir -p "$FIXTURES_OUT/unknown-import"
 cp "$WASM_OUT/unknown_import.wasm" "$FIXTURES_OUT/unknown-import/unknown-import.wasm"
+mkdir -p "$FIXTURES_OUT/contract-1-0"
+cp "$WASM_OUT/contract_1_0.wasm" "$FIXTURES_OUT/contract-1-0/contract-1-0.wasm"
 
 echo "==> plugins in $PLUGINS_OUT, fixtures in $FIXTURES_OUT"
 ls "$PLUGINS_OUT" "$FIXTURES_OUT"

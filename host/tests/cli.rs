@@ -153,9 +153,9 @@ fn plugins_audit_shows_what_a_reviewer_needs() {
     for needle in [
         "verdict    LOADS",
         "sha256",
-        "apiary:plugin@1.0.0",
+        "apiary:plugin@1.1.0",
         "ok       wasi:filesystem/preopens",
-        "apiary:plugin/handler@1.0.0",
+        "apiary:plugin/handler@1.1.0",
         "read-only /weights",
         "facts.tsv",
         "memory-mib",

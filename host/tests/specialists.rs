@@ -123,7 +123,7 @@ fn describe_reports_domains_and_plugin_toml_wins() {
         arith.limits.answer_ms, 2000,
         "plugin.toml asked for 2000 ms"
     );
-    assert_eq!(arith.contract, "1.0.0");
+    assert_eq!(arith.contract, "1.1.0");
     assert_eq!(arith.wasm_sha256.len(), 64);
 }
 
@@ -155,4 +155,16 @@ fn facts_without_its_weights_says_so() {
         .unwrap_err();
     assert!(err.to_string().contains("/weights/facts.tsv"), "{err}");
     assert!(!err.is_fault(), "an error value is a decline, not a fault");
+}
+
+#[test]
+fn a_plugin_built_against_contract_1_0_still_loads_and_answers() {
+    let folder = Folder::new();
+    folder.add(&fixture("contract-1-0"), "old");
+    let registry = folder.registry();
+    let old = registry
+        .get("old")
+        .expect("1.0.0 plugin loads in a 1.1 host");
+    assert_eq!(old.contract, "1.0.0");
+    assert_eq!(winner(&ask(&registry, "ping")), "old plugin heard: ping");
 }

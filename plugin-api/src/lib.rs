@@ -62,7 +62,7 @@ pub use bindings::apiary::plugin::types::Response as Answer;
 pub use bindings::apiary::plugin::types::{Manifest, PluginError, Request, Verdict};
 
 /// The contract version this crate was built against (the WIT package version).
-pub const CONTRACT_VERSION: &str = "1.0.0";
+pub const CONTRACT_VERSION: &str = "1.1.0";
 
 /// The trait a specialist implements. One value of the type is created (with `Default`)
 /// per sandbox instance, which the host makes fresh for every round.

@@ -132,6 +132,14 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
             format!("{} MiB linear memory per instance", granted.memory_mib),
         ),
         ("answer", format!("at most {} KiB", granted.answer_kib)),
+        (
+            "tensors",
+            format!(
+                "{} MiB of host tensor memory; kernels on {}",
+                granted.tensor_mib,
+                crate::tensor::backend_name()
+            ),
+        ),
     ];
     let compiled = match loader::compile(sandbox, None, &source.wasm_path, &bytes) {
         Ok(c) => c,
@@ -267,7 +275,7 @@ impl std::fmt::Display for AuditReport {
         }
         if let (Some(req), Some(granted)) = (&self.requested_limits, &self.granted_limits) {
             writeln!(f, "limits     requested -> granted (ceiling)")?;
-            let rows: [(&str, Option<u64>, u64, u64); 7] = [
+            let rows: [(&str, Option<u64>, u64, u64); 8] = [
                 (
                     "assess-ms",
                     req.assess_ms,
@@ -309,6 +317,12 @@ impl std::fmt::Display for AuditReport {
                     req.log_lines.map(u64::from),
                     u64::from(granted.log_lines),
                     u64::from(self.ceilings.log_lines),
+                ),
+                (
+                    "tensor-mib",
+                    req.tensor_mib,
+                    granted.tensor_mib,
+                    self.ceilings.tensor_mib,
                 ),
             ];
             for (name, asked, got, ceiling) in rows {

@@ -26,6 +26,9 @@ pub struct Limits {
     pub answer_kib: u64,
     /// Log lines kept per instance; further lines are dropped and counted.
     pub log_lines: u32,
+    /// Host memory for the plugin's own tensors (activations, caches), in MiB. Mapped
+    /// weights are not counted: the file backs them.
+    pub tensor_mib: u64,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             output_kib: 64,
             answer_kib: 64,
             log_lines: 200,
+            tensor_mib: 512,
         }
     }
 }
@@ -53,6 +57,7 @@ impl Limits {
             output_kib: 1_024,
             answer_kib: 256,
             log_lines: 1_000,
+            tensor_mib: 4_096,
         }
     }
 
@@ -62,6 +67,10 @@ impl Limits {
 
     pub fn output_bytes(&self) -> usize {
         (self.output_kib as usize) << 10
+    }
+
+    pub fn tensor_bytes(&self) -> usize {
+        (self.tensor_mib as usize) << 20
     }
 
     pub fn answer_bytes(&self) -> usize {
@@ -86,6 +95,7 @@ impl Limits {
             output_kib: self.output_kib.min(other.output_kib),
             answer_kib: self.answer_kib.min(other.answer_kib),
             log_lines: self.log_lines.min(other.log_lines),
+            tensor_mib: self.tensor_mib.min(other.tensor_mib),
         }
     }
 }
@@ -101,6 +111,7 @@ pub struct RequestedLimits {
     pub output_kib: Option<u64>,
     pub answer_kib: Option<u64>,
     pub log_lines: Option<u32>,
+    pub tensor_mib: Option<u64>,
 }
 
 /// The operator's policy: defaults for every plugin and ceilings no plugin passes.
@@ -162,6 +173,7 @@ impl LimitPolicy {
                 u64::from(d.log_lines),
                 u64::from(c.log_lines),
             ) as u32,
+            tensor_mib: pick("tensor-mib", req.tensor_mib, d.tensor_mib, c.tensor_mib),
         };
         (limits, clamped)
     }

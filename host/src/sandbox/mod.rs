@@ -40,6 +40,13 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "specialist",
+        // Host functions may trap (e.g. on a resource-table failure); errors the guest
+        // should handle are WIT `result`s inside.
+        imports: { default: trappable },
+        with: {
+            "apiary:plugin/tensor.tensor": crate::tensor::Tensor,
+            "apiary:plugin/tensor.weights": crate::tensor::host::WeightsHandle,
+        },
     });
 }
 
@@ -308,6 +315,12 @@ impl Session {
             log: LogSink::new(spec.limits.log_lines as usize),
             stdout,
             stderr,
+            tensors: crate::tensor::TensorState {
+                used: 0,
+                quota: spec.limits.tensor_bytes(),
+                weights_dir: spec.weights.map(Path::to_path_buf),
+                deadline: crate::tensor::Deadline::NONE,
+            },
         };
         let mut store = Store::new(sandbox.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -21,6 +21,7 @@ pub struct PluginState {
     pub(crate) log: LogSink,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) tensors: crate::tensor::TensorState,
 }
 
 impl PluginState {
@@ -44,8 +45,9 @@ impl WasiView for PluginState {
 impl types::Host for PluginState {}
 
 impl log::Host for PluginState {
-    fn log(&mut self, level: log::Level, message: String) {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.log.push(&self.plugin, level, message);
+        Ok(())
     }
 }
 

@@ -531,6 +531,9 @@ pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
 /// Index of the largest value of the last row.
 pub fn argmax(x: &Tensor) -> Result<u32> {
     let (rows, cols) = x.rows_cols();
+    if rows == 0 || cols == 0 {
+        return shape_err("argmax of an empty tensor");
+    }
     let v = &x.owned()?[(rows - 1) * cols..];
     let mut best = 0;
     for (i, &val) in v.iter().enumerate() {
@@ -549,6 +552,9 @@ pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -
         return argmax(x);
     }
     let (rows, cols) = x.rows_cols();
+    if rows == 0 || cols == 0 {
+        return shape_err("sample from an empty tensor");
+    }
     let v = &x.owned()?[(rows - 1) * cols..];
     let mut idx: Vec<usize> = (0..cols).collect();
     idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));

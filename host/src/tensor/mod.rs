@@ -14,6 +14,7 @@
 pub mod cpu;
 pub mod dtype;
 pub mod gguf;
+pub mod host;
 pub mod quant;
 pub mod weights;
 
@@ -81,8 +82,11 @@ pub(crate) fn numel(shape: &[usize]) -> usize {
 
 impl Tensor {
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
-        if shape.is_empty() || shape.len() > 4 || shape.contains(&0) {
-            return shape_err(format!("shape {shape:?}: 1 to 4 non-zero dimensions"));
+        // A leading 0 is allowed: an empty cache that rows are appended to.
+        if shape.is_empty() || shape.len() > 4 || shape[1..].contains(&0) {
+            return shape_err(format!(
+                "shape {shape:?}: 1 to 4 dimensions, only the first may be 0"
+            ));
         }
         if numel(&shape) != data.len() {
             return shape_err(format!(
@@ -163,4 +167,26 @@ impl Deadline {
             _ => Ok(()),
         }
     }
+}
+
+/// Per-instance tensor bookkeeping, kept in the plugin's store.
+#[derive(Debug, Clone)]
+pub struct TensorState {
+    /// Bytes of owned tensors alive in this instance.
+    pub used: usize,
+    pub quota: usize,
+    /// The plugin's own `weights/` folder, the only place `weights.open` looks.
+    pub weights_dir: Option<std::path::PathBuf>,
+    /// End of the current call's budget.
+    pub deadline: Deadline,
+}
+
+/// What runs the kernels, for logs, `apiary plugins list` and the guest's `backend()`.
+pub fn backend_name() -> String {
+    let simd = if cfg!(target_arch = "x86_64") && quant::simd_available() {
+        "avx2+fma"
+    } else {
+        "portable"
+    };
+    format!("cpu ({simd}, {} threads)", rayon::current_num_threads())
 }

@@ -106,6 +106,18 @@ fn dequantize_q6_k(blk: &[u8], y: &mut [f32]) {
     }
 }
 
+/// Whether the AVX2+FMA kernels are in use on this machine.
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Per-32-block sums of `x`, used by Q4_1's `m·Σx` term. Computed once per product.
 pub fn block_sums(x: &[f32]) -> Vec<f32> {
     x.chunks(32).map(|c| c.iter().sum()).collect()

@@ -1,0 +1,347 @@
+//! The WIT `tensor` interface, implemented for a plugin's store.
+//!
+//! Tensors live in the store's resource table, so they are freed with the instance at
+//! the end of the round at the latest. Every owned tensor counts towards the plugin's
+//! host tensor quota (mapped weights do not: the file backs them, shared by every round).
+//! A handle the guest does not own cannot be named: the component model checks handles.
+
+use super::gguf::Value;
+use super::weights::{self, WeightsFile};
+use super::{Tensor, TensorError, cpu};
+use crate::sandbox::PluginState;
+use crate::sandbox::bindings::apiary::plugin::tensor as wit;
+use std::sync::Arc;
+use wasmtime::component::Resource;
+
+/// A weights file as the guest sees it: a handle to the host's shared parse.
+pub struct WeightsHandle(pub Arc<WeightsFile>);
+
+type Ret<T> = wasmtime::Result<Result<T, wit::TensorError>>;
+
+impl From<TensorError> for wit::TensorError {
+    fn from(e: TensorError) -> Self {
+        match e {
+            TensorError::Shape(m) => wit::TensorError::Shape(m),
+            TensorError::Dtype(m) => wit::TensorError::Dtype(m),
+            TensorError::Quota(m) => wit::TensorError::Quota(m),
+            TensorError::NotFound(m) => wit::TensorError::NotFound(m),
+            TensorError::InvalidFile(m) => wit::TensorError::InvalidFile(m),
+            TensorError::Deadline => wit::TensorError::Deadline,
+        }
+    }
+}
+
+fn dims(shape: &[u32]) -> Vec<usize> {
+    shape.iter().map(|&d| d as usize).collect()
+}
+
+fn meta(v: Value) -> Option<wit::MetaValue> {
+    Some(match v {
+        Value::U64(x) => wit::MetaValue::Int(i64::try_from(x).unwrap_or(i64::MAX)),
+        Value::I64(x) => wit::MetaValue::Int(x),
+        Value::F64(x) => wit::MetaValue::Float(x),
+        Value::Bool(b) => wit::MetaValue::Boolean(b),
+        Value::Str(s) => wit::MetaValue::Text(s),
+        Value::Array(items) => {
+            if items.iter().all(|i| matches!(i, Value::Str(_))) {
+                wit::MetaValue::Texts(
+                    items
+                        .into_iter()
+                        .filter_map(|i| if let Value::Str(s) = i { Some(s) } else { None })
+                        .collect(),
+                )
+            } else if items
+                .iter()
+                .all(|i| matches!(i, Value::U64(_) | Value::I64(_)))
+            {
+                wit::MetaValue::Ints(
+                    items
+                        .iter()
+                        .filter_map(|i| {
+                            i.as_u64().map(|u| u as i64).or(if let Value::I64(x) = i {
+                                Some(*x)
+                            } else {
+                                None
+                            })
+                        })
+                        .collect(),
+                )
+            } else if items.iter().all(|i| i.as_f64().is_some()) {
+                wit::MetaValue::Floats(items.iter().filter_map(Value::as_f64).collect())
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+fn dtype(d: super::DType) -> wit::Dtype {
+    use super::DType::*;
+    match d {
+        F32 => wit::Dtype::F32,
+        F16 => wit::Dtype::F16,
+        Q4_0 => wit::Dtype::Q40,
+        Q4_1 => wit::Dtype::Q41,
+        Q8_0 => wit::Dtype::Q80,
+        Q4_K => wit::Dtype::Q4K,
+        Q6_K => wit::Dtype::Q6K,
+    }
+}
+
+impl PluginState {
+    fn tensor(&self, r: &Resource<Tensor>) -> wasmtime::Result<&Tensor> {
+        Ok(self.table.get(r)?)
+    }
+
+    /// Store a new tensor if the quota allows.
+    fn keep(&mut self, t: super::Result<Tensor>) -> Ret<Resource<Tensor>> {
+        let t = match t {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let bytes = t.owned_bytes();
+        if self.tensors.used + bytes > self.tensors.quota {
+            return Ok(Err(wit::TensorError::Quota(format!(
+                "{} MiB in use, {} MiB more requested, quota {} MiB",
+                self.tensors.used >> 20,
+                bytes >> 20,
+                self.tensors.quota >> 20
+            ))));
+        }
+        self.tensors.used += bytes;
+        Ok(Ok(self.table.push(t)?))
+    }
+
+    fn unary(
+        &mut self,
+        x: Resource<Tensor>,
+        f: impl FnOnce(&Tensor) -> super::Result<Tensor>,
+    ) -> Ret<Resource<Tensor>> {
+        let r = f(self.tensor(&x)?);
+        self.keep(r)
+    }
+
+    fn binary(
+        &mut self,
+        a: Resource<Tensor>,
+        b: Resource<Tensor>,
+        f: impl FnOnce(&Tensor, &Tensor) -> super::Result<Tensor>,
+    ) -> Ret<Resource<Tensor>> {
+        let r = f(self.tensor(&a)?, self.tensor(&b)?);
+        self.keep(r)
+    }
+}
+
+impl wit::HostTensor for PluginState {
+    fn from_f32(&mut self, shape: Vec<u32>, data: Vec<f32>) -> Ret<Resource<Tensor>> {
+        let t = Tensor::from_f32(dims(&shape), data);
+        self.keep(t)
+    }
+
+    fn shape(&mut self, this: Resource<Tensor>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self
+            .tensor(&this)?
+            .shape
+            .iter()
+            .map(|&d| d as u32)
+            .collect())
+    }
+
+    fn dtype(&mut self, this: Resource<Tensor>) -> wasmtime::Result<wit::Dtype> {
+        Ok(dtype(self.tensor(&this)?.dtype))
+    }
+
+    fn read(&mut self, this: Resource<Tensor>) -> Ret<Vec<f32>> {
+        Ok(self
+            .tensor(&this)?
+            .to_f32()
+            .map(|v| v.into_owned())
+            .map_err(Into::into))
+    }
+
+    fn drop(&mut self, this: Resource<Tensor>) -> wasmtime::Result<()> {
+        let t = self.table.delete(this)?;
+        self.tensors.used = self.tensors.used.saturating_sub(t.owned_bytes());
+        Ok(())
+    }
+}
+
+impl wit::HostWeights for PluginState {
+    fn open(&mut self, name: String) -> Ret<Resource<WeightsHandle>> {
+        match weights::open(self.tensors.weights_dir.as_deref(), &name) {
+            Ok(w) => Ok(Ok(self.table.push(WeightsHandle(w))?)),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
+    fn names(&mut self, this: Resource<WeightsHandle>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.table.get(&this)?.0.names())
+    }
+
+    fn metadata(
+        &mut self,
+        this: Resource<WeightsHandle>,
+        key: String,
+    ) -> wasmtime::Result<Option<wit::MetaValue>> {
+        Ok(self.table.get(&this)?.0.metadata(&key).and_then(meta))
+    }
+
+    fn tensor(&mut self, this: Resource<WeightsHandle>, name: String) -> Ret<Resource<Tensor>> {
+        let t = self.table.get(&this)?.0.tensor(&name);
+        self.keep(t)
+    }
+
+    fn drop(&mut self, this: Resource<WeightsHandle>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+impl wit::Host for PluginState {
+    fn matmul(
+        &mut self,
+        a: Resource<Tensor>,
+        b: Resource<Tensor>,
+        transpose_b: bool,
+    ) -> Ret<Resource<Tensor>> {
+        let dl = self.tensors.deadline;
+        self.binary(a, b, |a, b| cpu::matmul(a, b, transpose_b, dl))
+    }
+
+    fn add(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
+        self.binary(a, b, cpu::add)
+    }
+
+    fn mul(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
+        self.binary(a, b, cpu::mul)
+    }
+
+    fn scale(&mut self, a: Resource<Tensor>, factor: f32) -> Ret<Resource<Tensor>> {
+        self.unary(a, |a| cpu::scale(a, factor))
+    }
+
+    fn softmax(&mut self, a: Resource<Tensor>) -> Ret<Resource<Tensor>> {
+        self.unary(a, cpu::softmax)
+    }
+
+    fn rms_norm(
+        &mut self,
+        x: Resource<Tensor>,
+        weight: Resource<Tensor>,
+        eps: f32,
+    ) -> Ret<Resource<Tensor>> {
+        self.binary(x, weight, |x, w| cpu::rms_norm(x, w, eps))
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: Resource<Tensor>,
+        weight: Resource<Tensor>,
+        bias: Option<Resource<Tensor>>,
+        eps: f32,
+    ) -> Ret<Resource<Tensor>> {
+        let r = {
+            let bias = match &bias {
+                Some(b) => Some(self.tensor(b)?),
+                None => None,
+            };
+            cpu::layer_norm(self.tensor(&x)?, self.tensor(&weight)?, bias, eps)
+        };
+        self.keep(r)
+    }
+
+    fn silu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
+        self.unary(x, cpu::silu)
+    }
+
+    fn gelu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
+        self.unary(x, cpu::gelu)
+    }
+
+    fn rope(
+        &mut self,
+        x: Resource<Tensor>,
+        pos: u32,
+        head_dim: u32,
+        base: f32,
+        neox: bool,
+    ) -> Ret<Resource<Tensor>> {
+        self.unary(x, |x| {
+            cpu::rope(x, pos as usize, head_dim as usize, base, neox)
+        })
+    }
+
+    fn attention(
+        &mut self,
+        q: Resource<Tensor>,
+        k: Resource<Tensor>,
+        v: Resource<Tensor>,
+        spec: wit::AttentionSpec,
+    ) -> Ret<Resource<Tensor>> {
+        let spec = cpu::AttentionSpec {
+            n_heads: spec.n_heads as usize,
+            n_kv_heads: spec.n_kv_heads as usize,
+            pos: spec.pos as usize,
+            scale: spec.scale,
+            window: spec.window as usize,
+        };
+        let dl = self.tensors.deadline;
+        let r = cpu::attention(
+            self.tensor(&q)?,
+            self.tensor(&k)?,
+            self.tensor(&v)?,
+            spec,
+            dl,
+        );
+        self.keep(r)
+    }
+
+    fn append_rows(&mut self, cache: Resource<Tensor>, x: Resource<Tensor>) -> Ret<()> {
+        let x = self.tensor(&x)?.clone();
+        let grow = x.numel() * 4;
+        if self.tensors.used + grow > self.tensors.quota {
+            return Ok(Err(wit::TensorError::Quota(format!(
+                "appending {} KiB would pass the {} MiB quota",
+                grow >> 10,
+                self.tensors.quota >> 20
+            ))));
+        }
+        let cache = self.table.get_mut(&cache)?;
+        let before = cache.owned_bytes();
+        let r = cpu::append_rows(cache, &x);
+        let after = cache.owned_bytes();
+        self.tensors.used = self.tensors.used + after - before.min(after);
+        Ok(r.map_err(Into::into))
+    }
+
+    fn embedding(&mut self, table: Resource<Tensor>, ids: Vec<u32>) -> Ret<Resource<Tensor>> {
+        self.unary(table, |t| cpu::embedding(t, &ids))
+    }
+
+    fn slice_rows(&mut self, x: Resource<Tensor>, start: u32, count: u32) -> Ret<Resource<Tensor>> {
+        self.unary(x, |x| cpu::slice_rows(x, start as usize, count as usize))
+    }
+
+    fn reshape(&mut self, x: Resource<Tensor>, shape: Vec<u32>) -> Ret<Resource<Tensor>> {
+        self.unary(x, |x| cpu::reshape(x, dims(&shape)))
+    }
+
+    fn argmax(&mut self, x: Resource<Tensor>) -> Ret<u32> {
+        Ok(cpu::argmax(self.tensor(&x)?).map_err(Into::into))
+    }
+
+    fn sample(
+        &mut self,
+        x: Resource<Tensor>,
+        temperature: f32,
+        top_k: u32,
+        top_p: f32,
+        seed: u64,
+    ) -> Ret<u32> {
+        Ok(cpu::sample(self.tensor(&x)?, temperature, top_k, top_p, seed).map_err(Into::into))
+    }
+
+    fn backend(&mut self) -> wasmtime::Result<String> {
+        Ok(super::backend_name())
+    }
+}
