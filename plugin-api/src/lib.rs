@@ -270,3 +270,77 @@ pub mod text {
         }
     }
 }
+
+/// Host tensors and kernels (contract 1.1).
+///
+/// Tensors are host-owned: a [`Tensor`] is a handle, dropped when it goes out of scope.
+/// Data crosses into the host with [`Tensor::from_f32`] and back with [`Tensor::read`].
+/// Open weights with [`Weights::open`] by file name inside the plugin's `weights/`
+/// folder; their tensors stay memory-mapped on the host.
+///
+/// ```no_run
+/// use apiary_plugin_api::tensor::{self, Tensor, Weights};
+/// # fn demo() -> Result<(), tensor::TensorError> {
+/// let w = Weights::open("model.gguf")?;
+/// let embd = w.tensor("token_embd.weight")?;
+/// let x = tensor::embedding(&embd, &[1, 2, 3])?;
+/// let norm = w.tensor("output_norm.weight")?;
+/// let h = tensor::rms_norm(&x, &norm, 1e-5)?;
+/// let logits = tensor::matmul(&h, &embd, true)?;
+/// let next = tensor::argmax(&logits)?;
+/// # let _ = (next, Tensor::from_f32(&[1], &[0.0]));
+/// # Ok(()) }
+/// ```
+pub mod tensor {
+    pub use crate::bindings::apiary::plugin::tensor::*;
+
+    /// Metadata helpers for [`Weights`].
+    pub trait MetadataExt {
+        fn meta_u64(&self, key: &str) -> Option<u64>;
+        fn meta_f32(&self, key: &str) -> Option<f32>;
+        fn meta_str(&self, key: &str) -> Option<String>;
+        fn meta_texts(&self, key: &str) -> Option<Vec<String>>;
+        fn meta_ints(&self, key: &str) -> Option<Vec<i64>>;
+    }
+
+    impl MetadataExt for Weights {
+        fn meta_u64(&self, key: &str) -> Option<u64> {
+            match self.metadata(key)? {
+                MetaValue::Int(v) => u64::try_from(v).ok(),
+                MetaValue::Float(v) if v >= 0.0 => Some(v as u64),
+                _ => None,
+            }
+        }
+        fn meta_f32(&self, key: &str) -> Option<f32> {
+            match self.metadata(key)? {
+                MetaValue::Float(v) => Some(v as f32),
+                MetaValue::Int(v) => Some(v as f32),
+                _ => None,
+            }
+        }
+        fn meta_str(&self, key: &str) -> Option<String> {
+            match self.metadata(key)? {
+                MetaValue::Text(s) => Some(s),
+                _ => None,
+            }
+        }
+        fn meta_texts(&self, key: &str) -> Option<Vec<String>> {
+            match self.metadata(key)? {
+                MetaValue::Texts(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn meta_ints(&self, key: &str) -> Option<Vec<i64>> {
+            match self.metadata(key)? {
+                MetaValue::Ints(v) => Some(v),
+                _ => None,
+            }
+        }
+    }
+
+    impl From<TensorError> for crate::PluginError {
+        fn from(e: TensorError) -> Self {
+            crate::PluginError::Internal(format!("{e:?}"))
+        }
+    }
+}

@@ -528,6 +528,28 @@ pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
     Ok(Tensor { shape, ..x.clone() })
 }
 
+/// log softmax(row i)[ids[i]] for each row i of `logits`.
+pub fn token_logprobs(logits: &Tensor, ids: &[u32]) -> Result<Vec<f32>> {
+    let (rows, cols) = logits.rows_cols();
+    if ids.len() != rows {
+        return shape_err(format!("token-logprobs: {} ids for {rows} rows", ids.len()));
+    }
+    let v = logits.owned()?;
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let row = &v[i * cols..(i + 1) * cols];
+            let id = id as usize;
+            if id >= cols {
+                return shape_err(format!("token id {id} out of range ({cols} logits)"));
+            }
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+            Ok(row[id] - lse)
+        })
+        .collect()
+}
+
 /// Index of the largest value of the last row.
 pub fn argmax(x: &Tensor) -> Result<u32> {
     let (rows, cols) = x.rows_cols();
@@ -705,6 +727,9 @@ mod tests {
         assert!(embedding(&table, &[3]).is_err());
         let logits = t(&[1, 4], &[0.1, 3.0, 0.2, 2.9]);
         assert_eq!(argmax(&logits).unwrap(), 1);
+        let lp = token_logprobs(&t(&[2, 2], &[0., 0., 5., 5.]), &[0, 1]).unwrap();
+        assert!((lp[0] - 0.5f32.ln()).abs() < 1e-6 && (lp[1] - 0.5f32.ln()).abs() < 1e-6);
+        assert!(token_logprobs(&logits, &[9]).is_err());
         assert_eq!(sample(&logits, 0.0, 0, 1.0, 9).unwrap(), 1);
         let a = sample(&logits, 1.0, 2, 1.0, 42).unwrap();
         assert!(a == 1 || a == 3, "top-k 2 keeps only the two best");

@@ -326,6 +326,10 @@ impl wit::Host for PluginState {
         self.unary(x, |x| cpu::reshape(x, dims(&shape)))
     }
 
+    fn token_logprobs(&mut self, logits: Resource<Tensor>, ids: Vec<u32>) -> Ret<Vec<f32>> {
+        Ok(cpu::token_logprobs(self.tensor(&logits)?, &ids).map_err(Into::into))
+    }
+
     fn argmax(&mut self, x: Resource<Tensor>) -> Ret<u32> {
         Ok(cpu::argmax(self.tensor(&x)?).map_err(Into::into))
     }

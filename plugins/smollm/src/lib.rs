@@ -1,0 +1,190 @@
+//! SmolLM2-135M-Instruct as an Apiary specialist.
+//!
+//! The plugin implements the llama architecture, the GPT-2 byte-level BPE tokenizer
+//! (from the GGUF metadata) and the ChatML template in Rust; every heavy operation runs in
+//! the host's tensor kernels, and the 98 MB of weights stay memory-mapped on the host.
+//!
+//! `answer` generates a reply (greedy at temperature 0, else seeded top-k/top-p sampling,
+//! `max-tokens` honoured). `compare` judges by likelihood: the candidate whose tokens the
+//! model finds more probable (mean log-probability per token) after the question wins,
+//! and near-equal scores are a tie. It is a generalist: it volunteers modestly for most
+//! questions and less for arithmetic, which it is known to get wrong.
+
+use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
+use apiary_plugin_api::{
+    Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
+};
+
+pub mod model;
+pub mod tokenizer;
+
+use model::Model;
+use tokenizer::Tokenizer;
+
+pub const WEIGHTS_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Mean log-probabilities closer than this are a tie.
+const TIE_MARGIN: f32 = 0.05;
+
+struct Loaded {
+    model: Model,
+    tok: Tokenizer,
+    im_start: u32,
+    im_end: u32,
+    eos: u32,
+}
+
+#[derive(Default)]
+pub struct SmolLm {
+    loaded: std::cell::OnceCell<Result<Loaded, String>>,
+}
+
+fn load() -> Result<Loaded, TensorError> {
+    let w = Weights::open(WEIGHTS_FILE)?;
+    let texts = |k: &str| {
+        w.meta_texts(k)
+            .ok_or_else(|| TensorError::NotFound(format!("metadata {k}")))
+    };
+    let tok = Tokenizer::new(
+        texts("tokenizer.ggml.tokens")?,
+        &texts("tokenizer.ggml.merges")?,
+        &w.meta_ints("tokenizer.ggml.token_type").unwrap_or_default(),
+    );
+    let id = |t: &str| {
+        tok.id(t)
+            .ok_or_else(|| TensorError::NotFound(format!("token {t}")))
+    };
+    let (im_start, im_end) = (id("<|im_start|>")?, id("<|im_end|>")?);
+    let eos = w
+        .meta_u64("tokenizer.ggml.eos_token_id")
+        .map(|v| v as u32)
+        .unwrap_or(im_end);
+    Ok(Loaded {
+        model: Model::load(&w)?,
+        tok,
+        im_start,
+        im_end,
+        eos,
+    })
+}
+
+impl SmolLm {
+    fn get(&self) -> Result<&Loaded, PluginError> {
+        self.loaded
+            .get_or_init(|| load().map_err(|e| format!("{e:?}")))
+            .as_ref()
+            .map_err(|e| {
+                PluginError::Internal(format!("cannot load {WEIGHTS_FILE} from /weights: {e}"))
+            })
+    }
+}
+
+impl Loaded {
+    /// ChatML without a system turn: SmolLM2's default system prompt makes the quantized
+    /// model worse at short factual answers.
+    fn chat(&self, prompt: &str) -> Vec<u32> {
+        let mut ids = vec![self.im_start];
+        ids.extend(self.tok.encode(&format!("user\n{prompt}")));
+        ids.push(self.im_end);
+        ids.extend(self.tok.encode("\n"));
+        ids.push(self.im_start);
+        ids.extend(self.tok.encode("assistant\n"));
+        ids
+    }
+
+    fn generate(&self, req: &Request) -> Result<(String, f32), TensorError> {
+        let prompt = self.chat(&req.prompt);
+        let budget = (self.model.config.context.saturating_sub(prompt.len()))
+            .min(req.max_tokens.max(1) as usize);
+        let mut cache = self.model.cache()?;
+        let mut logits = self.model.forward(&prompt, &mut cache, false)?;
+        let mut out = Vec::new();
+        let mut logprob = 0.0;
+        for step in 0..budget {
+            let next = if req.temperature <= 0.0 {
+                tensor::argmax(&logits)?
+            } else {
+                tensor::sample(
+                    &logits,
+                    req.temperature,
+                    40,
+                    0.9,
+                    req.seed.wrapping_add(step as u64),
+                )?
+            };
+            if next == self.im_end || next == self.eos {
+                break;
+            }
+            logprob += tensor::token_logprobs(&logits, &[next])?[0];
+            out.push(next);
+            logits = self.model.forward(&[next], &mut cache, false)?;
+        }
+        let confidence = if out.is_empty() {
+            0.0
+        } else {
+            (logprob / out.len() as f32).exp()
+        };
+        Ok((self.tok.decode(&out).trim().to_string(), confidence))
+    }
+
+    /// Mean log-probability of `candidate` as the assistant's reply to `prompt`.
+    fn score(&self, prompt: &str, candidate: &str) -> Result<f32, TensorError> {
+        let context = self.chat(prompt);
+        let mut reply = self.tok.encode(candidate);
+        reply.push(self.im_end);
+        reply.truncate(128);
+        let mut ids = context.clone();
+        ids.extend(&reply);
+        let mut cache = self.model.cache()?;
+        let logits = self.model.forward(&ids, &mut cache, true)?;
+        // Row i predicts token i + 1: the reply's tokens are predicted by the rows from
+        // the last context position on.
+        let rows = tensor::slice_rows(&logits, context.len() as u32 - 1, reply.len() as u32)?;
+        let lp = tensor::token_logprobs(&rows, &reply)?;
+        Ok(lp.iter().sum::<f32>() / lp.len() as f32)
+    }
+}
+
+/// Arithmetic with digits: the 135M model is weak at it.
+fn looks_arithmetic(prompt: &str) -> bool {
+    prompt.chars().any(|c| c.is_ascii_digit()) && prompt.chars().any(|c| "+-*/×÷=^%".contains(c))
+}
+
+impl Specialist for SmolLm {
+    fn describe(&self, base: Manifest) -> Manifest {
+        Manifest {
+            domains: vec!["general".into(), "chat".into(), "knowledge".into()],
+            ..base
+        }
+    }
+
+    fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
+        if looks_arithmetic(&req.prompt) {
+            0.2
+        } else {
+            0.55
+        }
+    }
+
+    fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
+        let loaded = self.get()?;
+        let (text, confidence) = loaded.generate(req)?;
+        if text.is_empty() {
+            return Err(PluginError::Internal("the model produced no text".into()));
+        }
+        Ok(Answer::new(text, confidence.min(0.6)))
+    }
+
+    fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
+        let Ok(loaded) = self.get() else {
+            return Verdict::Tie;
+        };
+        match (loaded.score(prompt, first), loaded.score(prompt, second)) {
+            (Ok(a), Ok(b)) if a > b + TIE_MARGIN => Verdict::First,
+            (Ok(a), Ok(b)) if b > a + TIE_MARGIN => Verdict::Second,
+            _ => Verdict::Tie,
+        }
+    }
+}
+
+export_specialist!(SmolLm);
