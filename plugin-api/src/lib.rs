@@ -191,6 +191,9 @@ macro_rules! export_specialist {
     };
 }
 
+#[cfg(not(target_arch = "wasm32"))]
+mod native;
+
 /// Helpers that many specialists need: pulling numbers out of text, normalising words.
 pub mod text {
     /// Every number written with digits in `s` (integers, decimals, negatives, `1,234`),
@@ -273,6 +276,11 @@ pub mod text {
 
 /// Host tensors and kernels (contract 1.1).
 ///
+/// In a wasm build these are the host's, through the WIT `tensor` interface. In a native
+/// build (unit tests, benches) the same API runs the same kernels (`apiary-tensor`)
+/// in-process, reading weights from the folder named by `APIARY_WEIGHTS_DIR`, so model
+/// code can be tested and measured outside the sandbox.
+///
 /// Tensors are host-owned: a [`Tensor`] is a handle, dropped when it goes out of scope.
 /// Data crosses into the host with [`Tensor::from_f32`] and back with [`Tensor::read`].
 /// Open weights with [`Weights::open`] by file name inside the plugin's `weights/`
@@ -292,7 +300,17 @@ pub mod text {
 /// # Ok(()) }
 /// ```
 pub mod tensor {
-    pub use crate::bindings::apiary::plugin::tensor::*;
+    pub use crate::bindings::apiary::plugin::tensor::{
+        AttentionSpec, Dtype, MetaValue, TensorError,
+    };
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::bindings::apiary::plugin::tensor::{
+        Tensor, Weights, add, append_rows, argmax, attention, backend, embedding, gelu, layer_norm,
+        matmul, mul, reshape, rms_norm, rope, sample, scale, silu, slice_rows, softmax,
+        token_logprobs,
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::native::*;
 
     /// Metadata helpers for [`Weights`].
     pub trait MetadataExt {

@@ -44,7 +44,7 @@ pub mod bindings {
         // should handle are WIT `result`s inside.
         imports: { default: trappable },
         with: {
-            "apiary:plugin/tensor.tensor": crate::tensor::Tensor,
+            "apiary:plugin/tensor.tensor": apiary_tensor::Tensor,
             "apiary:plugin/tensor.weights": crate::tensor::host::WeightsHandle,
         },
     });

@@ -5,11 +5,11 @@
 //! host tensor quota (mapped weights do not: the file backs them, shared by every round).
 //! A handle the guest does not own cannot be named: the component model checks handles.
 
-use super::gguf::Value;
-use super::weights::{self, WeightsFile};
-use super::{Tensor, TensorError, cpu};
 use crate::sandbox::PluginState;
 use crate::sandbox::bindings::apiary::plugin::tensor as wit;
+use apiary_tensor::gguf::Value;
+use apiary_tensor::weights::{self, WeightsFile};
+use apiary_tensor::{Tensor, TensorError, cpu};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -75,8 +75,8 @@ fn meta(v: Value) -> Option<wit::MetaValue> {
     })
 }
 
-fn dtype(d: super::DType) -> wit::Dtype {
-    use super::DType::*;
+fn dtype(d: apiary_tensor::DType) -> wit::Dtype {
+    use apiary_tensor::DType::*;
     match d {
         F32 => wit::Dtype::F32,
         F16 => wit::Dtype::F16,
@@ -94,7 +94,7 @@ impl PluginState {
     }
 
     /// Store a new tensor if the quota allows.
-    fn keep(&mut self, t: super::Result<Tensor>) -> Ret<Resource<Tensor>> {
+    fn keep(&mut self, t: apiary_tensor::Result<Tensor>) -> Ret<Resource<Tensor>> {
         let t = match t {
             Ok(t) => t,
             Err(e) => return Ok(Err(e.into())),
@@ -115,7 +115,7 @@ impl PluginState {
     fn unary(
         &mut self,
         x: Resource<Tensor>,
-        f: impl FnOnce(&Tensor) -> super::Result<Tensor>,
+        f: impl FnOnce(&Tensor) -> apiary_tensor::Result<Tensor>,
     ) -> Ret<Resource<Tensor>> {
         let r = f(self.tensor(&x)?);
         self.keep(r)
@@ -125,7 +125,7 @@ impl PluginState {
         &mut self,
         a: Resource<Tensor>,
         b: Resource<Tensor>,
-        f: impl FnOnce(&Tensor, &Tensor) -> super::Result<Tensor>,
+        f: impl FnOnce(&Tensor, &Tensor) -> apiary_tensor::Result<Tensor>,
     ) -> Ret<Resource<Tensor>> {
         let r = f(self.tensor(&a)?, self.tensor(&b)?);
         self.keep(r)
@@ -346,6 +346,6 @@ impl wit::Host for PluginState {
     }
 
     fn backend(&mut self) -> wasmtime::Result<String> {
-        Ok(super::backend_name())
+        Ok(apiary_tensor::backend_name())
     }
 }

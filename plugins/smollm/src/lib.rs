@@ -26,9 +26,10 @@ pub const WEIGHTS_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Mean log-probabilities closer than this are a tie.
 const TIE_MARGIN: f32 = 0.05;
 
-struct Loaded {
-    model: Model,
-    tok: Tokenizer,
+/// The model, its tokenizer and chat tokens, loaded from the weights file.
+pub struct Engine {
+    pub model: Model,
+    pub tok: Tokenizer,
     im_start: u32,
     im_end: u32,
     eos: u32,
@@ -36,10 +37,11 @@ struct Loaded {
 
 #[derive(Default)]
 pub struct SmolLm {
-    loaded: std::cell::OnceCell<Result<Loaded, String>>,
+    loaded: std::cell::OnceCell<Result<Engine, String>>,
 }
 
-fn load() -> Result<Loaded, TensorError> {
+/// Load the model from [`WEIGHTS_FILE`] in the plugin's weights.
+pub fn load() -> Result<Engine, TensorError> {
     let w = Weights::open(WEIGHTS_FILE)?;
     let texts = |k: &str| {
         w.meta_texts(k)
@@ -59,7 +61,7 @@ fn load() -> Result<Loaded, TensorError> {
         .meta_u64("tokenizer.ggml.eos_token_id")
         .map(|v| v as u32)
         .unwrap_or(im_end);
-    Ok(Loaded {
+    Ok(Engine {
         model: Model::load(&w)?,
         tok,
         im_start,
@@ -69,7 +71,7 @@ fn load() -> Result<Loaded, TensorError> {
 }
 
 impl SmolLm {
-    fn get(&self) -> Result<&Loaded, PluginError> {
+    fn get(&self) -> Result<&Engine, PluginError> {
         self.loaded
             .get_or_init(|| load().map_err(|e| format!("{e:?}")))
             .as_ref()
@@ -79,10 +81,10 @@ impl SmolLm {
     }
 }
 
-impl Loaded {
+impl Engine {
     /// ChatML without a system turn: SmolLM2's default system prompt makes the quantized
     /// model worse at short factual answers.
-    fn chat(&self, prompt: &str) -> Vec<u32> {
+    pub fn chat(&self, prompt: &str) -> Vec<u32> {
         let mut ids = vec![self.im_start];
         ids.extend(self.tok.encode(&format!("user\n{prompt}")));
         ids.push(self.im_end);
@@ -92,12 +94,22 @@ impl Loaded {
         ids
     }
 
-    fn generate(&self, req: &Request) -> Result<(String, f32), TensorError> {
-        let prompt = self.chat(&req.prompt);
+    /// Generate a reply: its text and confidence (geometric-mean token probability).
+    pub fn generate(&self, req: &Request) -> Result<(String, f32), TensorError> {
+        let (ids, confidence) = self.generate_ids(&self.chat(&req.prompt), req)?;
+        Ok((self.tok.decode(&ids).trim().to_string(), confidence))
+    }
+
+    /// Generate token ids after `prompt` (already templated).
+    pub fn generate_ids(
+        &self,
+        prompt: &[u32],
+        req: &Request,
+    ) -> Result<(Vec<u32>, f32), TensorError> {
         let budget = (self.model.config.context.saturating_sub(prompt.len()))
             .min(req.max_tokens.max(1) as usize);
         let mut cache = self.model.cache()?;
-        let mut logits = self.model.forward(&prompt, &mut cache, false)?;
+        let mut logits = self.model.forward(prompt, &mut cache, false)?;
         let mut out = Vec::new();
         let mut logprob = 0.0;
         for step in 0..budget {
@@ -124,11 +136,11 @@ impl Loaded {
         } else {
             (logprob / out.len() as f32).exp()
         };
-        Ok((self.tok.decode(&out).trim().to_string(), confidence))
+        Ok((out, confidence))
     }
 
     /// Mean log-probability of `candidate` as the assistant's reply to `prompt`.
-    fn score(&self, prompt: &str, candidate: &str) -> Result<f32, TensorError> {
+    pub fn score(&self, prompt: &str, candidate: &str) -> Result<f32, TensorError> {
         let context = self.chat(prompt);
         let mut reply = self.tok.encode(candidate);
         reply.push(self.im_end);

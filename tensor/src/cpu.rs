@@ -5,8 +5,8 @@
 //! rows); weight matrices are `[out_features, in_features]` (GGUF's layout), so a linear
 //! layer is `matmul(x, w, transpose_b = true)`.
 
-use super::quant::{block_sums, dot_row};
-use super::{DType, Deadline, Result, Storage, Tensor, TensorError, numel, shape_err};
+use crate::quant::{block_sums, dot_row};
+use crate::{DType, Deadline, Result, Storage, Tensor, TensorError, numel, shape_err};
 use rayon::prelude::*;
 
 /// Output rows computed between two deadline checks in a matrix product.
@@ -431,7 +431,7 @@ pub fn attention(
             };
             let mut scores: Vec<f32> = (first..=last)
                 .map(|s| {
-                    super::quant::dot_f32(qrow, &kv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d])
+                    crate::quant::dot_f32(qrow, &kv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d])
                         * scale
                 })
                 .collect();
@@ -495,7 +495,7 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
                 let bytes = table
                     .bytes()
                     .ok_or_else(|| TensorError::InvalidFile("mapping too short".into()))?;
-                super::quant::dequantize(
+                crate::quant::dequantize(
                     table.dtype,
                     &bytes[id * row_bytes..(id + 1) * row_bytes],
                     dst,

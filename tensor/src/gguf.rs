@@ -8,7 +8,7 @@
 //! The file is untrusted input: every length and offset is bounds-checked, counts are
 //! capped, and a corrupt or truncated file is an error value naming what is wrong.
 
-use super::dtype::DType;
+use crate::dtype::DType;
 use std::collections::BTreeMap;
 
 const MAGIC: &[u8; 4] = b"GGUF";

@@ -6,7 +6,7 @@
 //! K-quants are dequantized a block at a time into a small buffer. The portable
 //! dequantizers are the reference the fast paths and the parity tests check against.
 
-use super::dtype::DType;
+use crate::dtype::DType;
 use half::f16;
 
 #[inline]
@@ -400,8 +400,7 @@ mod tests {
     #[test]
     fn dequantization_matches_gguf_py() {
         let fixture: serde_json::Value =
-            serde_json::from_str(include_str!("../../tests/fixtures/quant_reference.json"))
-                .unwrap();
+            serde_json::from_str(include_str!("../tests/fixtures/quant_reference.json")).unwrap();
         for (name, dtype) in [
             ("q4_0", DType::Q4_0),
             ("q4_1", DType::Q4_1),

@@ -7,8 +7,8 @@
 //! modification time), so a fresh plugin instance per round costs a hash-map look-up, not
 //! a re-parse of a 50,000-entry tokenizer.
 
-use super::gguf::{Gguf, Value};
-use super::{DType, Result, Storage, Tensor, TensorError};
+use crate::gguf::{Gguf, Value};
+use crate::{DType, Result, Storage, Tensor, TensorError};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use memmap2::Mmap;
@@ -265,11 +265,7 @@ mod tests {
     #[test]
     fn opens_gguf_and_safetensors_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        write(
-            dir.path(),
-            "m.gguf",
-            &super::super::gguf::tests::tiny_gguf(),
-        );
+        write(dir.path(), "m.gguf", &crate::gguf::tests::tiny_gguf());
         let data: Vec<u8> = [1.5f32, -2.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
@@ -307,7 +303,7 @@ mod tests {
     #[test]
     fn corrupt_and_truncated_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let gguf = super::super::gguf::tests::tiny_gguf();
+        let gguf = crate::gguf::tests::tiny_gguf();
         write(dir.path(), "cut.gguf", &gguf[..gguf.len() - 10]);
         write(dir.path(), "junk.bin", b"definitely not weights");
         write(
@@ -347,11 +343,7 @@ mod tests {
         let theirs = root.path().join("theirs/weights");
         std::fs::create_dir_all(&mine).unwrap();
         std::fs::create_dir_all(&theirs).unwrap();
-        write(
-            &theirs,
-            "secret.gguf",
-            &super::super::gguf::tests::tiny_gguf(),
-        );
+        write(&theirs, "secret.gguf", &crate::gguf::tests::tiny_gguf());
         std::os::unix::fs::symlink(theirs.join("secret.gguf"), mine.join("link.gguf")).unwrap();
         for name in [
             "../../theirs/weights/secret.gguf",
