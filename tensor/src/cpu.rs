@@ -5,7 +5,7 @@
 //! rows); weight matrices are `[out_features, in_features]` (GGUF's layout), so a linear
 //! layer is `matmul(x, w, transpose_b = true)`.
 
-use crate::quant::{block_sums, dot_row};
+use crate::quant::{Q8Activations, block_sums, dot_row, dot_row_q8, has_q8_path, quantize_q8};
 use crate::{DType, Deadline, Result, Storage, Tensor, TensorError, numel, shape_err};
 use rayon::prelude::*;
 
@@ -169,6 +169,12 @@ fn matvec_rows(
         ));
     }
     let sums: Vec<Vec<f32>> = (0..n).map(|i| block_sums(&x[i * k..(i + 1) * k])).collect();
+    // Integer path: quantize each activation row once, as llama.cpp does.
+    let q8: Option<Vec<Q8Activations>> = (has_q8_path(dtype) && k % 32 == 0).then(|| {
+        (0..n)
+            .map(|i| quantize_q8(&x[i * k..(i + 1) * k]))
+            .collect()
+    });
     let bands: Vec<Result<Vec<f32>>> = (0..m.div_ceil(ROW_CHUNK))
         .into_par_iter()
         .map(|band| {
@@ -179,8 +185,10 @@ fn matvec_rows(
             for r in r0..r1 {
                 let row = &w[r * row_bytes..(r + 1) * row_bytes];
                 for i in 0..n {
-                    local[i * (r1 - r0) + (r - r0)] =
-                        dot_row(dtype, row, &x[i * k..(i + 1) * k], &sums[i]);
+                    local[i * (r1 - r0) + (r - r0)] = match &q8 {
+                        Some(q8) => dot_row_q8(dtype, row, &q8[i]),
+                        None => dot_row(dtype, row, &x[i * k..(i + 1) * k], &sums[i]),
+                    };
                 }
             }
             Ok(local)

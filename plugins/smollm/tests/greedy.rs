@@ -1,7 +1,8 @@
 //! The model code, run natively on the same kernels the host uses, against an independent
 //! reference: `scripts/reference/smollm_reference.py` (Hugging Face `tokenizers` + numpy on
 //! weights dequantized by llama.cpp's `gguf` package) produced `fixtures/greedy.json`.
-//! Needs the weights: scripts/build-plugins.sh fetches them.
+//! Needs the weights: scripts/build-plugins.sh fetches them. These tests keep activations
+//! in f32, as the reference does; `fast_path.rs` checks the default 8-bit activations.
 
 use apiary_plugin_api::Request;
 use std::path::Path;
@@ -14,6 +15,8 @@ fn engine() -> smollm::Engine {
         weights.display()
     );
     apiary_plugin_api::tensor::set_weights_dir(weights);
+    // f32 activations, like the numpy reference; tests/fast_path.rs checks the default.
+    apiary_tensor::quant::set_exact_activations(true);
     smollm::load().expect("model loads")
 }
 
