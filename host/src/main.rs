@@ -72,6 +72,12 @@ enum Command {
         /// Minimum assess score to answer.
         #[arg(long, default_value_t = 0.5)]
         threshold: f32,
+        /// Most tokens a generative plugin may produce.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: u32,
+        /// Sampling temperature for generative plugins (0 = greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
     },
     /// Inspect plugins.
     Plugins {
@@ -183,6 +189,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             domain,
             seed,
             threshold,
+            max_tokens,
+            temperature,
         } => {
             let registry = registry(&cli.sandbox, &plugins)?;
             for l in registry.listing() {
@@ -192,6 +200,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             let mut request = round::request(&question, seed);
             request.domain = domain;
+            request.max_tokens = max_tokens;
+            request.temperature = temperature;
             let config = RoundConfig {
                 threshold,
                 ..Default::default()

@@ -170,7 +170,7 @@ fn matvec_rows(
     }
     let sums: Vec<Vec<f32>> = (0..n).map(|i| block_sums(&x[i * k..(i + 1) * k])).collect();
     // Integer path: quantize each activation row once, as llama.cpp does.
-    let q8: Option<Vec<Q8Activations>> = (has_q8_path(dtype) && k % 32 == 0).then(|| {
+    let q8: Option<Vec<Q8Activations>> = (has_q8_path(dtype) && k.is_multiple_of(32)).then(|| {
         (0..n)
             .map(|i| quantize_q8(&x[i * k..(i + 1) * k]))
             .collect()
@@ -342,7 +342,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f32) -> Resul
 /// (2j, 2j + 1) (llama.cpp's layout for llama models).
 pub fn rope(x: &Tensor, pos: usize, head_dim: usize, base: f32, neox: bool) -> Result<Tensor> {
     let (rows, cols) = x.rows_cols();
-    if head_dim == 0 || head_dim % 2 != 0 || cols % head_dim != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) || !cols.is_multiple_of(head_dim) {
         return shape_err(format!(
             "rope: head_dim {head_dim} must be even and divide the row length {cols}"
         ));

@@ -26,6 +26,15 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Map a whole file read-only (tests and benches; plugins go through [`open`]).
+    pub fn open(path: &Path) -> std::io::Result<MappedFile> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: read-only mapping of a file this process controls.
+        Ok(MappedFile {
+            map: unsafe { Mmap::map(&file)? },
+        })
+    }
 }
 
 /// One tensor's place in a file.

@@ -1,0 +1,141 @@
+//! Host tensor kernels against DESIGN.md's budgets, and the sandbox's cost on a real model:
+//! - f32 matmul 1024³ on the CPU backend (GFLOP/s; budget ≥ 60 % of peak);
+//! - Q4_1 matrix-vector products (decode's inner loop);
+//! - the same 256³ matmul in pure wasm inside a plugin vs the host kernel (budget ≥ 10×);
+//! - SmolLM2-135M: one answer (prefill + 32 greedy tokens) as a plugin through the host
+//!   kernels vs the same model code compiled natively (budget ≥ 0.8×).
+//!
+//! Needs scripts/build-plugins.sh (plugins, fixtures and the model).
+
+use apiary::plugins::loader;
+use apiary::round;
+use apiary::sandbox::{Sandbox, SandboxConfig};
+use apiary_tensor::{Deadline, Storage, Tensor, cpu, weights};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn target(p: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target")
+        .join(p);
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/build-plugins.sh",
+        p.display()
+    );
+    p
+}
+
+fn matrix(rows: usize, cols: usize, seed: usize) -> Tensor {
+    let data = (0..rows * cols)
+        .map(|i| ((i * 31 + seed) % 17) as f32 / 17.0 - 0.5)
+        .collect();
+    Tensor::from_f32(vec![rows, cols], data).unwrap()
+}
+
+fn kernels(c: &mut Criterion) {
+    eprintln!("backend: {}", apiary_tensor::backend_name());
+    let mut g = c.benchmark_group("matmul-f32");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    for n in [256usize, 1024] {
+        let (a, b) = (matrix(n, n, 1), matrix(n, n, 2));
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64)); // FLOPs
+        g.bench_function(format!("{n}x{n}x{n}"), |bch| {
+            bch.iter(|| black_box(cpu::matmul(&a, &b, false, Deadline::NONE).unwrap()))
+        });
+    }
+    g.finish();
+
+    // Q4_1 weights from the real model file: SmolLM2's FFN down projection (576 × 1536)
+    // and, for a bigger shape, a synthetic 4096 × 4096 built from repeated rows.
+    let model = weights::open(
+        Some(&target("plugins/smollm/weights")),
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    )
+    .unwrap();
+    let down = model.tensor("blk.0.ffn_down.weight").unwrap();
+    let mut g = c.benchmark_group("matvec-q4_1");
+    g.sample_size(30);
+    let x = matrix(1, down.shape[1], 3);
+    g.throughput(Throughput::Elements(
+        (2 * down.shape[0] * down.shape[1]) as u64,
+    ));
+    g.bench_function(format!("{}x{}", down.shape[0], down.shape[1]), |bch| {
+        bch.iter(|| black_box(cpu::matmul(&x, &down, true, Deadline::NONE).unwrap()))
+    });
+    let row = down.bytes().unwrap()[..4096 / 32 * 20].to_vec();
+    let big: Vec<u8> = row.iter().copied().cycle().take(4096 * row.len()).collect();
+    let file = std::env::temp_dir().join(format!("apiary-bench-{}.bin", std::process::id()));
+    std::fs::write(&file, &big).unwrap();
+    let map = std::sync::Arc::new(weights::MappedFile::open(&file).unwrap());
+    let w = Tensor {
+        shape: vec![4096, 4096],
+        dtype: apiary_tensor::DType::Q4_1,
+        storage: Storage::Mapped {
+            file: map,
+            start: 0,
+            len: big.len(),
+        },
+    };
+    let x = matrix(1, 4096, 4);
+    g.throughput(Throughput::Elements(2 * 4096 * 4096));
+    g.bench_function("4096x4096", |bch| {
+        bch.iter(|| black_box(cpu::matmul(&x, &w, true, Deadline::NONE).unwrap()))
+    });
+    g.finish();
+    let _ = std::fs::remove_file(file);
+}
+
+fn sandbox_vs_host(c: &mut Criterion) {
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let wasm = loader::load(&sandbox, None, &target("fixtures/wasm-matmul")).unwrap();
+    let mut g = c.benchmark_group("matmul-256-wasm-vs-host");
+    g.sample_size(10)
+        .throughput(Throughput::Elements(2 * 256 * 256 * 256));
+    let req = round::request("256", 0);
+    let mut session = wasm.session(&sandbox, 0).unwrap();
+    g.bench_function("pure-wasm-in-plugin", |b| {
+        b.iter(|| black_box(session.answer(&req).unwrap()))
+    });
+    let (a, bm) = (matrix(256, 256, 1), matrix(256, 256, 2));
+    g.bench_function("host-kernel", |b| {
+        b.iter(|| black_box(cpu::matmul(&a, &bm, false, Deadline::NONE).unwrap()))
+    });
+    g.finish();
+}
+
+fn smollm(c: &mut Criterion) {
+    let prompt = "Write a short poem about bees.";
+    let mut req = round::request(prompt, 0);
+    req.max_tokens = 32;
+    let mut g = c.benchmark_group("smollm-answer-32-tokens");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let plugin = loader::load(&sandbox, None, &target("plugins/smollm")).unwrap();
+    let mut session = plugin.session(&sandbox, 0).unwrap();
+    session.answer(&req).unwrap(); // load the model once in this instance
+    g.bench_function("plugin-through-host-kernels", |b| {
+        b.iter(|| black_box(session.answer(&req).unwrap()))
+    });
+
+    apiary_plugin_api::tensor::set_weights_dir(target("plugins/smollm/weights"));
+    let engine = smollm::load().unwrap();
+    let native_req = apiary_plugin_api::Request {
+        prompt: prompt.into(),
+        domain: None,
+        choices: vec![],
+        max_tokens: 32,
+        temperature: 0.0,
+        seed: 0,
+    };
+    g.bench_function("native-same-code", |b| {
+        b.iter(|| black_box(engine.generate(&native_req).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels, sandbox_vs_host, smollm);
+criterion_main!(benches);
