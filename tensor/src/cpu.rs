@@ -575,7 +575,7 @@ pub fn argmax(x: &Tensor) -> Result<u32> {
 }
 
 /// Sample a token from the last row of logits: temperature, then top-k, then top-p
-/// (nucleus), with a xorshift generator seeded by `seed` so a round replays exactly.
+/// (nucleus), with a draw derived from `seed` (splitmix64) so a round replays exactly.
 /// Temperature 0 is greedy.
 pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -> Result<u32> {
     if temperature <= 0.0 || !temperature.is_finite() {
@@ -611,10 +611,11 @@ pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -
         }
     }
     let total: f32 = probs[..keep].iter().sum();
-    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
+    // splitmix64: nearby seeds (step counters) must give unrelated draws.
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    let s = z ^ (z >> 31);
     let mut r = (s >> 40) as f32 / (1u64 << 24) as f32 * total;
     for j in 0..keep {
         r -= probs[j];

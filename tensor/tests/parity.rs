@@ -1,0 +1,462 @@
+//! Kernel parity: every kernel of the CPU backend against a plain reference written here
+//! with straightforward f64 loops, on seeded random inputs of awkward sizes (not multiples
+//! of the SIMD widths where the kernel allows it).
+//!
+//! Tolerances, relative to the magnitude of the terms summed:
+//! - f32 kernels: 1e-5;
+//! - quantized weights with f32 activations: 1e-5 against the dequantized weights;
+//! - quantized weights with 8-bit activations (the default for Q4_1 and Q8_0): 1e-2, the
+//!   precision of the activation quantization itself.
+//!
+//! A second backend (wgpu) is to be added as another `Backend` value; each check runs
+//! against every backend in `backends()`.
+
+use apiary_tensor::quant::{dequantize, set_exact_activations};
+use apiary_tensor::{DType, Deadline, Storage, Tensor, cpu, weights::MappedFile};
+use std::sync::{Arc, Mutex};
+
+struct Backend {
+    name: &'static str,
+    matmul: fn(&Tensor, &Tensor, bool) -> apiary_tensor::Result<Tensor>,
+}
+
+fn backends() -> Vec<Backend> {
+    vec![Backend {
+        name: "cpu",
+        matmul: |a, b, t| cpu::matmul(a, b, t, Deadline::NONE),
+    }]
+}
+
+/// Tests that flip the process-wide activation mode hold this.
+static MODE: Mutex<()> = Mutex::new(());
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| (self.next() * 127.0 + 128.0) as u8)
+            .collect()
+    }
+}
+
+fn t(shape: &[usize], data: Vec<f32>) -> Tensor {
+    Tensor::from_f32(shape.to_vec(), data).unwrap()
+}
+
+fn vals(x: &Tensor) -> Vec<f32> {
+    x.to_f32().unwrap().into_owned()
+}
+
+fn close(got: &[f32], want: &[f64], tol: f64, scale: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (f64::from(*g) - w).abs();
+        assert!(
+            err <= tol * scale.max(w.abs()).max(1.0),
+            "{what}[{i}]: {g} vs {w} (tol {tol})"
+        );
+    }
+}
+
+fn ref_matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize, tb: bool) -> (Vec<f64>, f64) {
+    let mut out = vec![0f64; n * m];
+    let mut scale = 0f64;
+    for i in 0..n {
+        for j in 0..m {
+            for p in 0..k {
+                let bv = if tb { b[j * k + p] } else { b[p * m + j] };
+                let term = f64::from(a[i * k + p]) * f64::from(bv);
+                out[i * m + j] += term;
+                scale = scale.max(term.abs() * k as f64);
+            }
+        }
+    }
+    (out, scale)
+}
+
+#[test]
+fn matmul_f32_plain_transposed_batched() {
+    let mut r = Rng(1);
+    for be in backends() {
+        for (n, k, m) in [(1, 7, 5), (3, 33, 17), (17, 64, 9), (65, 130, 31)] {
+            let (a, b) = (r.vec(n * k), r.vec(k * m));
+            let (want, scale) = ref_matmul(&a, &b, n, k, m, false);
+            let got = (be.matmul)(&t(&[n, k], a.clone()), &t(&[k, m], b.clone()), false).unwrap();
+            close(
+                &vals(&got),
+                &want,
+                1e-5,
+                scale,
+                &format!("{} matmul {n}x{k}x{m}", be.name),
+            );
+            let bt: Vec<f32> = (0..m * k).map(|i| b[(i % k) * m + i / k]).collect();
+            let got = (be.matmul)(&t(&[n, k], a), &t(&[m, k], bt), true).unwrap();
+            close(
+                &vals(&got),
+                &want,
+                1e-5,
+                scale,
+                &format!("{} matmul-t {n}x{k}x{m}", be.name),
+            );
+        }
+        let (a, b) = (r.vec(2 * 3 * 4), r.vec(2 * 4 * 5));
+        let got = vals(
+            &(be.matmul)(&t(&[2, 3, 4], a.clone()), &t(&[2, 4, 5], b.clone()), false).unwrap(),
+        );
+        for batch in 0..2 {
+            let (want, scale) = ref_matmul(
+                &a[batch * 12..][..12],
+                &b[batch * 20..][..20],
+                3,
+                4,
+                5,
+                false,
+            );
+            close(&got[batch * 15..][..15], &want, 1e-5, scale, "batched");
+        }
+    }
+}
+
+fn quantized(dtype: DType, rows: usize, cols: usize, r: &mut Rng) -> (Tensor, Vec<f32>) {
+    let (per, size) = dtype.block();
+    let mut bytes = r.bytes(rows * cols / per * size);
+    // Sane f16 scales in every block (random bytes would give NaNs and infinities).
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    let min = half::f16::from_f32(-0.05).to_le_bytes();
+    for blk in bytes.chunks_exact_mut(size) {
+        match dtype {
+            DType::Q6_K => blk[208..210].copy_from_slice(&scale),
+            DType::Q4_1 => {
+                blk[..2].copy_from_slice(&scale);
+                blk[2..4].copy_from_slice(&min);
+            }
+            DType::Q4_K => {
+                blk[..2].copy_from_slice(&scale);
+                blk[2..4].copy_from_slice(&scale);
+            }
+            DType::F16 => blk.copy_from_slice(
+                &half::f16::from_f32(f32::from(blk[0]) / 255.0 - 0.5).to_le_bytes(),
+            ),
+            _ => blk[..2].copy_from_slice(&scale),
+        }
+    }
+    let mut deq = vec![0f32; rows * cols];
+    dequantize(dtype, &bytes, &mut deq);
+    let path = std::env::temp_dir().join(format!(
+        "apiary-parity-{}-{}.bin",
+        std::process::id(),
+        dtype.name()
+    ));
+    std::fs::write(&path, &bytes).unwrap();
+    let file = Arc::new(MappedFile::open(&path).unwrap());
+    let _ = std::fs::remove_file(&path);
+    (
+        Tensor {
+            shape: vec![rows, cols],
+            dtype,
+            storage: Storage::Mapped {
+                file,
+                start: 0,
+                len: bytes.len(),
+            },
+        },
+        deq,
+    )
+}
+
+#[test]
+fn matmul_on_quantized_weights_both_activation_modes() {
+    let _mode = MODE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut r = Rng(2);
+    for be in backends() {
+        for dtype in [
+            DType::F16,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+            DType::Q4_K,
+            DType::Q6_K,
+        ] {
+            let (m, k) = (37, 512);
+            let (w, deq) = quantized(dtype, m, k, &mut r);
+            for n in [1, 5] {
+                let x = r.vec(n * k);
+                let (want, scale) = ref_matmul(&x, &deq, n, k, m, true);
+                for exact in [true, false] {
+                    set_exact_activations(exact);
+                    let got = vals(&(be.matmul)(&t(&[n, k], x.clone()), &w, true).unwrap());
+                    let tol = if exact || !matches!(dtype, DType::Q4_1 | DType::Q8_0) {
+                        1e-5
+                    } else {
+                        1e-2
+                    };
+                    close(
+                        &got,
+                        &want,
+                        tol,
+                        scale,
+                        &format!("{} {} n={n} exact={exact}", be.name, dtype.name()),
+                    );
+                }
+            }
+            set_exact_activations(false);
+            assert!(
+                (be.matmul)(&t(&[1, k], r.vec(k)), &w, false).is_err(),
+                "quantized needs transpose_b"
+            );
+        }
+    }
+}
+
+#[test]
+fn elementwise_norms_and_activations() {
+    let mut r = Rng(3);
+    let (rows, cols) = (3, 37);
+    let x = r.vec(rows * cols);
+    let w = r.vec(cols);
+    let b = r.vec(cols);
+    let xt = t(&[rows, cols], x.clone());
+    let f = |v: f32| f64::from(v);
+    let want: Vec<f64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| f(*v) + f(w[i % cols]))
+        .collect();
+    close(
+        &vals(&cpu::add(&xt, &t(&[cols], w.clone())).unwrap()),
+        &want,
+        1e-6,
+        1.0,
+        "add broadcast",
+    );
+    let want: Vec<f64> = x
+        .iter()
+        .enumerate()
+        .map(|(i, v)| f(*v) * f(w[i % cols]))
+        .collect();
+    close(
+        &vals(&cpu::mul(&xt, &t(&[cols], w.clone())).unwrap()),
+        &want,
+        1e-6,
+        1.0,
+        "mul broadcast",
+    );
+    close(
+        &vals(&cpu::scale(&xt, 0.5).unwrap()),
+        &x.iter().map(|v| f(*v) * 0.5).collect::<Vec<_>>(),
+        1e-6,
+        1.0,
+        "scale",
+    );
+    let silu: Vec<f64> = x.iter().map(|&v| f(v) / (1.0 + (-f(v)).exp())).collect();
+    close(&vals(&cpu::silu(&xt).unwrap()), &silu, 1e-6, 1.0, "silu");
+    let gelu: Vec<f64> = x
+        .iter()
+        .map(|&v| {
+            let v = f(v);
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+        })
+        .collect();
+    close(&vals(&cpu::gelu(&xt).unwrap()), &gelu, 1e-5, 1.0, "gelu");
+    let mut softmax = Vec::new();
+    let mut rms = Vec::new();
+    let mut ln = Vec::new();
+    for row in x.chunks(cols) {
+        let max = row.iter().map(|&v| f(v)).fold(f64::MIN, f64::max);
+        let e: Vec<f64> = row.iter().map(|&v| (f(v) - max).exp()).collect();
+        let s: f64 = e.iter().sum();
+        softmax.extend(e.iter().map(|v| v / s));
+        let ms = row.iter().map(|&v| f(v) * f(v)).sum::<f64>() / cols as f64;
+        rms.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, &v)| f(v) / (ms + 1e-5).sqrt() * f(w[j])),
+        );
+        let mean = row.iter().map(|&v| f(v)).sum::<f64>() / cols as f64;
+        let var = row.iter().map(|&v| (f(v) - mean).powi(2)).sum::<f64>() / cols as f64;
+        ln.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, &v)| (f(v) - mean) / (var + 1e-5).sqrt() * f(w[j]) + f(b[j])),
+        );
+    }
+    close(
+        &vals(&cpu::softmax(&xt).unwrap()),
+        &softmax,
+        1e-6,
+        1.0,
+        "softmax",
+    );
+    close(
+        &vals(&cpu::rms_norm(&xt, &t(&[cols], w.clone()), 1e-5).unwrap()),
+        &rms,
+        1e-5,
+        1.0,
+        "rms-norm",
+    );
+    let got = cpu::layer_norm(
+        &xt,
+        &t(&[cols], w.clone()),
+        Some(&t(&[cols], b.clone())),
+        1e-5,
+    )
+    .unwrap();
+    close(&vals(&got), &ln, 1e-5, 1.0, "layer-norm");
+}
+
+#[test]
+fn rope_both_layouts() {
+    let mut r = Rng(4);
+    let (n, heads, d, pos, base) = (3, 2, 8, 5, 10000.0f64);
+    let x = r.vec(n * heads * d);
+    for neox in [false, true] {
+        let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        for i in 0..n {
+            for h in 0..heads {
+                let o = i * heads * d + h * d;
+                for j in 0..d / 2 {
+                    let theta = (pos + i) as f64 * base.powf(-2.0 * j as f64 / d as f64);
+                    let (a, b) = if neox {
+                        (o + j, o + j + d / 2)
+                    } else {
+                        (o + 2 * j, o + 2 * j + 1)
+                    };
+                    let (xa, xb) = (f64::from(x[a]), f64::from(x[b]));
+                    want[a] = xa * theta.cos() - xb * theta.sin();
+                    want[b] = xa * theta.sin() + xb * theta.cos();
+                }
+            }
+        }
+        let got = cpu::rope(&t(&[n, heads * d], x.clone()), pos, d, base as f32, neox).unwrap();
+        close(&vals(&got), &want, 1e-5, 1.0, &format!("rope neox={neox}"));
+    }
+}
+
+#[test]
+fn attention_grouped_causal_windowed() {
+    let mut r = Rng(5);
+    let (heads, kv_heads, d, t_len, n) = (6, 2, 8, 9, 3);
+    let pos = t_len - n;
+    let (q, k, v) = (
+        r.vec(n * heads * d),
+        r.vec(t_len * kv_heads * d),
+        r.vec(t_len * kv_heads * d),
+    );
+    for window in [0usize, 4] {
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut want = vec![0f64; n * heads * d];
+        for i in 0..n {
+            for h in 0..heads {
+                let kh = h / (heads / kv_heads);
+                let last = pos + i;
+                let first = if window > 0 {
+                    (last + 1).saturating_sub(window)
+                } else {
+                    0
+                };
+                let scores: Vec<f64> = (first..=last)
+                    .map(|s| {
+                        (0..d)
+                            .map(|c| {
+                                f64::from(q[i * heads * d + h * d + c])
+                                    * f64::from(k[s * kv_heads * d + kh * d + c])
+                            })
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (idx, s) in (first..=last).enumerate() {
+                    for c in 0..d {
+                        want[i * heads * d + h * d + c] +=
+                            e[idx] / z * f64::from(v[s * kv_heads * d + kh * d + c]);
+                    }
+                }
+            }
+        }
+        let spec = cpu::AttentionSpec {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            pos,
+            scale: scale as f32,
+            window,
+        };
+        let got = cpu::attention(
+            &t(&[n, heads * d], q.clone()),
+            &t(&[t_len, kv_heads * d], k.clone()),
+            &t(&[t_len, kv_heads * d], v.clone()),
+            spec,
+            Deadline::NONE,
+        )
+        .unwrap();
+        close(
+            &vals(&got),
+            &want,
+            1e-5,
+            1.0,
+            &format!("attention window={window}"),
+        );
+    }
+}
+
+#[test]
+fn embedding_logprobs_and_sampling() {
+    let _mode = MODE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut r = Rng(6);
+    for dtype in [DType::Q8_0, DType::Q4_K] {
+        let (table, deq) = quantized(dtype, 10, 256, &mut r);
+        let got = vals(&cpu::embedding(&table, &[7, 0, 7]).unwrap());
+        let want: Vec<f64> = [7usize, 0, 7]
+            .iter()
+            .flat_map(|&id| deq[id * 256..(id + 1) * 256].iter().map(|&v| f64::from(v)))
+            .collect();
+        close(
+            &got,
+            &want,
+            0.0,
+            1.0,
+            &format!("embedding {}", dtype.name()),
+        );
+    }
+    let logits = r.vec(2 * 11);
+    let ids = [3u32, 10];
+    let want: Vec<f64> = logits
+        .chunks(11)
+        .zip(ids)
+        .map(|(row, id)| {
+            let lse = row.iter().map(|&v| f64::from(v).exp()).sum::<f64>().ln();
+            f64::from(row[id as usize]) - lse
+        })
+        .collect();
+    close(
+        &cpu::token_logprobs(&t(&[2, 11], logits.clone()), &ids).unwrap(),
+        &want,
+        1e-6,
+        1.0,
+        "token-logprobs",
+    );
+    // Sampling: frequencies follow the softmax of the top-k (seeded, reproducible).
+    let row = t(&[1, 4], vec![2.0, 1.0, 0.0, -9.0]);
+    let mut counts = [0usize; 4];
+    for seed in 0..4000 {
+        counts[cpu::sample(&row, 1.0, 3, 1.0, seed).unwrap() as usize] += 1;
+    }
+    let z = 2f64.exp() + 1f64.exp() + 1.0;
+    for (i, want) in [2f64.exp() / z, 1f64.exp() / z, 1.0 / z].iter().enumerate() {
+        let got = counts[i] as f64 / 4000.0;
+        assert!((got - want).abs() < 0.04, "token {i}: {got} vs {want}");
+    }
+    assert_eq!(counts[3], 0, "outside top-k");
+}
