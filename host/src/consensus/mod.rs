@@ -5,9 +5,11 @@
 
 pub mod bradley_terry;
 pub mod pairs;
+pub mod scoring;
 
 pub use bradley_terry::{Comparison, Fit, FitOptions, fit};
-pub use pairs::{Assignment, all_pairs_both_orders};
+pub use pairs::{Assignment, all_pairs_both_orders, balanced_assignment};
+pub use scoring::{Standing, Vote, aggregate, rewards, weighted_comparisons};
 
 /// A judge's decision on an ordered pair, in the host's own terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
