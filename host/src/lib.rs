@@ -8,6 +8,7 @@
 //! - [`sandbox`]: the wasmtime engine, limits, the WASI context and sandboxed calls;
 //! - [`plugins`]: plugin folders, manifests, compile cache, hot reload, audits;
 //! - [`consensus`]: pure functions for pair assignment and the Bradley–Terry fit;
+//! - [`ledger`]: node identity, signed round transcripts, the SQLite ledger;
 //! - [`round`]: a round among the plugins of one node;
 //! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call.
 //!
@@ -15,6 +16,7 @@
 //! proves it, in `SECURITY.md` at the repository root.
 
 pub mod consensus;
+pub mod ledger;
 pub mod plugins;
 pub mod round;
 pub mod sandbox;

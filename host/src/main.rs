@@ -1,6 +1,7 @@
 //! The `apiary` command line.
 
 use apiary::consensus::Outcome;
+use apiary::ledger::{Ledger, NodeKey, local};
 use apiary::plugins::{CompileCache, Registry, audit};
 use apiary::round::{self, RoundConfig, RoundReport};
 use apiary::sandbox::limits::{LimitPolicy, Limits};
@@ -78,11 +79,44 @@ enum Command {
         /// Sampling temperature for generative plugins (0 = greedy).
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
+        /// Record the round in the ledger in this folder (node key, SQLite ledger);
+        /// plugins' reputations from earlier rounds weigh their verdicts.
+        #[arg(long, env = "APIARY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Rounds recorded in the ledger.
+    Rounds {
+        #[command(subcommand)]
+        command: RoundsCommand,
     },
     /// Inspect plugins.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoundsCommand {
+    /// The most recent rounds.
+    List {
+        #[arg(long, env = "APIARY_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// A round's transcript as JSON: signed answers, verdicts and result.
+    Show {
+        id: String,
+        #[arg(long, env = "APIARY_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Check every signature and recompute winner, rewards and reputation changes from
+    /// the transcript alone. Exit 0 if it holds, 4 if not.
+    Verify {
+        id: String,
+        #[arg(long, env = "APIARY_DATA_DIR")]
+        data_dir: PathBuf,
     },
 }
 
@@ -179,6 +213,15 @@ fn registry(args: &SandboxArgs, dir: &Path) -> Result<Arc<Registry>, String> {
     Ok(registry)
 }
 
+fn open_ledger(dir: &Path) -> Result<(NodeKey, Ledger), String> {
+    let key = NodeKey::load_or_create(dir).map_err(|e| e.to_string())?;
+    let ledger = Ledger::open(dir).map_err(|e| e.to_string())?;
+    ledger
+        .remember_identity(&key.id())
+        .map_err(|e| e.to_string())?;
+    Ok((key, ledger))
+}
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Ask {
@@ -191,8 +234,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             threshold,
             max_tokens,
             temperature,
+            data_dir,
         } => {
             let registry = registry(&cli.sandbox, &plugins)?;
+            let ledger = match &data_dir {
+                Some(dir) => Some(open_ledger(dir)?),
+                None => None,
+            };
             for l in registry.listing() {
                 if let apiary::plugins::registry::Status::Refused { reason } = &l.status {
                     eprintln!("warning: plugin {} refused: {reason}", l.id);
@@ -202,13 +250,40 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             request.domain = domain;
             request.max_tokens = max_tokens;
             request.temperature = temperature;
-            let config = RoundConfig {
+            let mut config = RoundConfig {
                 threshold,
                 ..Default::default()
             };
-            let report =
-                round::run_local_round(registry.sandbox(), &registry.active(), &request, &config)
-                    .map_err(|e| e.to_string())?;
+            let params = local::local_params();
+            let active = registry.active();
+            let mut before = Vec::new();
+            if let Some((key, ledger)) = &ledger {
+                for p in &active {
+                    let s = ledger
+                        .standing(&local::member_key(&key.id(), &p.name), &params.reputation)
+                        .map_err(|e| e.to_string())?;
+                    config
+                        .weights
+                        .insert(p.name.clone(), s.vote_weight(&params.reputation));
+                    before.push(s);
+                }
+            }
+            let report = round::run_local_round(registry.sandbox(), &active, &request, &config)
+                .map_err(|e| e.to_string())?;
+            if let Some((key, mut ledger)) = ledger {
+                let id = local::round_id(&key.id(), &question);
+                let t = local::transcript(&key, id.clone(), &report, &before, params);
+                let recorded = t
+                    .result
+                    .payload
+                    .winner
+                    .map(|w| t.answers[w].payload.text.clone());
+                if recorded.as_deref() != report.winning_answer().map(|a| a.text.as_str()) {
+                    eprintln!("warning: the ledger's recomputed winner differs from the round's");
+                }
+                ledger.record(&t).map_err(|e| e.to_string())?;
+                eprintln!("round {id} recorded (apiary rounds show {id})");
+            }
             if json {
                 println!(
                     "{}",
@@ -237,6 +312,47 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
         }
+        Command::Rounds { command } => match command {
+            RoundsCommand::List { data_dir, limit } => {
+                let (_, ledger) = open_ledger(&data_dir)?;
+                for (id, created, prompt) in ledger.rounds(limit).map_err(|e| e.to_string())? {
+                    println!("{id}  {created}  {prompt}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            RoundsCommand::Show { id, data_dir } => {
+                let (_, ledger) = open_ledger(&data_dir)?;
+                let t = ledger.round(&id).map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            RoundsCommand::Verify { id, data_dir } => {
+                let (_, ledger) = open_ledger(&data_dir)?;
+                let t = ledger.round(&id).map_err(|e| e.to_string())?;
+                let problems = t.verify();
+                if problems.is_empty() {
+                    let winner = t
+                        .result
+                        .payload
+                        .winner
+                        .map(|w| t.answers[w].payload.text.clone());
+                    println!(
+                        "round {id}: {} signatures valid; winner, rewards and reputation recomputed and equal (winner: {})",
+                        t.answers.len() + t.verdicts.len() + 1,
+                        winner.as_deref().unwrap_or("none")
+                    );
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    for p in &problems {
+                        println!("round {id}: {p}");
+                    }
+                    Ok(ExitCode::from(4))
+                }
+            }
+        },
         Command::Plugins { command } => match command {
             PluginsCommand::List { dir, json } => {
                 let registry = registry(&cli.sandbox, &dir)?;

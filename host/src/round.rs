@@ -9,7 +9,7 @@
 //! A plugin that faults is dropped from the rest of the round and the fault counts
 //! towards its quarantine; the round goes on with the others.
 
-use crate::consensus::{self, Comparison, FitOptions, Outcome};
+use crate::consensus::{self, FitOptions, Outcome, Vote};
 use crate::plugins::Plugin;
 use crate::sandbox::{CallError, Request, Sandbox, Session, Verdict};
 use serde::Serialize;
@@ -24,6 +24,10 @@ pub struct RoundConfig {
     pub max_answerers: usize,
     pub quarantine_after: u32,
     pub fit: FitOptions,
+    /// Voting weight per plugin name (its reputation); absent means 1.
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// Most support one judge may lend one answer (see `consensus::scoring`).
+    pub clip: f64,
 }
 
 impl Default for RoundConfig {
@@ -33,6 +37,8 @@ impl Default for RoundConfig {
             max_answerers: 16,
             quarantine_after: crate::plugins::DEFAULT_QUARANTINE_AFTER,
             fit: FitOptions::default(),
+            weights: Default::default(),
+            clip: 2.0,
         }
     }
 }
@@ -55,6 +61,8 @@ pub struct Member {
 #[derive(Debug, Clone, Serialize)]
 pub struct VerdictRecord {
     pub judge: String,
+    /// Index into [`RoundReport::members`].
+    pub judge_member: usize,
     /// Indexes into [`RoundReport::answers`].
     pub first: usize,
     pub second: usize,
@@ -298,6 +306,7 @@ pub fn run_local_round(
                         };
                         out.push(VerdictRecord {
                             judge: p.member.plugin.clone(),
+                            judge_member: i,
                             first: a.first,
                             second: a.second,
                             outcome,
@@ -314,27 +323,41 @@ pub fn run_local_round(
         verdicts.extend(per_judge.into_iter().flatten());
     }
 
-    // 4. Aggregate.
-    let comparisons: Vec<Comparison> = verdicts
-        .iter()
-        .filter_map(|v| {
-            v.outcome
-                .map(|o| consensus::comparisons(v.first, v.second, o, 1.0))
-        })
-        .flatten()
-        .collect();
-    let fit = consensus::fit(answers.len(), &comparisons, config.fit);
-    for (a, score) in answers.iter_mut().zip(&fit.scores) {
-        a.score = *score;
-        // A plugin that faulted anywhere in the round forfeits its answer.
+    // 4. Aggregate. A plugin that faulted anywhere in the round forfeits its answer and
+    // its verdicts; the fit runs over the remaining answers only.
+    for a in answers.iter_mut() {
         a.disqualified = parts[a.member].member.fault;
+    }
+    let live: Vec<usize> = (0..answers.len())
+        .filter(|&i| !answers[i].disqualified)
+        .collect();
+    let index_of = |a: usize| live.iter().position(|&x| x == a);
+    let votes: Vec<Vote> = verdicts
+        .iter()
+        .filter(|v| !parts[v.judge_member].member.fault)
+        .filter_map(|v| {
+            Some(Vote {
+                judge: v.judge_member,
+                first: index_of(v.first)?,
+                second: index_of(v.second)?,
+                outcome: v.outcome?,
+            })
+        })
+        .collect();
+    let weights: Vec<f64> = parts
+        .iter()
+        .map(|p| config.weights.get(&p.member.plugin).copied().unwrap_or(1.0))
+        .collect();
+    let fit = consensus::aggregate(live.len(), &votes, &weights, config.clip, config.fit);
+    for (a, score) in live.iter().zip(&fit.scores) {
+        answers[*a].score = *score;
     }
     let eligible: Vec<usize> = (0..answers.len())
         .filter(|&i| !answers[i].disqualified)
         .collect();
-    let decisive = verdicts
+    let decisive = votes
         .iter()
-        .any(|v| matches!(v.outcome, Some(Outcome::First | Outcome::Second)));
+        .any(|v| weights[v.judge] > 0.0 && matches!(v.outcome, Outcome::First | Outcome::Second));
     let single_answer = eligible.len() == 1;
     let undecided = eligible.len() >= 2 && !decisive;
     let confidence = |i: usize| {

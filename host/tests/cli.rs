@@ -87,19 +87,24 @@ fn ask_explain_and_json() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
     assert_eq!(v["answers"][0]["text"], "2 + 2 = 4");
     assert_eq!(v["winner"], 0);
-    assert_eq!(v["members"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["members"].as_array().unwrap().len(),
+        4,
+        "arith, facts, smollm, units"
+    );
 }
 
 #[test]
 fn ask_with_no_specialist_fails_clearly() {
     let cache = tempfile::tempdir().unwrap();
+    // Without the language model nobody knows this one.
+    let folder = Folder::new();
+    for p in ["arith", "facts", "units"] {
+        folder.add(&plugin(p), p);
+    }
+    let dir = folder.path().display().to_string();
     let o = apiary(
-        &[
-            "ask",
-            "Who painted the Mona Lisa?",
-            "--plugins",
-            &plugins_dir(),
-        ],
+        &["ask", "Who painted the Mona Lisa?", "--plugins", &dir],
         cache.path(),
     );
     assert_eq!(o.status.code(), Some(2));
@@ -205,4 +210,73 @@ fn operator_ceiling_caps_what_a_plugin_asks_for() {
     );
     let out = stdout(&o);
     assert!(out.contains("memory-mib         64 -> 16 (16)"), "{out}");
+}
+
+#[test]
+fn rounds_are_recorded_verified_and_tampering_is_caught() {
+    let cache = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().display().to_string();
+    // Two arithmetic plugins and a liar: real verdicts to record.
+    let folder = Folder::new();
+    folder.add(&plugin("arith"), "arith");
+    let second = folder.add(&plugin("arith"), "arith2");
+    std::fs::write(
+        second.join("plugin.toml"),
+        "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
+    )
+    .unwrap();
+    folder.add(&fixture("liar"), "liar");
+    let dir = folder.path().display().to_string();
+    let o = apiary(
+        &[
+            "ask",
+            "What is 15% of 80?",
+            "--plugins",
+            &dir,
+            "--data-dir",
+            &data_dir,
+        ],
+        cache.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).trim_end().ends_with("= 12"), "{}", stdout(&o));
+    let list = stdout(&apiary(
+        &["rounds", "list", "--data-dir", &data_dir],
+        cache.path(),
+    ));
+    let id = list
+        .split_whitespace()
+        .next()
+        .expect("one round")
+        .to_string();
+    let o = apiary(
+        &["rounds", "verify", &id, "--data-dir", &data_dir],
+        cache.path(),
+    );
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("signatures valid"));
+
+    // Flip one recorded verdict in the database: verification must fail.
+    let ledger = apiary::ledger::Ledger::open(data.path()).unwrap();
+    let mut t = ledger.round(&id).unwrap();
+    assert!(!t.verdicts.is_empty());
+    let v = &mut t.verdicts[0].payload;
+    v.outcome = match v.outcome {
+        apiary::consensus::Outcome::First => apiary::consensus::Outcome::Second,
+        _ => apiary::consensus::Outcome::First,
+    };
+    ledger
+        .overwrite_transcript(&id, &serde_json::to_string(&t).unwrap())
+        .unwrap();
+    let o = apiary(
+        &["rounds", "verify", &id, "--data-dir", &data_dir],
+        cache.path(),
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("verdict 0: signature does not match"),
+        "{}",
+        stdout(&o)
+    );
 }

@@ -149,6 +149,9 @@ pub struct ReputationParams {
     pub calibration_accuracy: f64,
     /// Where a new node starts.
     pub initial: f64,
+    /// Whether verdicts count only after calibration. Off for a node's own plugins in a
+    /// local round: the operator installed them; proof of capability is for strangers.
+    pub require_calibration: bool,
 }
 
 impl Default for ReputationParams {
@@ -158,6 +161,7 @@ impl Default for ReputationParams {
             calibration_items: 5,
             calibration_accuracy: 0.7,
             initial: 0.5,
+            require_calibration: true,
         }
     }
 }
@@ -190,7 +194,7 @@ impl Standing {
 
     /// The weight of this node's verdicts.
     pub fn vote_weight(&self, p: &ReputationParams) -> f64 {
-        if self.calibrated(p) {
+        if !p.require_calibration || self.calibrated(p) {
             self.reputation
         } else {
             0.0
@@ -304,6 +308,15 @@ mod tests {
         let p = ReputationParams::default();
         let mut s = Standing::new(&p);
         assert_eq!(s.vote_weight(&p), 0.0, "new nodes do not vote");
+        let own = ReputationParams {
+            require_calibration: false,
+            ..p
+        };
+        assert_eq!(
+            s.vote_weight(&own),
+            0.5,
+            "an operator's own plugins vote from the start"
+        );
         for i in 0..5 {
             s.record_calibration(i != 0, &p);
         }

@@ -1,0 +1,146 @@
+//! A node's persistent ed25519 identity, and signed messages.
+//!
+//! The key is 32 secret bytes in `<data-dir>/node.key` (mode 0600), created on first
+//! run. The same secret can seed libp2p's ed25519 keypair, so one identity signs both
+//! transport and round messages. A message's signature covers its canonical JSON
+//! (serde's field order; maps in messages are ordered), so any node can verify it.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
+
+const KEY_FILE: &str = "node.key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot read or write the node key in {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("{0} is not a node key (expected 32 bytes); move it away to create a new identity")]
+    Corrupt(String),
+}
+
+pub struct NodeKey {
+    key: SigningKey,
+}
+
+impl NodeKey {
+    /// Load `<dir>/node.key`, or create it (0600) if absent.
+    pub fn load_or_create(dir: &Path) -> Result<NodeKey, IdentityError> {
+        let path = dir.join(KEY_FILE);
+        let io = |e: std::io::Error| IdentityError::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let secret: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| IdentityError::Corrupt(path.display().to_string()))?;
+                Ok(NodeKey {
+                    key: SigningKey::from_bytes(&secret),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir).map_err(io)?;
+                let key = NodeKey::generate();
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    opts.mode(0o600);
+                }
+                opts.open(&path)
+                    .and_then(|mut f| f.write_all(&key.key.to_bytes()))
+                    .map_err(io)?;
+                Ok(key)
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    pub fn generate() -> NodeKey {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the operating system provides randomness");
+        NodeKey {
+            key: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// The node's id: its public key, hex.
+    pub fn id(&self) -> String {
+        hex::encode(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn sign<T: Serialize>(&self, payload: T) -> Signed<T> {
+        let bytes = serde_json::to_vec(&payload).expect("messages serialize");
+        Signed {
+            signer: self.id(),
+            signature: hex::encode(self.key.sign(&bytes).to_bytes()),
+            payload,
+        }
+    }
+}
+
+/// A payload with its signer's public key and signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    pub signer: String,
+    pub payload: T,
+    pub signature: String,
+}
+
+impl<T: Serialize> Signed<T> {
+    /// Check the signature over the payload's canonical bytes.
+    pub fn verify(&self) -> Result<(), String> {
+        let key: [u8; 32] = hex::decode(&self.signer)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("signer is not an ed25519 public key")?;
+        let key =
+            VerifyingKey::from_bytes(&key).map_err(|_| "signer is not a valid ed25519 point")?;
+        let sig: [u8; 64] = hex::decode(&self.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("signature is not 64 bytes of hex")?;
+        let bytes = serde_json::to_vec(&self.payload).map_err(|e| e.to_string())?;
+        key.verify(&bytes, &Signature::from_bytes(&sig))
+            .map_err(|_| "signature does not match the payload".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_persists_and_signatures_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = NodeKey::load_or_create(dir.path()).unwrap();
+        let b = NodeKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.id(), b.id(), "same identity across restarts");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let msg = a.sign(("hello", 42));
+        assert!(msg.verify().is_ok());
+        let mut forged = msg.clone();
+        forged.payload.1 = 43;
+        assert!(forged.verify().is_err());
+        let mut stolen = msg.clone();
+        stolen.signer = NodeKey::generate().id();
+        assert!(stolen.verify().is_err());
+        std::fs::write(dir.path().join(KEY_FILE), b"short").unwrap();
+        assert!(matches!(
+            NodeKey::load_or_create(dir.path()),
+            Err(IdentityError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,356 @@
+//! A round's transcript: every signed message and the result, enough for anyone to check
+//! the signatures and recompute the winner, the rewards and the reputation changes.
+
+use super::identity::{NodeKey, Signed};
+use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
+use crate::consensus::{FitOptions, Outcome};
+use serde::{Deserialize, Serialize};
+
+pub const TRANSCRIPT_VERSION: u32 = 1;
+
+/// A member of the round: a node, or one plugin of a node in a local round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// Ledger key: `<node id>` in the swarm, `<node id>/<plugin>` locally.
+    pub key: String,
+    /// Standing before the round (weights and reputation changes derive from it).
+    pub before: Standing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerMsg {
+    pub round: String,
+    /// Index into [`Transcript::members`].
+    pub member: usize,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictMsg {
+    pub round: String,
+    /// Index into [`Transcript::members`].
+    pub judge: usize,
+    /// Indexes into [`Transcript::answers`].
+    pub first: usize,
+    pub second: usize,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub clip: f64,
+    pub prior: f64,
+    pub points: f64,
+    pub reputation: ReputationParams,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            clip: 2.0,
+            prior: FitOptions::default().prior,
+            points: 10.0,
+            reputation: ReputationParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// Index into [`Transcript::answers`].
+    pub winner: Option<usize>,
+    /// Bradley–Terry log-strength per answer.
+    pub scores: Vec<f64>,
+    /// Reward points per answer (to its author).
+    pub rewards: Vec<f64>,
+    /// Standing after the round, per member.
+    pub after: Vec<Standing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transcript {
+    pub version: u32,
+    pub id: String,
+    /// The entry node that ran the round and signed the result.
+    pub entry: String,
+    pub prompt: String,
+    pub seed: u64,
+    pub members: Vec<Member>,
+    pub params: Params,
+    pub answers: Vec<Signed<AnswerMsg>>,
+    pub verdicts: Vec<Signed<VerdictMsg>>,
+    /// Computed and signed by the entry node.
+    pub result: Signed<Outcomes>,
+}
+
+/// The result that follows from the messages, by the pure consensus functions.
+pub fn recompute(
+    members: &[Member],
+    params: &Params,
+    answers: &[Signed<AnswerMsg>],
+    verdicts: &[Signed<VerdictMsg>],
+) -> Outcomes {
+    let p = &params.reputation;
+    // Judges weigh with their standing before the round, zero until calibrated.
+    let weights: Vec<f64> = members.iter().map(|m| m.before.vote_weight(p)).collect();
+    let votes: Vec<Vote> = verdicts
+        .iter()
+        .map(|v| Vote {
+            judge: v.payload.judge,
+            first: v.payload.first,
+            second: v.payload.second,
+            outcome: v.payload.outcome,
+        })
+        .collect();
+    let fit = scoring::aggregate(
+        answers.len(),
+        &votes,
+        &weights,
+        params.clip,
+        FitOptions {
+            prior: params.prior,
+            ..Default::default()
+        },
+    );
+    let rewards = scoring::rewards(&fit.scores, params.points);
+    let mut after: Vec<Standing> = members.iter().map(|m| m.before).collect();
+    for (a, perf) in answers.iter().zip(scoring::answer_performance(&fit.scores)) {
+        if let Some(s) = after.get_mut(a.payload.member) {
+            s.observe(perf, p);
+        }
+    }
+    if answers.len() >= 2 {
+        for (judge, agreement) in scoring::judge_agreement(&votes, &fit.scores, members.len())
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(a) = agreement {
+                after[judge].observe(a, p);
+            }
+        }
+    }
+    let winner = if answers.is_empty() { None } else { fit.winner };
+    Outcomes {
+        winner,
+        scores: fit.scores,
+        rewards,
+        after,
+    }
+}
+
+impl Transcript {
+    /// Sign the messages and the result as this node (a local round: one node speaks for
+    /// all its plugins).
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        key: &NodeKey,
+        id: String,
+        prompt: String,
+        seed: u64,
+        members: Vec<Member>,
+        params: Params,
+        answers: Vec<AnswerMsg>,
+        verdicts: Vec<VerdictMsg>,
+    ) -> Transcript {
+        let answers: Vec<_> = answers.into_iter().map(|a| key.sign(a)).collect();
+        let verdicts: Vec<_> = verdicts.into_iter().map(|v| key.sign(v)).collect();
+        let result = key.sign(recompute(&members, &params, &answers, &verdicts));
+        Transcript {
+            version: TRANSCRIPT_VERSION,
+            id,
+            entry: key.id(),
+            prompt,
+            seed,
+            members,
+            params,
+            answers,
+            verdicts,
+            result,
+        }
+    }
+
+    /// Every problem found: bad signatures, messages of another round or out of range,
+    /// and any difference between the recorded result and the recomputed one.
+    pub fn verify(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        // A message must be signed by the node of the member it speaks for.
+        let speaks_for = |signer: &str, member: usize| {
+            self.members
+                .get(member)
+                .is_some_and(|m| m.key == signer || m.key.starts_with(&format!("{signer}/")))
+        };
+        for (i, a) in self.answers.iter().enumerate() {
+            if !speaks_for(&a.signer, a.payload.member) {
+                problems.push(format!("answer {i} is not signed by its member's node"));
+            }
+            if let Err(e) = a.verify() {
+                problems.push(format!("answer {i}: {e}"));
+            }
+            if a.payload.round != self.id {
+                problems.push(format!("answer {i} belongs to round {}", a.payload.round));
+            }
+            if a.payload.member >= self.members.len() {
+                problems.push(format!(
+                    "answer {i} names member {} of {}",
+                    a.payload.member,
+                    self.members.len()
+                ));
+            }
+        }
+        for (i, v) in self.verdicts.iter().enumerate() {
+            if !speaks_for(&v.signer, v.payload.judge) {
+                problems.push(format!("verdict {i} is not signed by its judge's node"));
+            }
+            if let Err(e) = v.verify() {
+                problems.push(format!("verdict {i}: {e}"));
+            }
+            let p = &v.payload;
+            if p.round != self.id {
+                problems.push(format!("verdict {i} belongs to round {}", p.round));
+            }
+            if p.first >= self.answers.len()
+                || p.second >= self.answers.len()
+                || p.judge >= self.members.len()
+            {
+                problems.push(format!(
+                    "verdict {i} refers to an answer or judge that does not exist"
+                ));
+            } else if [p.first, p.second]
+                .iter()
+                .any(|&a| self.answers[a].payload.member == p.judge)
+            {
+                problems.push(format!(
+                    "verdict {i}: member {} judged its own answer",
+                    p.judge
+                ));
+            }
+        }
+        if let Err(e) = self.result.verify() {
+            problems.push(format!("result: {e}"));
+        }
+        if self.result.signer != self.entry {
+            problems.push("result is not signed by the entry node".into());
+        }
+        if problems.is_empty() {
+            let again = recompute(&self.members, &self.params, &self.answers, &self.verdicts);
+            let recorded = &self.result.payload;
+            let near = |a: &[f64], b: &[f64]| {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
+            };
+            if again.winner != recorded.winner {
+                problems.push(format!(
+                    "winner: recorded {:?}, recomputed {:?}",
+                    recorded.winner, again.winner
+                ));
+            }
+            if !near(&again.scores, &recorded.scores) {
+                problems.push("scores differ from the recomputed fit".into());
+            }
+            if !near(&again.rewards, &recorded.rewards) {
+                problems.push("rewards differ from the recomputed ones".into());
+            }
+            let reps = |o: &Outcomes| o.after.iter().map(|s| s.reputation).collect::<Vec<_>>();
+            if !near(&reps(&again), &reps(recorded)) {
+                problems.push("reputation changes differ from the recomputed ones".into());
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample(key: &NodeKey) -> Transcript {
+        let p = Params::default();
+        let calibrated = Standing {
+            reputation: 0.8,
+            calibration_correct: 5,
+            calibration_total: 5,
+        };
+        let members = (0..3)
+            .map(|i| Member {
+                key: format!("{}/p{i}", key.id()),
+                before: calibrated,
+            })
+            .collect();
+        let id = "r1".to_string();
+        let answers = vec![
+            AnswerMsg {
+                round: id.clone(),
+                member: 0,
+                text: "391".into(),
+            },
+            AnswerMsg {
+                round: id.clone(),
+                member: 1,
+                text: "381".into(),
+            },
+        ];
+        let verdicts = vec![
+            VerdictMsg {
+                round: id.clone(),
+                judge: 2,
+                first: 0,
+                second: 1,
+                outcome: Outcome::First,
+            },
+            VerdictMsg {
+                round: id.clone(),
+                judge: 2,
+                first: 1,
+                second: 0,
+                outcome: Outcome::Second,
+            },
+        ];
+        Transcript::build(
+            key,
+            id,
+            "What is 17 * 23?".into(),
+            7,
+            members,
+            p,
+            answers,
+            verdicts,
+        )
+    }
+
+    #[test]
+    fn an_honest_transcript_verifies() {
+        let key = NodeKey::generate();
+        let t = sample(&key);
+        assert_eq!(t.result.payload.winner, Some(0));
+        assert!(t.result.payload.rewards[0] > 0.0 && t.result.payload.rewards[1] == 0.0);
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        assert!(t.result.payload.after[0].reputation > t.members[0].before.reputation);
+        assert!(t.result.payload.after[1].reputation < t.members[1].before.reputation);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let key = NodeKey::generate();
+        // A flipped verdict: its signature breaks.
+        let mut t = sample(&key);
+        t.verdicts[0].payload.outcome = Outcome::Second;
+        assert!(t.verify().iter().any(|p| p.contains("verdict 0")));
+        // A re-signed but changed result: it no longer follows from the messages.
+        let mut t = sample(&key);
+        let mut forged = t.result.payload.clone();
+        forged.winner = Some(1);
+        t.result = key.sign(forged);
+        assert!(t.verify().iter().any(|p| p.contains("winner")));
+        // Answer text edited after the fact.
+        let mut t = sample(&key);
+        t.answers[1].payload.text = "391".into();
+        assert!(t.verify().iter().any(|p| p.contains("answer 1")));
+        // A result signed by someone else.
+        let mut t = sample(&key);
+        t.result = NodeKey::generate().sign(t.result.payload.clone());
+        assert!(t.verify().iter().any(|p| p.contains("entry node")));
+        // A weight change (standing before the round) changes the recomputed result.
+        let mut t = sample(&key);
+        t.members[2].before.calibration_total = 0;
+        assert!(!t.verify().is_empty());
+    }
+}
