@@ -219,13 +219,7 @@ fn rounds_are_recorded_verified_and_tampering_is_caught() {
     let data_dir = data.path().display().to_string();
     // Two arithmetic plugins and a liar: real verdicts to record.
     let folder = Folder::new();
-    folder.add(&plugin("arith"), "arith");
-    let second = folder.add(&plugin("arith"), "arith2");
-    std::fs::write(
-        second.join("plugin.toml"),
-        "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
-    )
-    .unwrap();
+    folder.add_two_ariths();
     folder.add(&fixture("liar"), "liar");
     let dir = folder.path().display().to_string();
     let o = apiary(

@@ -102,13 +102,7 @@ fn giant_answer_is_refused() {
 fn slow_judge_times_out_and_forfeits_its_answer() {
     // Two ariths, so the slow judge has a pair it may judge (theirs).
     let folder = Folder::new();
-    folder.add(&plugin("arith"), "arith");
-    let second = folder.add(&plugin("arith"), "arith2");
-    std::fs::write(
-        second.join("plugin.toml"),
-        "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
-    )
-    .unwrap();
+    folder.add_two_ariths();
     folder.add_fixture("slow-compare");
     let registry = folder.registry();
     let started = Instant::now();
@@ -394,13 +388,7 @@ fn judges_outvote_a_confident_liar() {
     // confidence and votes "first" on every pair. Each arith judges the pair of the
     // other arith's answer against the liar's, so the right answer wins.
     let folder = Folder::new();
-    folder.add(&plugin("arith"), "arith");
-    let second = folder.add(&plugin("arith"), "arith2");
-    std::fs::write(
-        second.join("plugin.toml"),
-        "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
-    )
-    .unwrap();
+    folder.add_two_ariths();
     folder.add_fixture("liar");
     let registry = folder.registry();
     let r = ask(&registry, "What is 15% of 80?");

@@ -49,6 +49,14 @@ pub fn all_pairs_both_orders(authors: &[usize], judges: &[usize]) -> Vec<Assignm
 pub(crate) struct SplitMix(pub u64);
 
 impl SplitMix {
+    /// Fisher–Yates.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -77,16 +85,10 @@ pub fn balanced_assignment(
     let mut pairs: Vec<(usize, usize)> = (0..n)
         .flat_map(|a| ((a + 1)..n).map(move |b| (a, b)))
         .collect();
-    // Seeded shuffle (Fisher–Yates) fixes the tie-break order.
-    for i in (1..pairs.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        pairs.swap(i, j);
-    }
+    // Seeded shuffles fix the tie-break order and the order judges are served in.
+    rng.shuffle(&mut pairs);
     let mut judges: Vec<usize> = (0..n_judges).collect();
-    for i in (1..judges.len()).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        judges.swap(i, j);
-    }
+    rng.shuffle(&mut judges);
     let mut coverage = vec![0usize; n];
     let mut pair_uses = vec![0usize; pairs.len()];
     let mut seen = vec![vec![false; n]; n_judges];

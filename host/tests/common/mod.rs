@@ -69,6 +69,18 @@ impl Folder {
         dest
     }
 
+    /// Two arithmetic judges, `arith` and `arith2` (the same component under two names), so
+    /// that a third plugin's answer can be judged by someone other than its author.
+    pub fn add_two_ariths(&self) {
+        self.add(&plugin("arith"), "arith");
+        let second = self.add(&plugin("arith"), "arith2");
+        std::fs::write(
+            second.join("plugin.toml"),
+            "name = \"arith2\"\nwasm = \"arith.wasm\"\n",
+        )
+        .unwrap();
+    }
+
     /// Copy a hostile fixture in, with tight limits so tests finish fast.
     pub fn add_fixture(&self, name: &str) -> PathBuf {
         let dest = self.add(&fixture(name), name);
