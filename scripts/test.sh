@@ -8,6 +8,19 @@ cd "$(dirname "$0")/.."
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
+# Mesa's software Vulkan (lavapipe) lets the wgpu backend's parity tests run without a
+# GPU. Installed when missing and possible; then the wgpu half of the suite is required.
+if ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing mesa-vulkan-drivers libvulkan1 (for the wgpu tests)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers libvulkan1) >/dev/null \
+      || echo "warning: could not install Mesa's Vulkan drivers; the wgpu tests will be skipped"
+  fi
+fi
+if ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+  export APIARY_REQUIRE_WGPU=1
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -48,6 +48,15 @@ struct SandboxArgs {
     /// Ceiling on one `assess` call, milliseconds.
     #[arg(long, global = true)]
     max_assess_ms: Option<u64>,
+    /// Tensor kernels: `auto` (a hardware GPU through wgpu if there is one, else the CPU),
+    /// `cpu`, or `wgpu` (forced; accepts a software adapter such as lavapipe).
+    #[arg(
+        long,
+        global = true,
+        env = "APIARY_TENSOR_BACKEND",
+        default_value = "auto"
+    )]
+    tensor_backend: apiary::tensor::backend::Choice,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +170,8 @@ fn main() -> ExitCode {
 }
 
 fn sandbox(args: &SandboxArgs) -> Result<Arc<Sandbox>, String> {
+    let backend = apiary::tensor::backend::init(args.tensor_backend)?;
+    tracing::info!("tensor kernels: {backend}");
     let mut ceilings = Limits::default_ceilings();
     if let Some(v) = args.max_memory_mib {
         ceilings.memory_mib = v;
@@ -366,14 +377,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
                 let s = registry.sandbox();
                 println!(
-                    "{} plugins in {} (instances: {})",
+                    "{} plugins in {} (instances: {}; tensor kernels: {})",
                     listing.len(),
                     dir.display(),
                     if s.pooling() {
                         "pooling allocator"
                     } else {
                         "on-demand allocation"
-                    }
+                    },
+                    apiary::tensor::backend_name()
                 );
                 for l in &listing {
                     match &l.status {

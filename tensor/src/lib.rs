@@ -15,9 +15,12 @@
 //! panics on guest input. Kernels check the call's deadline between chunks of work, so a
 //! host call cannot outlive the plugin's budget by more than one chunk.
 
+pub mod backend;
 pub mod cpu;
 pub mod dtype;
 pub mod gguf;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 pub mod quant;
 pub mod weights;
 
@@ -174,6 +177,11 @@ impl Deadline {
 
 /// What runs the kernels, for logs, `apiary plugins list` and a plugin's `backend()`.
 pub fn backend_name() -> String {
+    backend::name()
+}
+
+/// The CPU backend's description.
+pub fn cpu_name() -> String {
     let simd = if cfg!(target_arch = "x86_64") && quant::simd_available() {
         "avx2+fma"
     } else {

@@ -8,23 +8,54 @@
 //! - quantized weights with 8-bit activations (the default for Q4_1 and Q8_0): 1e-2, the
 //!   precision of the activation quantization itself.
 //!
-//! A second backend (wgpu) is to be added as another `Backend` value; each check runs
-//! against every backend in `backends()`.
+//! The matrix products run on every backend in `backends()`: the CPU, and with the `wgpu`
+//! feature the GPU backend (lavapipe on machines without a GPU, shapes kept small for it).
 
 use apiary_tensor::quant::{dequantize, set_exact_activations};
 use apiary_tensor::{DType, Deadline, Storage, Tensor, cpu, weights::MappedFile};
 use std::sync::{Arc, Mutex};
 
+type MatmulFn = Box<dyn Fn(&Tensor, &Tensor, bool) -> apiary_tensor::Result<Tensor>>;
+
 struct Backend {
-    name: &'static str,
-    matmul: fn(&Tensor, &Tensor, bool) -> apiary_tensor::Result<Tensor>,
+    name: String,
+    matmul: MatmulFn,
+}
+
+/// The wgpu device for these tests (lavapipe allowed). Without an adapter the wgpu half of
+/// the suite is skipped, unless APIARY_REQUIRE_WGPU is set (CI sets it).
+#[cfg(feature = "wgpu")]
+fn gpu() -> Option<&'static apiary_tensor::gpu::Gpu> {
+    static GPU: std::sync::OnceLock<Option<apiary_tensor::gpu::Gpu>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        match apiary_tensor::gpu::Gpu::open(apiary_tensor::gpu::AdapterPolicy::AllowSoftware) {
+            Ok(g) => Some(g),
+            Err(e) if std::env::var_os("APIARY_REQUIRE_WGPU").is_some() => {
+                panic!("APIARY_REQUIRE_WGPU is set but: {e}")
+            }
+            Err(e) => {
+                eprintln!("skipping the wgpu backend: {e}");
+                None
+            }
+        }
+    })
+    .as_ref()
 }
 
 fn backends() -> Vec<Backend> {
-    vec![Backend {
-        name: "cpu",
-        matmul: |a, b, t| cpu::matmul(a, b, t, Deadline::NONE),
-    }]
+    #[allow(unused_mut)]
+    let mut v = vec![Backend {
+        name: "cpu".into(),
+        matmul: Box::new(|a, b, t| cpu::matmul(a, b, t, Deadline::NONE)),
+    }];
+    #[cfg(feature = "wgpu")]
+    if let Some(g) = gpu() {
+        v.push(Backend {
+            name: g.name(),
+            matmul: Box::new(move |a, b, t| g.matmul(a, b, t, Deadline::NONE)),
+        });
+    }
+    v
 }
 
 /// Tests that flip the process-wide activation mode hold this.
@@ -86,7 +117,18 @@ fn ref_matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize, tb: bool) -> (
 #[test]
 fn matmul_f32_plain_transposed_batched() {
     let mut r = Rng(1);
-    for be in backends() {
+    let all = backends();
+    eprintln!(
+        "backends: {:?}",
+        all.iter().map(|b| &b.name).collect::<Vec<_>>()
+    );
+    if std::env::var_os("APIARY_REQUIRE_WGPU").is_some() {
+        assert!(
+            all.len() >= 2,
+            "APIARY_REQUIRE_WGPU is set: the wgpu backend must take part"
+        );
+    }
+    for be in all {
         for (n, k, m) in [(1, 7, 5), (3, 33, 17), (17, 64, 9), (65, 130, 31)] {
             let (a, b) = (r.vec(n * k), r.vec(k * m));
             let (want, scale) = ref_matmul(&a, &b, n, k, m, false);
@@ -107,6 +149,9 @@ fn matmul_f32_plain_transposed_batched() {
                 scale,
                 &format!("{} matmul-t {n}x{k}x{m}", be.name),
             );
+        }
+        if be.name != "cpu" {
+            continue; // batched products run on the CPU backend only, so far
         }
         let (a, b) = (r.vec(2 * 3 * 4), r.vec(2 * 4 * 5));
         let got = vals(
@@ -178,14 +223,20 @@ fn matmul_on_quantized_weights_both_activation_modes() {
     let _mode = MODE.lock().unwrap_or_else(|p| p.into_inner());
     let mut r = Rng(2);
     for be in backends() {
-        for dtype in [
-            DType::F16,
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q8_0,
-            DType::Q4_K,
-            DType::Q6_K,
-        ] {
+        // The wgpu backend has kernels for the 32-value block formats so far.
+        let dtypes: &[DType] = if be.name == "cpu" {
+            &[
+                DType::F16,
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q8_0,
+                DType::Q4_K,
+                DType::Q6_K,
+            ]
+        } else {
+            &[DType::Q4_0, DType::Q4_1, DType::Q8_0]
+        };
+        for &dtype in dtypes {
             let (m, k) = (37, 512);
             let (w, deq) = quantized(dtype, m, k, &mut r);
             for n in [1, 5] {
@@ -194,11 +245,9 @@ fn matmul_on_quantized_weights_both_activation_modes() {
                 for exact in [true, false] {
                     set_exact_activations(exact);
                     let got = vals(&(be.matmul)(&t(&[n, k], x.clone()), &w, true).unwrap());
-                    let tol = if exact || !matches!(dtype, DType::Q4_1 | DType::Q8_0) {
-                        1e-5
-                    } else {
-                        1e-2
-                    };
+                    let eight_bit =
+                        be.name == "cpu" && !exact && matches!(dtype, DType::Q4_1 | DType::Q8_0);
+                    let tol = if eight_bit { 1e-2 } else { 1e-5 };
                     close(
                         &got,
                         &want,
@@ -459,4 +508,30 @@ fn embedding_logprobs_and_sampling() {
         assert!((got - want).abs() < 0.04, "token {i}: {got} vs {want}");
     }
     assert_eq!(counts[3], 0, "outside top-k");
+}
+
+/// GPU work may not outlive the call's budget: with the deadline already past, the wait
+/// for the device gives up and the kernel reports `Deadline`.
+#[cfg(feature = "wgpu")]
+#[test]
+fn gpu_wait_stops_at_the_deadline() {
+    let Some(g) = gpu() else { return };
+    let mut r = Rng(7);
+    let n = 256;
+    let (a, b) = (t(&[n, n], r.vec(n * n)), t(&[n, n], r.vec(n * n)));
+    let past = Deadline(Some(std::time::Instant::now()));
+    assert_eq!(
+        g.matmul(&a, &b, false, past).unwrap_err(),
+        apiary_tensor::TensorError::Deadline
+    );
+    // And the device is still usable afterwards.
+    assert!(
+        g.matmul(
+            &t(&[1, 2], vec![1.0, 2.0]),
+            &t(&[2, 1], vec![3.0, 4.0]),
+            false,
+            Deadline::NONE
+        )
+        .is_ok()
+    );
 }

@@ -205,7 +205,9 @@ impl wit::Host for PluginState {
         transpose_b: bool,
     ) -> Ret<Resource<Tensor>> {
         let dl = self.tensors.deadline;
-        self.binary(a, b, |a, b| cpu::matmul(a, b, transpose_b, dl))
+        self.binary(a, b, |a, b| {
+            apiary_tensor::backend::matmul(a, b, transpose_b, dl)
+        })
     }
 
     fn add(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
