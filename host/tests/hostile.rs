@@ -403,3 +403,26 @@ fn judges_outvote_a_confident_liar() {
     assert!(r.margin > 0.5);
     assert!(!r.undecided);
 }
+
+#[test]
+fn untrusted_self_descriptions_are_sanitised() {
+    let folder = Folder::new();
+    let dir = folder.add(&fixture("evil-describe"), "evil-describe");
+    // No name in plugin.toml: the host must fall back to what describe() said, cleaned.
+    std::fs::remove_file(dir.join("plugin.toml")).unwrap();
+    let registry = folder.registry();
+    let p = registry.get("evil-describe").expect("loads");
+    for text in [&p.name, &p.version, &p.description] {
+        assert!(
+            !text.chars().any(char::is_control),
+            "control characters survived: {text:?}"
+        );
+    }
+    assert!(
+        p.name.chars().count() <= 64 && p.name.starts_with("[2J[31mevil"),
+        "{:?}",
+        p.name
+    );
+    assert!(p.description.chars().count() <= 512);
+    assert!(p.domains.len() <= 32 && p.domains.iter().all(|d| !d.chars().any(char::is_control)));
+}
