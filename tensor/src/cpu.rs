@@ -168,13 +168,18 @@ fn matvec_rows(
             "weights shorter than their shape".into(),
         ));
     }
-    let sums: Vec<Vec<f32>> = (0..n).map(|i| block_sums(&x[i * k..(i + 1) * k])).collect();
-    // Integer path: quantize each activation row once, as llama.cpp does.
+    // Integer path: quantize each activation row once, as llama.cpp does (the quantized
+    // rows carry their own block sums). Otherwise the float path needs the block sums.
     let q8: Option<Vec<Q8Activations>> = (has_q8_path(dtype) && k.is_multiple_of(32)).then(|| {
         (0..n)
             .map(|i| quantize_q8(&x[i * k..(i + 1) * k]))
             .collect()
     });
+    let sums: Vec<Vec<f32>> = if q8.is_some() {
+        Vec::new()
+    } else {
+        (0..n).map(|i| block_sums(&x[i * k..(i + 1) * k])).collect()
+    };
     let bands: Vec<Result<Vec<f32>>> = (0..m.div_ceil(ROW_CHUNK))
         .into_par_iter()
         .map(|band| {
