@@ -173,6 +173,9 @@ impl Gpu {
         groups: (u32, u32, u32),
         dl: crate::Deadline,
     ) -> Result<Vec<f32>> {
+        // No new GPU work once the call's budget is spent; work already in flight is
+        // bounded by the wait below.
+        dl.check()?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers

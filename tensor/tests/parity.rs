@@ -510,8 +510,9 @@ fn embedding_logprobs_and_sampling() {
     assert_eq!(counts[3], 0, "outside top-k");
 }
 
-/// GPU work may not outlive the call's budget: with the deadline already past, the wait
-/// for the device gives up and the kernel reports `Deadline`.
+/// GPU work may not outlive the call's budget: with the deadline already past, nothing
+/// is submitted and the kernel reports `Deadline` (work in flight is bounded by a wait
+/// that times out at the deadline).
 #[cfg(feature = "wgpu")]
 #[test]
 fn gpu_wait_stops_at_the_deadline() {
