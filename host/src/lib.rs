@@ -10,14 +10,18 @@
 //! - [`consensus`]: pure functions for pair assignment and the Bradley–Terry fit;
 //! - [`ledger`]: node identity, signed round transcripts, the SQLite ledger;
 //! - [`round`]: a round among the plugins of one node;
-//! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call.
+//! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call;
+//! - [`swarm`]: libp2p networking and the round protocol between nodes;
+//! - [`api`]: the OpenAI-compatible HTTP API a node serves.
 //!
 //! The boundary every plugin lives behind is documented, line by line with the test that
 //! proves it, in `SECURITY.md` at the repository root.
 
+pub mod api;
 pub mod consensus;
 pub mod ledger;
 pub mod plugins;
 pub mod round;
 pub mod sandbox;
+pub mod swarm;
 pub mod tensor;

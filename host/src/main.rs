@@ -92,7 +92,19 @@ enum Command {
         /// plugins' reputations from earlier rounds weigh their verdicts.
         #[arg(long, env = "APIARY_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Ask a running node (its HTTP API, e.g. http://127.0.0.1:8080) instead of
+        /// running a local round: the question goes to the swarm.
+        #[arg(long, env = "APIARY_NODE")]
+        node: Option<String>,
+        /// API key for --node, if its operator set one.
+        #[arg(long, env = "APIARY_API_KEY")]
+        api_key: Option<String>,
     },
+    /// Run a swarm node: load the plugins, join the swarm, serve the HTTP API.
+    Run(RunArgs),
+    /// Simulate a swarm of N nodes in this process (in-memory libp2p transport,
+    /// simulated experts) and report per-round results and accuracy.
+    Sim(SimArgs),
     /// Rounds recorded in the ledger.
     Rounds {
         #[command(subcommand)]
@@ -103,6 +115,116 @@ enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+}
+
+#[derive(Args)]
+struct RoundArgs {
+    /// Phase deadlines of rounds this node starts, milliseconds.
+    #[arg(long, default_value_t = 3_000)]
+    join_ms: u64,
+    #[arg(long, default_value_t = 60_000)]
+    answer_ms: u64,
+    #[arg(long, default_value_t = 60_000)]
+    judge_ms: u64,
+    /// Most members in a round's sub-swarm.
+    #[arg(long, default_value_t = 16)]
+    max_members: usize,
+    /// Pairs each judge compares (each in both orders).
+    #[arg(long, default_value_t = 3)]
+    pairs_per_judge: usize,
+    /// Minimum assess score for this node to volunteer.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// Disable per-judge influence clipping (to see why it matters).
+    #[arg(long)]
+    no_clip: bool,
+    /// Count every verdict equally: no reputation weights, no calibration gate.
+    #[arg(long)]
+    no_reputation: bool,
+}
+
+impl RoundArgs {
+    fn settings(&self) -> apiary::swarm::RoundSettings {
+        let mut params = apiary::ledger::transcript::Params::default();
+        if self.no_clip {
+            params.clip = 0.0;
+        }
+        if self.no_reputation {
+            params.reputation.require_calibration = false;
+            params.reputation.alpha = 0.0;
+            params.reputation.initial = 1.0;
+        }
+        apiary::swarm::RoundSettings {
+            join_ms: self.join_ms,
+            answer_ms: self.answer_ms,
+            judge_ms: self.judge_ms,
+            max_members: self.max_members,
+            pairs_per_judge: self.pairs_per_judge,
+            threshold: self.threshold,
+            params,
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long, env = "APIARY_PLUGINS", default_value = "plugins")]
+    plugins: PathBuf,
+    /// Node key and ledger. Default: $XDG_DATA_HOME/apiary or ~/.local/share/apiary.
+    #[arg(long, env = "APIARY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// libp2p listen address (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7373")]
+    listen: Vec<libp2p::Multiaddr>,
+    /// A peer to join through, with its /p2p/ id (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<libp2p::Multiaddr>,
+    /// Address of the OpenAI-compatible HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// Require this bearer token on the HTTP API (default: any token is accepted).
+    #[arg(long, env = "APIARY_API_KEY")]
+    api_key: Option<String>,
+    /// Do not look for peers on the LAN with mDNS.
+    #[arg(long)]
+    no_mdns: bool,
+    #[command(flatten)]
+    round: RoundArgs,
+}
+
+#[derive(Args)]
+struct SimArgs {
+    #[arg(long, default_value_t = 8)]
+    nodes: usize,
+    #[arg(long, default_value_t = 10)]
+    rounds: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of nodes that collude: all answer one wrong number and vote for it.
+    #[arg(long, default_value_t = 0.0)]
+    colluders: f64,
+    /// Fraction of nodes that answer garbage and judge at random.
+    #[arg(long, default_value_t = 0.0)]
+    garbage: f64,
+    /// Fraction of nodes that answer after the deadline.
+    #[arg(long, default_value_t = 0.0)]
+    slow: f64,
+    /// Fraction of nodes that crash when asked for their answer.
+    #[arg(long, default_value_t = 0.0)]
+    crashing: f64,
+    /// Fraction of nodes that send forged, replayed, oversized and malformed messages.
+    #[arg(long, default_value_t = 0.0)]
+    forgers: f64,
+    /// How often an honest node answers right.
+    #[arg(long, default_value_t = 0.8)]
+    answer_accuracy: f64,
+    /// How often an honest judge prefers a right answer over a wrong one.
+    #[arg(long, default_value_t = 0.8)]
+    judge_accuracy: f64,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    round: RoundArgs,
 }
 
 #[derive(Subcommand)]
@@ -246,7 +368,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             max_tokens,
             temperature,
             data_dir,
+            node,
+            api_key,
         } => {
+            if let Some(url) = node {
+                return ask_node(&url, api_key, &question, max_tokens, temperature, explain, json);
+            }
             let registry = registry(&cli.sandbox, &plugins)?;
             let ledger = match &data_dir {
                 Some(dir) => Some(open_ledger(dir)?),
@@ -323,6 +450,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             }
         }
+        Command::Run(args) => run_node(&cli.sandbox, args),
+        Command::Sim(args) => run_sim(args),
         Command::Rounds { command } => match command {
             RoundsCommand::List { data_dir, limit } => {
                 let (_, ledger) = open_ledger(&data_dir)?;
@@ -497,4 +626,232 @@ fn print_explain(r: &RoundReport) {
         format!("margin P(winner beats runner-up) = {:.2}", r.margin)
     };
     println!("{how}; round took {} ms", r.elapsed_ms);
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("apiary")
+}
+
+fn run_node(sandbox_args: &SandboxArgs, args: RunArgs) -> Result<ExitCode, String> {
+    let registry = registry(sandbox_args, &args.plugins)?;
+    for l in registry.listing() {
+        match &l.status {
+            apiary::plugins::registry::Status::Refused { reason } => {
+                eprintln!("warning: plugin {} refused: {reason}", l.id)
+            }
+            apiary::plugins::registry::Status::Loaded { name, .. } => {
+                eprintln!("plugin {name} loaded")
+            }
+        }
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let (key, ledger) = open_ledger(&data_dir)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let _watch = registry
+            .watch(|report| {
+                if !report.is_empty() {
+                    eprintln!("plugins changed: {}", serde_json::to_string(report).unwrap_or_default())
+                }
+            })
+            .map_err(|e| eprintln!("warning: not watching {} for changes: {e}", args.plugins.display()))
+            .ok();
+        let net = apiary::swarm::NetConfig {
+            listen: args.listen.clone(),
+            bootstrap: args.bootstrap.clone(),
+            mdns: !args.no_mdns,
+            ..Default::default()
+        };
+        let node = apiary::swarm::Node::start(
+            key,
+            ledger,
+            Arc::new(apiary::swarm::Plugins { registry }),
+            net,
+            args.round.settings(),
+            apiary::swarm::Persona::Honest,
+        )?;
+        let listener = tokio::net::TcpListener::bind(&args.http)
+            .await
+            .map_err(|e| format!("cannot serve HTTP on {}: {e} (pass --http ADDR)", args.http))?;
+        let http = listener.local_addr().map_err(|e| e.to_string())?;
+        // Let the transport bind before reporting where it listens.
+        let mut addrs = Vec::new();
+        for _ in 0..50 {
+            addrs = node.net().listening().await;
+            if !addrs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        println!("node {}", node.id());
+        for a in &addrs {
+            println!("listening {a}/p2p/{}", node.net().peer_id);
+        }
+        println!("http http://{http}");
+        println!("data {}", data_dir.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let token = args.api_key.clone();
+        tokio::select! {
+            _ = apiary::api::serve(listener, node, token) => {}
+            _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn ask_node(
+    url: &str,
+    api_key: Option<String>,
+    question: &str,
+    max_tokens: u32,
+    temperature: f32,
+    explain: bool,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        let endpoint = format!("{}/v1/chat/completions", url.trim_end_matches('/'));
+        let body = serde_json::json!({
+            "model": apiary::api::MODEL,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        });
+        let resp = reqwest::Client::new()
+            .post(&endpoint)
+            .bearer_auth(api_key.as_deref().unwrap_or("apiary"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the node at {url}: {e}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("the node at {url} did not answer with JSON: {e}"))?;
+        if !status.is_success() {
+            let msg = v["error"]["message"].as_str().unwrap_or("unknown error");
+            return Err(format!("the node answered {status}: {msg}"));
+        }
+        if json {
+            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if explain {
+            let a = &v["apiary"];
+            println!("round {} ({} ms)", a["id"].as_str().unwrap_or("?"), a["elapsed_ms"]);
+            for m in a["members"].as_array().into_iter().flatten() {
+                println!(
+                    "  {} {:<10} assess {:.2} answered {} judged {} {}",
+                    m["node"].as_str().unwrap_or("?").chars().take(12).collect::<String>(),
+                    m["plugin"].as_str().unwrap_or("?"),
+                    m["score"].as_f64().unwrap_or(0.0),
+                    m["answered"],
+                    m["judged"],
+                    m["note"].as_str().unwrap_or("")
+                );
+            }
+            println!(
+                "{} answers, {} verdicts, margin {:.2}{}",
+                a["answers"],
+                a["verdicts"],
+                a["margin"].as_f64().unwrap_or(0.0),
+                if a["single_answer"].as_bool() == Some(true) { " (single answer)" } else { "" }
+            );
+            println!();
+        }
+        println!("{}", v["choices"][0]["message"]["content"].as_str().unwrap_or(""));
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
+    if args.nodes < 2 {
+        return Err("a swarm needs at least 2 nodes (--nodes)".into());
+    }
+    let mut settings = args.round.settings();
+    // Instant experts: keep the default deadlines of a simulation unless asked.
+    if settings.answer_ms == 60_000 {
+        settings.answer_ms = 2_000;
+    }
+    if settings.judge_ms == 60_000 {
+        settings.judge_ms = 2_000;
+    }
+    let config = apiary::swarm::sim::SimConfig {
+        nodes: args.nodes,
+        rounds: args.rounds,
+        seed: args.seed,
+        colluders: args.colluders,
+        garbage: args.garbage,
+        slow: args.slow,
+        crashing: args.crashing,
+        forgers: args.forgers,
+        answer_accuracy: args.answer_accuracy,
+        judge_accuracy: args.judge_accuracy,
+        settings,
+    };
+    let report = runtime()?.block_on(apiary::swarm::sim::run(config))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} nodes: {}",
+        report.nodes,
+        report
+            .roles
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (i, r) in report.rounds.iter().enumerate() {
+        match &r.error {
+            None => println!(
+                "round {i:>3}: {} = {:<6} got {:<8} {}  {} members, {} answers, {} verdicts, {} ms{}",
+                r.prompt.trim_start_matches("What is ").trim_end_matches('?'),
+                r.truth,
+                r.answer.as_deref().unwrap_or("-"),
+                if r.correct { "right" } else { "WRONG" },
+                r.members,
+                r.answers,
+                r.verdicts,
+                r.ms,
+                if r.single_answer { " (single answer)" } else { "" }
+            ),
+            Some(e) => println!("round {i:>3}: {} failed: {e}", r.prompt),
+        }
+    }
+    println!(
+        "accuracy {:.0}% ({} of {} rounds right); round time p50 {} ms, p95 {} ms",
+        report.accuracy * 100.0,
+        report.rounds.iter().filter(|r| r.correct).count(),
+        report.rounds.len(),
+        report.p50_ms,
+        report.p95_ms
+    );
+    if !report.rejected.is_empty() {
+        println!(
+            "messages refused by the entry node: {}",
+            report
+                .rejected
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

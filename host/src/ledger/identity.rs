@@ -68,6 +68,12 @@ impl NodeKey {
         }
     }
 
+    /// The same secret as a libp2p identity, so the peer id and the node id name one key.
+    pub fn libp2p_keypair(&self) -> libp2p::identity::Keypair {
+        libp2p::identity::Keypair::ed25519_from_bytes(self.key.to_bytes())
+            .expect("an ed25519 secret is 32 bytes")
+    }
+
     /// The node's id: its public key, hex.
     pub fn id(&self) -> String {
         hex::encode(self.key.verifying_key().to_bytes())

@@ -63,6 +63,13 @@ impl Ledger {
         Ok(Ledger { db })
     }
 
+    /// A ledger that lives only as long as this value (simulated nodes).
+    pub fn in_memory() -> Result<Ledger, LedgerError> {
+        let db = Connection::open_in_memory()?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Ledger { db })
+    }
+
     pub fn remember_identity(&self, id: &str) -> Result<(), LedgerError> {
         self.db.execute(
             "INSERT OR IGNORE INTO identities (id, first_seen) VALUES (?1, ?2)",

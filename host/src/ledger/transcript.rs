@@ -169,6 +169,34 @@ impl Transcript {
         }
     }
 
+    /// A swarm round: the answers and verdicts come signed by their members' nodes; the
+    /// entry node computes the result and signs it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assemble(
+        entry: &NodeKey,
+        id: String,
+        prompt: String,
+        seed: u64,
+        members: Vec<Member>,
+        params: Params,
+        answers: Vec<Signed<AnswerMsg>>,
+        verdicts: Vec<Signed<VerdictMsg>>,
+    ) -> Transcript {
+        let result = entry.sign(recompute(&members, &params, &answers, &verdicts));
+        Transcript {
+            version: TRANSCRIPT_VERSION,
+            id,
+            entry: entry.id(),
+            prompt,
+            seed,
+            members,
+            params,
+            answers,
+            verdicts,
+            result,
+        }
+    }
+
     /// Every problem found: bad signatures, messages of another round or out of range,
     /// and any difference between the recorded result and the recomputed one.
     pub fn verify(&self) -> Vec<String> {

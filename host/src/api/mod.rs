@@ -1,0 +1,347 @@
+//! The OpenAI-compatible HTTP API a node serves (axum).
+//!
+//! `POST /v1/chat/completions` runs one swarm round with this node as entry node and
+//! returns the consensus answer, plainly or as server-sent events in the shape the OpenAI
+//! SDKs parse (`data: {chunk}` frames, then `data: [DONE]`); round progress travels as
+//! SSE comment lines (`: forming`, `: answering 3 members`, `: ranking ...`), which the
+//! SDKs skip. `GET /v1/models` lists the one model a node offers (the swarm), `GET
+//! /v1/rounds/{id}` a recorded round's transcript and result, `GET /v1/node` this node's
+//! id, peers and message statistics. Errors have OpenAI's shape. Any bearer token is
+//! accepted unless the operator sets one (the SDKs refuse to run without some key).
+
+use crate::swarm::{Node, Progress, RoundFailure};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use tokio::sync::mpsc;
+
+/// The model name clients use (any name is accepted; this is the one listed).
+pub const MODEL: &str = "apiary-swarm";
+
+#[derive(Clone)]
+struct App {
+    node: Node,
+    token: Option<String>,
+}
+
+pub fn router(node: Node, token: Option<String>) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/rounds/{id}", get(round))
+        .route("/v1/node", get(status))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint (this node serves /v1/models, /v1/chat/completions, /v1/rounds/{id}, /v1/node)",
+            )
+        })
+        .with_state(App { node, token })
+}
+
+/// Serve until the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, node: Node, token: Option<String>) {
+    if let Err(e) = axum::serve(listener, router(node, token)).await {
+        tracing::error!("HTTP API stopped: {e}");
+    }
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"message": message, "type": kind, "param": null, "code": null}})),
+    )
+        .into_response()
+}
+
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &app.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "missing or wrong API key: send `Authorization: Bearer <key>` with the key the node's operator set (--api-key)",
+        ))
+    }
+}
+
+fn now_s() -> u64 {
+    crate::swarm::wire::now_ms() / 1000
+}
+
+async fn models(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    Json(json!({
+        "object": "list",
+        "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "apiary"}]
+    }))
+    .into_response()
+}
+
+async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let net = app.node.net();
+    let peers: Vec<String> = net.peers().await.iter().map(|p| p.to_string()).collect();
+    let listening: Vec<String> = net
+        .listening()
+        .await
+        .iter()
+        .map(|a| format!("{a}/p2p/{}", net.peer_id))
+        .collect();
+    Json(json!({
+        "node": app.node.id(),
+        "peer_id": net.peer_id.to_string(),
+        "listening": listening,
+        "peers": peers,
+        "plugins": app.node.expertise().names(),
+        "messages": net.stats(),
+    }))
+    .into_response()
+}
+
+async fn round(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    match app.node.transcript(&id) {
+        Ok(t) => {
+            let problems = t.verify();
+            let winner = t
+                .result
+                .payload
+                .winner
+                .and_then(|w| t.answers.get(w))
+                .map(|a| a.payload.text.clone());
+            Json(json!({
+                "id": t.id,
+                "object": "apiary.round",
+                "answer": winner,
+                "verified": problems.is_empty(),
+                "problems": problems,
+                "transcript": t,
+            }))
+            .into_response()
+        }
+        Err(e) => error(StatusCode::NOT_FOUND, "not_found", &e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    #[serde(default)]
+    model: Option<String>,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    max_tokens: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Value>,
+}
+
+/// The text of a message: a string, or the text parts of a content array.
+fn text_of(content: &Option<Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return r;
+    }
+    let req: ChatRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &format!("the body is not a chat completion request: {e}"),
+            );
+        }
+    };
+    let Some(prompt) = req
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| text_of(&m.content))
+        .filter(|t| !t.trim().is_empty())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "messages must contain a user message with text",
+        );
+    };
+    let model = req.model.clone().unwrap_or_else(|| MODEL.to_string());
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(256)
+        .clamp(1, 4096);
+    let temperature = req.temperature.unwrap_or(0.0).clamp(0.0, 2.0);
+    if req.stream {
+        return stream(app, prompt, model, max_tokens, temperature, req.seed);
+    }
+    match app
+        .node
+        .ask(&prompt, None, max_tokens, temperature, req.seed, None)
+        .await
+    {
+        Ok(r) => Json(json!({
+            "id": format!("chatcmpl-{}", r.id),
+            "object": "chat.completion",
+            "created": now_s(),
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": r.answer},
+                "finish_reason": "stop",
+                "logprobs": null
+            }],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "apiary": r,
+        }))
+        .into_response(),
+        Err(e) => failure(e),
+    }
+}
+
+fn failure(e: RoundFailure) -> Response {
+    let status = match e {
+        RoundFailure::NoVolunteers | RoundFailure::NoAnswers(_) => StatusCode::SERVICE_UNAVAILABLE,
+        RoundFailure::Stopped | RoundFailure::Ledger(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, "server_error", &e.to_string())
+}
+
+fn stream(
+    app: App,
+    prompt: String,
+    model: String,
+    max_tokens: u32,
+    temperature: f32,
+    seed: Option<u64>,
+) -> Response {
+    let (events, rx) = mpsc::unbounded_channel::<Event>();
+    tokio::spawn(async move {
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let node = app.node.clone();
+        let ask = tokio::spawn(async move {
+            node.ask(&prompt, None, max_tokens, temperature, seed, Some(ptx))
+                .await
+        });
+        while let Some(p) = prx.recv().await {
+            let line = match p {
+                Progress::Forming => "forming".to_string(),
+                Progress::Answering { members } => format!("answering {members} members"),
+                Progress::Ranking { answers, judges } => {
+                    format!("ranking {answers} answers by {judges} judges")
+                }
+            };
+            let _ = events.send(Event::default().comment(line));
+        }
+        let created = now_s();
+        let chunk = |id: &str, delta: Value, finish: Value| {
+            Event::default().data(
+                json!({
+                    "id": format!("chatcmpl-{id}"),
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+                })
+                .to_string(),
+            )
+        };
+        match ask.await {
+            Ok(Ok(r)) => {
+                let _ = events.send(chunk(&r.id, json!({"role": "assistant", "content": ""}), Value::Null));
+                // Word by word, so clients render it as they would a generated reply.
+                for piece in r.answer.split_inclusive(' ') {
+                    let _ = events.send(chunk(&r.id, json!({"content": piece}), Value::Null));
+                }
+                let _ = events.send(chunk(&r.id, json!({}), json!("stop")));
+                let _ = events.send(
+                    Event::default().comment(format!(
+                        "round {} margin {:.2} answers {} verdicts {}",
+                        r.id, r.margin, r.answers, r.verdicts
+                    )),
+                );
+            }
+            Ok(Err(e)) => {
+                let _ = events.send(Event::default().data(
+                    json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": null}})
+                        .to_string(),
+                ));
+            }
+            Err(_) => {
+                let _ = events.send(Event::default().data(
+                    json!({"error": {"message": "the round failed", "type": "server_error", "param": null, "code": null}})
+                        .to_string(),
+                ));
+            }
+        }
+        let _ = events.send(Event::default().data("[DONE]"));
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    })
+    .boxed();
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_text_from_strings_and_parts() {
+        assert_eq!(text_of(&Some(json!("hi"))), "hi");
+        assert_eq!(
+            text_of(&Some(json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]))),
+            "a\nb"
+        );
+        assert_eq!(text_of(&None), "");
+    }
+}

@@ -1,0 +1,88 @@
+//! Known-answer items mixed into judges' work: proof of capability.
+//!
+//! An entry node hides a few pairs whose better answer it knows among a judge's real
+//! pairs (uncalibrated judges get enough to be calibrated in one round; calibrated ones
+//! one pair, both orders, to keep them honest). A verdict for the right answer counts as
+//! correct, for the wrong one as incorrect; a tie abstains (a specialist outside its
+//! domain should say tie, and that is no lie). Items are generated from the round seed,
+//! so a judge cannot learn them in advance.
+
+use crate::consensus::Outcome;
+use crate::consensus::pairs::SplitMix;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub prompt: String,
+    pub right: String,
+    pub wrong: String,
+}
+
+const CAPITALS: &[(&str, &str, &str)] = &[
+    ("France", "Paris", "Lyon"),
+    ("Japan", "Tokyo", "Osaka"),
+    ("Italy", "Rome", "Milan"),
+    ("Canada", "Ottawa", "Toronto"),
+    ("Australia", "Canberra", "Sydney"),
+    ("Germany", "Berlin", "Munich"),
+    ("Spain", "Madrid", "Barcelona"),
+    ("Egypt", "Cairo", "Alexandria"),
+];
+
+/// `n` items from `seed`: mostly arithmetic, some geography.
+pub fn items(seed: u64, n: usize) -> Vec<Item> {
+    let mut rng = SplitMix(seed ^ 0xCA11_B8A7_E000_0001);
+    (0..n)
+        .map(|_| {
+            let r = rng.next_u64();
+            if r % 4 == 3 {
+                let (country, capital, other) = CAPITALS[(r >> 8) as usize % CAPITALS.len()];
+                Item {
+                    prompt: format!("What is the capital of {country}?"),
+                    right: format!("The capital of {country} is {capital}."),
+                    wrong: format!("The capital of {country} is {other}."),
+                }
+            } else {
+                let a = 11 + (r >> 8) % 89;
+                let b = 11 + (r >> 20) % 89;
+                let off = 1 + (r >> 32) % 9;
+                let (prompt, value) = if r % 2 == 0 {
+                    (format!("What is {a} + {b}?"), a + b)
+                } else {
+                    (format!("What is {a} * {b}?"), a * b)
+                };
+                Item {
+                    prompt,
+                    right: format!("{value}"),
+                    wrong: format!("{}", value + off),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Whether a verdict on (`first_is_right` ordering) was correct; `None` for a tie.
+pub fn judged(outcome: Outcome, first_is_right: bool) -> Option<bool> {
+    match outcome {
+        Outcome::Tie => None,
+        Outcome::First => Some(first_is_right),
+        Outcome::Second => Some(!first_is_right),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_are_seeded_and_right_differs_from_wrong() {
+        let a = items(7, 20);
+        assert_eq!(a, items(7, 20));
+        assert_ne!(a, items(8, 20));
+        assert!(a.iter().all(|i| i.right != i.wrong));
+        assert!(a.iter().any(|i| i.prompt.contains("capital")));
+        assert_eq!(judged(Outcome::First, true), Some(true));
+        assert_eq!(judged(Outcome::First, false), Some(false));
+        assert_eq!(judged(Outcome::Second, false), Some(true));
+        assert_eq!(judged(Outcome::Tie, true), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! What a node brings to a round: its plugins (or, in `apiary sim`, a simulated expert).
+//!
+//! The round protocol only needs three things from a node: how willing it is
+//! ([`Expertise::volunteer`]), an answer, and verdicts on pairs. A node speaks with one
+//! voice per round: the plugin that assessed the request highest answers *and* judges,
+//! so a node's reputation follows one specialist's competence on that kind of question.
+
+use crate::consensus::Outcome;
+use crate::plugins::{Plugin, Registry};
+use crate::sandbox::{CallError, Request, Session, Verdict};
+use std::sync::Arc;
+
+/// A node's part in one round, kept from `assess` to the last verdict.
+pub trait Work: Send {
+    /// The answer and the author's confidence in it.
+    fn answer(&mut self, req: &Request) -> Result<(String, f32), String>;
+    fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Outcome, String>;
+}
+
+pub struct Volunteer {
+    pub score: f32,
+    /// Which plugin would answer (for explanations).
+    pub plugin: String,
+    /// `Some` when the score reaches the threshold.
+    pub work: Option<Box<dyn Work>>,
+}
+
+pub trait Expertise: Send + Sync + 'static {
+    /// Assess the request with everything this node has; blocking (plugins run here).
+    fn volunteer(&self, req: &Request, threshold: f32) -> Volunteer;
+    /// Names for `GET /v1/models` and logs.
+    fn names(&self) -> Vec<String>;
+}
+
+/// The node's plugins, from a [`Registry`] (hot reload included: each round sees the
+/// plugins active when it starts).
+pub struct Plugins {
+    pub registry: Arc<Registry>,
+}
+
+struct PluginWork {
+    plugin: Arc<Plugin>,
+    session: Session,
+    faulted: bool,
+}
+
+impl PluginWork {
+    fn note<T>(&mut self, r: Result<T, CallError>) -> Result<T, String> {
+        r.map_err(|e| {
+            if e.is_fault() {
+                self.faulted = true;
+                tracing::warn!(plugin = %self.plugin.name, "fault: {e}");
+            }
+            e.to_string()
+        })
+    }
+}
+
+impl Drop for PluginWork {
+    fn drop(&mut self) {
+        self.plugin.record_round(
+            self.faulted,
+            crate::plugins::DEFAULT_QUARANTINE_AFTER,
+        );
+    }
+}
+
+impl Work for PluginWork {
+    fn answer(&mut self, req: &Request) -> Result<(String, f32), String> {
+        let r = self.session.answer(req);
+        let a = self.note(r)?;
+        Ok((a.text, a.confidence.clamp(0.0, 1.0)))
+    }
+
+    fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Outcome, String> {
+        let r = self.session.compare(prompt, first, second);
+        Ok(match self.note(r)? {
+            Verdict::First => Outcome::First,
+            Verdict::Second => Outcome::Second,
+            Verdict::Tie => Outcome::Tie,
+        })
+    }
+}
+
+impl Expertise for Plugins {
+    fn volunteer(&self, req: &Request, threshold: f32) -> Volunteer {
+        let sandbox = self.registry.sandbox().clone();
+        let plugins = self.registry.active();
+        // Every plugin assesses in parallel; the most willing one speaks for the node.
+        let mut assessed: Vec<(f32, PluginWork)> = std::thread::scope(|s| {
+            let handles: Vec<_> = plugins
+                .iter()
+                .map(|p| {
+                    let sandbox = &sandbox;
+                    s.spawn(move || {
+                        let mut session = match p.session(sandbox, req.seed) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                p.record_round(e.is_fault(), crate::plugins::DEFAULT_QUARANTINE_AFTER);
+                                return None;
+                            }
+                        };
+                        let score = session.assess(req);
+                        let mut work = PluginWork {
+                            plugin: p.clone(),
+                            session,
+                            faulted: false,
+                        };
+                        let score = work.note(score).ok()?;
+                        Some((score, work))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().ok().flatten())
+                .collect()
+        });
+        assessed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.plugin.name.cmp(&b.1.plugin.name)));
+        match assessed.into_iter().next() {
+            Some((score, work)) => Volunteer {
+                score,
+                plugin: work.plugin.name.clone(),
+                work: (score >= threshold).then(|| Box::new(work) as Box<dyn Work>),
+            },
+            None => Volunteer {
+                score: 0.0,
+                plugin: String::new(),
+                work: None,
+            },
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.registry
+            .active()
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,22 @@
+//! The swarm: nodes that find each other over libp2p and run rounds together.
+//!
+//! - [`wire`]: the signed, versioned messages and the gate every message passes;
+//! - [`net`]: transports, discovery, gossip and request-response (one task owns libp2p);
+//! - [`expertise`]: what a node answers and judges with (its plugins, or a simulation);
+//! - [`calibration`]: known-answer items that make a judge prove itself;
+//! - [`node`]: the round protocol, as entry node and as member;
+//! - [`sim`]: many nodes in one process over the in-memory transport.
+//!
+//! The consensus arithmetic lives in [`crate::consensus`] and the record of each round in
+//! [`crate::ledger`]; this module only moves messages and keeps deadlines.
+
+pub mod calibration;
+pub mod expertise;
+pub mod net;
+pub mod node;
+pub mod sim;
+pub mod wire;
+
+pub use expertise::{Expertise, Plugins, Volunteer, Work};
+pub use net::{NetConfig, NetStats};
+pub use node::{Node, Persona, Progress, RoundFailure, RoundResult, RoundSettings};

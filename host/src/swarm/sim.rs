@@ -1,0 +1,382 @@
+//! `apiary sim`: many nodes in one process, talking over libp2p's in-memory transport
+//! with the real protocol, gate and consensus, and simulated experts instead of plugins.
+//!
+//! Questions are sums ("What is 17 + 25?") so every simulated expert knows the truth and
+//! can be made as good or as bad as the scenario needs:
+//! - honest nodes answer right with probability `answer_accuracy` and prefer a right
+//!   answer over a wrong one with probability `judge_accuracy`;
+//! - garbage nodes answer noise and judge at random;
+//! - colluders all answer the same wrong number and always vote for it (they judge
+//!   calibration items honestly, as a careful attacker would);
+//! - slow nodes answer after the deadline, crashing nodes drop off the network when asked
+//!   for their answer, forgers attack the entry node with bad messages each round.
+
+use super::expertise::{Expertise, Volunteer, Work};
+use super::net::NetConfig;
+use super::node::{Node, Persona, RoundSettings};
+use crate::consensus::Outcome;
+use crate::consensus::pairs::SplitMix;
+use crate::ledger::{Ledger, NodeKey};
+use crate::sandbox::Request;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Honest,
+    Garbage,
+    Colluder,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub nodes: usize,
+    pub rounds: usize,
+    pub seed: u64,
+    /// Fractions of the nodes (taken in this order; the rest are honest).
+    pub colluders: f64,
+    pub garbage: f64,
+    pub slow: f64,
+    pub crashing: f64,
+    pub forgers: f64,
+    pub answer_accuracy: f64,
+    pub judge_accuracy: f64,
+    pub settings: RoundSettings,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            nodes: 8,
+            rounds: 10,
+            seed: 1,
+            colluders: 0.0,
+            garbage: 0.0,
+            slow: 0.0,
+            crashing: 0.0,
+            forgers: 0.0,
+            answer_accuracy: 0.8,
+            judge_accuracy: 0.8,
+            settings: RoundSettings {
+                join_ms: 2_000,
+                answer_ms: 2_000,
+                judge_ms: 2_000,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A simulated expert: instant, with the competence its role gives it.
+pub struct SimExpert {
+    pub role: Role,
+    pub index: u64,
+    pub answer_accuracy: f64,
+    pub judge_accuracy: f64,
+}
+
+/// `(a, b)` of "What is a + b?".
+fn parse_sum(prompt: &str) -> Option<(i64, i64)> {
+    let rest = prompt.strip_prefix("What is ")?.strip_suffix('?')?;
+    let (a, b) = rest.split_once(" + ")?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// The number the colluders agree on.
+fn collusion_target(truth: i64) -> i64 {
+    truth + 1_000
+}
+
+struct SimWork {
+    role: Role,
+    truth: Option<i64>,
+    rng: SplitMix,
+    answer_accuracy: f64,
+    judge_accuracy: f64,
+}
+
+impl SimWork {
+    fn chance(&mut self, p: f64) -> bool {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+impl Work for SimWork {
+    fn answer(&mut self, _req: &Request) -> Result<(String, f32), String> {
+        let truth = self.truth.ok_or("not a sum")?;
+        let lucky = self.chance(self.answer_accuracy);
+        Ok(match self.role {
+            Role::Honest if lucky => (truth.to_string(), 0.9),
+            Role::Honest => ((truth + 1 + (self.rng.next_u64() % 9) as i64).to_string(), 0.9),
+            Role::Garbage => (format!("zzz{}", self.rng.next_u64() % 1000), 1.0),
+            Role::Colluder => (collusion_target(truth).to_string(), 1.0),
+        })
+    }
+
+    fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Outcome, String> {
+        let Some((a, b)) = parse_sum(prompt) else {
+            // Calibration geography: every simulated judge knows the capitals it is shown
+            // as well as its accuracy lets it.
+            return Ok(Outcome::Tie);
+        };
+        let truth = a + b;
+        let is_calibration = self.truth != Some(truth);
+        let value = |s: &str| s.trim().parse::<i64>().ok();
+        let (f, s) = (value(first), value(second));
+        if self.role == Role::Colluder && !is_calibration {
+            let target = Some(collusion_target(truth));
+            return Ok(if f == target {
+                Outcome::First
+            } else if s == target {
+                Outcome::Second
+            } else {
+                Outcome::Tie
+            });
+        }
+        if self.role == Role::Garbage {
+            return Ok(match self.rng.next_u64() % 3 {
+                0 => Outcome::First,
+                1 => Outcome::Second,
+                _ => Outcome::Tie,
+            });
+        }
+        let right = |v: Option<i64>| v == Some(truth);
+        let accurate = is_calibration || self.chance(self.judge_accuracy);
+        Ok(match (right(f), right(s)) {
+            (true, false) if accurate => Outcome::First,
+            (true, false) => Outcome::Second,
+            (false, true) if accurate => Outcome::Second,
+            (false, true) => Outcome::First,
+            _ => Outcome::Tie,
+        })
+    }
+}
+
+impl Expertise for SimExpert {
+    fn volunteer(&self, req: &Request, _threshold: f32) -> Volunteer {
+        let truth = parse_sum(&req.prompt).map(|(a, b)| a + b);
+        let work = SimWork {
+            role: self.role,
+            truth,
+            rng: SplitMix(req.seed ^ self.index.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            answer_accuracy: self.answer_accuracy,
+            judge_accuracy: self.judge_accuracy,
+        };
+        Volunteer {
+            score: if truth.is_some() { 0.9 } else { 0.0 },
+            plugin: format!("sim-{:?}", self.role).to_lowercase(),
+            work: truth.map(|_| Box::new(work) as Box<dyn Work>),
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        vec!["sim".into()]
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimRound {
+    pub prompt: String,
+    pub truth: i64,
+    pub answer: Option<String>,
+    pub correct: bool,
+    pub single_answer: bool,
+    pub members: usize,
+    pub answers: usize,
+    pub verdicts: usize,
+    pub ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    pub nodes: usize,
+    pub roles: Vec<(String, usize)>,
+    pub rounds: Vec<SimRound>,
+    pub accuracy: f64,
+    /// Share of rounds where at least one answer was right (the best any consensus could do).
+    pub p50_ms: u64,
+    pub p95_ms: u64,
+    /// Refusals at the entry node, by reason.
+    pub rejected: std::collections::BTreeMap<String, u64>,
+}
+
+/// Which role and persona node `i` of `n` gets.
+pub fn cast(c: &SimConfig, i: usize) -> (Role, Persona) {
+    // Node 0 is the entry node: always honest. Roles are dealt from node 1 on.
+    if i == 0 {
+        return (Role::Honest, Persona::Honest);
+    }
+    let n = c.nodes as f64;
+    let mut edge = 0.0;
+    let mut next = |f: f64| {
+        edge += (f * n).round();
+        ((i - 1) as f64) < edge
+    };
+    if next(c.colluders) {
+        (Role::Colluder, Persona::Honest)
+    } else if next(c.garbage) {
+        (Role::Garbage, Persona::Honest)
+    } else if next(c.slow) {
+        (Role::Honest, Persona::Slow(c.settings.answer_ms * 2))
+    } else if next(c.crashing) {
+        (Role::Honest, Persona::Crash)
+    } else if next(c.forgers) {
+        (Role::Honest, Persona::Forger)
+    } else {
+        (Role::Honest, Persona::Honest)
+    }
+}
+
+/// Start the nodes, run the rounds from node 0, report. Must run inside a tokio runtime.
+pub async fn run(c: SimConfig) -> Result<SimReport, String> {
+    let base = 10_000 + (SplitMix(c.seed).next_u64() % 1_000_000);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut roles = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..c.nodes {
+        let (role, persona) = cast(&c, i);
+        *roles
+            .entry(format!("{role:?}/{persona:?}").to_lowercase())
+            .or_default() += 1;
+        let addr: libp2p::Multiaddr = format!("/memory/{}", base + i as u64)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let mut bootstrap = Vec::new();
+        // A connected graph with short paths: each node dials up to 8 earlier ones.
+        let mut rng = SplitMix(c.seed ^ i as u64);
+        for k in 0..i.min(8) {
+            let j = if i <= 8 {
+                k
+            } else {
+                (rng.next_u64() % i as u64) as usize
+            };
+            let peer = nodes[j].net().peer_id;
+            bootstrap.push(
+                format!("/memory/{}/p2p/{peer}", base + j as u64)
+                    .parse()
+                    .map_err(|e| format!("{e}"))?,
+            );
+        }
+        let net = NetConfig {
+            listen: vec![addr],
+            bootstrap,
+            mdns: false,
+            heartbeat: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(30),
+        };
+        let expert = SimExpert {
+            role,
+            index: i as u64,
+            answer_accuracy: c.answer_accuracy,
+            judge_accuracy: c.judge_accuracy,
+        };
+        let ledger = Ledger::in_memory().map_err(|e| e.to_string())?;
+        let node = Node::start(
+            NodeKey::generate(),
+            ledger,
+            Arc::new(expert),
+            net,
+            c.settings.clone(),
+            persona,
+        )?;
+        nodes.push(node);
+    }
+    // Let the mesh form: every node must see the entry node's topic subscription.
+    let entry = nodes[0].clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while entry.net().peers().await.len() < c.nodes.saturating_sub(1).min(8)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut rounds = Vec::new();
+    let mut rng = SplitMix(c.seed.wrapping_mul(31));
+    for r in 0..c.rounds {
+        let (a, b) = (
+            10 + (rng.next_u64() % 990) as i64,
+            10 + (rng.next_u64() % 990) as i64,
+        );
+        let prompt = format!("What is {a} + {b}?");
+        let out = entry
+            .ask(&prompt, None, 32, 0.0, Some(c.seed ^ (r as u64 + 1)), None)
+            .await;
+        rounds.push(match out {
+            Ok(res) => SimRound {
+                prompt,
+                truth: a + b,
+                correct: res.answer.trim() == (a + b).to_string(),
+                answer: Some(res.answer),
+                single_answer: res.single_answer,
+                members: res.members.len(),
+                answers: res.answers,
+                verdicts: res.verdicts,
+                ms: res.elapsed_ms,
+                error: None,
+            },
+            Err(e) => SimRound {
+                prompt,
+                truth: a + b,
+                answer: None,
+                correct: false,
+                single_answer: false,
+                members: 0,
+                answers: 0,
+                verdicts: 0,
+                ms: 0,
+                error: Some(e.to_string()),
+            },
+        });
+    }
+    let mut ms: Vec<u64> = rounds.iter().filter(|r| r.error.is_none()).map(|r| r.ms).collect();
+    ms.sort_unstable();
+    let pct = |p: f64| {
+        if ms.is_empty() {
+            0
+        } else {
+            ms[((ms.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let accuracy = if rounds.is_empty() {
+        0.0
+    } else {
+        rounds.iter().filter(|r| r.correct).count() as f64 / rounds.len() as f64
+    };
+    let report = SimReport {
+        nodes: c.nodes,
+        roles: roles.into_iter().collect(),
+        accuracy,
+        p50_ms: pct(0.5),
+        p95_ms: pct(0.95),
+        rejected: entry.net().stats().rejected,
+        rounds,
+    };
+    for n in &nodes {
+        n.net().shutdown();
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_parse_and_roles_are_cast_by_fraction() {
+        assert_eq!(parse_sum("What is 17 + 25?"), Some((17, 25)));
+        assert_eq!(parse_sum("What is the capital of France?"), None);
+        let c = SimConfig {
+            nodes: 10,
+            colluders: 0.3,
+            crashing: 0.1,
+            ..Default::default()
+        };
+        let roles: Vec<_> = (0..10).map(|i| cast(&c, i)).collect();
+        assert_eq!(roles[0], (Role::Honest, Persona::Honest));
+        assert_eq!(roles.iter().filter(|r| r.0 == Role::Colluder).count(), 3);
+        assert_eq!(roles.iter().filter(|r| r.1 == Persona::Crash).count(), 1);
+    }
+}

@@ -1,0 +1,409 @@
+//! What nodes say to each other, and how a node decides to believe it.
+//!
+//! Every message is a [`Body`] signed by its sender's node key ([`Envelope`] =
+//! [`Signed<Body>`]): the same ed25519 key that is the node's libp2p identity, so a
+//! receiver can also check that the signer is the peer the bytes came from. A body carries
+//! the protocol version, the time it was sent and a random nonce; [`Gate::open`] refuses,
+//! with a reason worth logging, anything that is too large, malformed, of another
+//! version, unsigned or forged, sent by someone other than its signer, replayed, or too
+//! old. Lateness within a round (an answer after the answer deadline) is the round's
+//! business and is checked there.
+
+use crate::consensus::Outcome;
+use crate::ledger::transcript::{AnswerMsg, VerdictMsg};
+use crate::ledger::{NodeKey, Signed};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// Bumped on any incompatible change to [`Body`] or [`Msg`].
+pub const WIRE_VERSION: u32 = 1;
+/// Largest message accepted, in bytes of JSON. Answers are capped far below this by the
+/// sandbox (see `limits::MAX_ANSWER_BYTES`); a judge task carries a few of them.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// How far a sender's clock may be from ours, and how long a nonce is remembered.
+pub const MAX_AGE_MS: u64 = 60_000;
+
+pub type Envelope = Signed<Body>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Body {
+    pub version: u32,
+    /// Sender's clock, unix milliseconds.
+    pub sent_ms: u64,
+    /// Random per message: with `signer`, what makes a replay recognisable.
+    pub nonce: u64,
+    pub msg: Msg,
+}
+
+/// The round protocol's messages (DESIGN.md, "A swarm round").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Msg {
+    /// Entry → everyone (gossip): a new round.
+    Request(RoundRequest),
+    /// Member → entry: whether this node volunteers, and how sure it is.
+    Join(Join),
+    /// Entry → member: you are in; answer by the deadline. The reply is an `Answer`.
+    Select(Select),
+    /// Member → entry: the signed answer (or why there is none).
+    Answer(AnswerReply),
+    /// Entry → member: pairs to judge. The reply is `Verdicts`.
+    Judge(JudgeTask),
+    /// Member → entry: one signed verdict per item.
+    Verdicts(VerdictReply),
+    /// A plain acknowledgement (or refusal, with a note).
+    Ack(Ack),
+}
+
+impl Msg {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Msg::Request(_) => "request",
+            Msg::Join(_) => "join",
+            Msg::Select(_) => "select",
+            Msg::Answer(_) => "answer",
+            Msg::Judge(_) => "judge",
+            Msg::Verdicts(_) => "verdicts",
+            Msg::Ack(_) => "ack",
+        }
+    }
+
+    pub fn round(&self) -> &str {
+        match self {
+            Msg::Request(m) => &m.round,
+            Msg::Join(m) => &m.round,
+            Msg::Select(m) => &m.round,
+            Msg::Answer(m) => &m.round,
+            Msg::Judge(m) => &m.round,
+            Msg::Verdicts(m) => &m.round,
+            Msg::Ack(m) => &m.round,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRequest {
+    pub round: String,
+    /// Node id of the entry node, which coordinates the round.
+    pub entry: String,
+    pub prompt: String,
+    pub domain: Option<String>,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub seed: u64,
+    /// Phase deadlines, unix milliseconds on the entry node's clock.
+    pub join_by: u64,
+    pub answer_by: u64,
+    pub judge_by: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    pub round: String,
+    pub willing: bool,
+    /// Best `assess` score among the node's plugins.
+    pub score: f32,
+    /// Which plugin would answer (for explanations only).
+    pub plugin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Select {
+    pub round: String,
+    /// This node's index among the round's members (it signs its answer with it).
+    pub member: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerReply {
+    pub round: String,
+    pub answer: Option<Signed<AnswerMsg>>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeTask {
+    pub round: String,
+    /// The judge's member index (it signs its verdicts with it).
+    pub judge: usize,
+    pub items: Vec<JudgeItem>,
+}
+
+/// One ordered pair. `first`/`second` are labels the judge copies into its verdict:
+/// answer indexes of the round for real pairs, opaque labels for calibration items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeItem {
+    pub prompt: String,
+    pub first: usize,
+    pub second: usize,
+    pub first_text: String,
+    pub second_text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictReply {
+    pub round: String,
+    pub verdicts: Vec<Signed<VerdictMsg>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub round: String,
+    pub note: Option<String>,
+}
+
+/// Why a message was refused. Logged with the sender; never fatal to anything.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("oversized: {0} bytes (at most {MAX_MESSAGE_BYTES})")]
+    Oversized(usize),
+    #[error("malformed: {0}")]
+    Malformed(String),
+    #[error("unsupported wire version {0} (this node speaks {WIRE_VERSION}); upgrade one side")]
+    Version(u64),
+    #[error("bad signature: {0}")]
+    Forged(String),
+    #[error("signed by {signer} but sent by peer {peer}")]
+    WrongSender { signer: String, peer: String },
+    #[error("replayed (this signer already used nonce {0})")]
+    Replayed(u64),
+    #[error("too old: sent {0} ms ago")]
+    Stale(u64),
+    #[error("from the future: sent {0} ms ahead of this node's clock")]
+    Future(u64),
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_nonce() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the operating system provides randomness");
+    u64::from_le_bytes(b)
+}
+
+/// Sign `msg` as this node, now.
+pub fn seal(key: &NodeKey, msg: Msg) -> Envelope {
+    key.sign(Body {
+        version: WIRE_VERSION,
+        sent_ms: now_ms(),
+        nonce: random_nonce(),
+        msg,
+    })
+}
+
+/// Bytes for gossip.
+pub fn to_bytes(env: &Envelope) -> Vec<u8> {
+    serde_json::to_vec(env).expect("envelopes serialize")
+}
+
+/// The node id (hex ed25519 public key) behind a libp2p peer id, if it has one inline
+/// (ed25519 peer ids always do).
+pub fn node_id_of(peer: &libp2p::PeerId) -> Option<String> {
+    let mh = peer.as_ref();
+    // Identity multihash of the protobuf-encoded public key.
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = libp2p::identity::PublicKey::try_decode_protobuf(mh.digest()).ok()?;
+    let ed = pk.try_into_ed25519().ok()?;
+    Some(hex::encode(ed.to_bytes()))
+}
+
+/// Checks messages at the door and remembers nonces to refuse replays.
+pub struct Gate {
+    seen: HashMap<(String, u64), u64>,
+    order: VecDeque<(u64, String, u64)>,
+    /// Most nonces remembered (oldest forgotten first; they are stale by then anyway).
+    capacity: usize,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: 200_000,
+        }
+    }
+}
+
+impl Gate {
+    /// Parse and check one message of `len` bytes that came from `peer_node` (the node
+    /// id of the transport peer; `None` where the transport has none, e.g. gossip
+    /// relayed without a source).
+    pub fn open(
+        &mut self,
+        value: serde_json::Value,
+        len: usize,
+        peer_node: Option<&str>,
+        now: u64,
+    ) -> Result<Envelope, Rejection> {
+        if len > MAX_MESSAGE_BYTES {
+            return Err(Rejection::Oversized(len));
+        }
+        // The version first, so an old or new peer gets a clear reason, not a parse error.
+        let version = value
+            .get("payload")
+            .and_then(|p| p.get("version"))
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| Rejection::Malformed("no payload.version".into()))?;
+        if version != u64::from(WIRE_VERSION) {
+            return Err(Rejection::Version(version));
+        }
+        let env: Envelope =
+            serde_json::from_value(value).map_err(|e| Rejection::Malformed(e.to_string()))?;
+        env.verify().map_err(Rejection::Forged)?;
+        if let Some(peer) = peer_node
+            && peer != env.signer
+        {
+            return Err(Rejection::WrongSender {
+                signer: short(&env.signer),
+                peer: short(peer),
+            });
+        }
+        let sent = env.payload.sent_ms;
+        if sent > now + MAX_AGE_MS {
+            return Err(Rejection::Future(sent - now));
+        }
+        if now > sent + MAX_AGE_MS {
+            return Err(Rejection::Stale(now - sent));
+        }
+        self.forget_before(now.saturating_sub(2 * MAX_AGE_MS));
+        let key = (env.signer.clone(), env.payload.nonce);
+        if self.seen.contains_key(&key) {
+            return Err(Rejection::Replayed(env.payload.nonce));
+        }
+        self.seen.insert(key, sent);
+        self.order.push_back((now, env.signer.clone(), env.payload.nonce));
+        while self.order.len() > self.capacity {
+            if let Some((_, s, n)) = self.order.pop_front() {
+                self.seen.remove(&(s, n));
+            }
+        }
+        Ok(env)
+    }
+
+    fn forget_before(&mut self, t: u64) {
+        while let Some((at, _, _)) = self.order.front() {
+            if *at >= t {
+                break;
+            }
+            if let Some((_, s, n)) = self.order.pop_front() {
+                self.seen.remove(&(s, n));
+            }
+        }
+    }
+}
+
+/// A node id short enough for a log line.
+pub fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// A verdict in the form a judge signs it.
+pub fn verdict(round: &str, judge: usize, item: &JudgeItem, outcome: Outcome) -> VerdictMsg {
+    VerdictMsg {
+        round: round.to_string(),
+        judge,
+        first: item.first,
+        second: item.second,
+        outcome,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack() -> Msg {
+        Msg::Ack(Ack {
+            round: "r".into(),
+            note: None,
+        })
+    }
+
+    fn value(env: &Envelope) -> (serde_json::Value, usize) {
+        let bytes = to_bytes(env);
+        (serde_json::from_slice(&bytes).unwrap(), bytes.len())
+    }
+
+    #[test]
+    fn a_sealed_message_opens_once() {
+        let key = NodeKey::generate();
+        let env = seal(&key, ack());
+        let mut gate = Gate::default();
+        let (v, n) = value(&env);
+        let opened = gate.open(v.clone(), n, Some(&key.id()), now_ms()).unwrap();
+        assert_eq!(opened, env);
+        assert_eq!(
+            gate.open(v, n, Some(&key.id()), now_ms()),
+            Err(Rejection::Replayed(env.payload.nonce))
+        );
+    }
+
+    #[test]
+    fn forged_oversized_malformed_stale_and_foreign_messages_are_refused() {
+        let key = NodeKey::generate();
+        let mut gate = Gate::default();
+        let now = now_ms();
+
+        let mut forged = seal(&key, ack());
+        forged.payload.msg = Msg::Ack(Ack {
+            round: "other".into(),
+            note: None,
+        });
+        let (v, n) = value(&forged);
+        assert!(matches!(gate.open(v, n, None, now), Err(Rejection::Forged(_))));
+
+        let mut stolen = seal(&key, ack());
+        stolen.signer = NodeKey::generate().id();
+        let (v, n) = value(&stolen);
+        assert!(matches!(gate.open(v, n, None, now), Err(Rejection::Forged(_))));
+
+        let (v, _) = value(&seal(&key, ack()));
+        assert_eq!(
+            gate.open(v, MAX_MESSAGE_BYTES + 1, None, now),
+            Err(Rejection::Oversized(MAX_MESSAGE_BYTES + 1))
+        );
+
+        let garbage = serde_json::json!({"payload": {"version": 1, "msg": 7}});
+        assert!(matches!(
+            gate.open(garbage, 10, None, now),
+            Err(Rejection::Malformed(_))
+        ));
+        assert!(matches!(
+            gate.open(serde_json::json!([1, 2]), 5, None, now),
+            Err(Rejection::Malformed(_))
+        ));
+
+        let mut future = seal(&key, ack());
+        future.payload.version = 2;
+        let (v, n) = value(&future);
+        assert_eq!(gate.open(v, n, None, now), Err(Rejection::Version(2)));
+
+        let old = seal(&key, ack());
+        let (v, n) = value(&old);
+        assert!(matches!(
+            gate.open(v, n, None, now + MAX_AGE_MS + 1_000),
+            Err(Rejection::Stale(_))
+        ));
+
+        let (v, n) = value(&seal(&key, ack()));
+        assert!(matches!(
+            gate.open(v, n, Some(&NodeKey::generate().id()), now),
+            Err(Rejection::WrongSender { .. })
+        ));
+    }
+
+    #[test]
+    fn peer_ids_map_to_node_ids() {
+        let key = NodeKey::generate();
+        let kp = key.libp2p_keypair();
+        assert_eq!(node_id_of(&kp.public().to_peer_id()), Some(key.id()));
+    }
+}
