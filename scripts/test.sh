@@ -21,6 +21,16 @@ if ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
   export APIARY_REQUIRE_WGPU=1
 fi
 
+# The official OpenAI Python client drives a node in host/tests/swarm.rs.
+if ! PYTHONPATH=target/pydeps python3 -c "import openai" >/dev/null 2>&1; then
+  echo "==> installing the openai Python package into target/pydeps"
+  if ! python3 -m pip --version >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip) >/dev/null
+  fi
+  python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps "openai==3.57.0" \
+    || python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps openai
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -372,7 +372,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             api_key,
         } => {
             if let Some(url) = node {
-                return ask_node(&url, api_key, &question, max_tokens, temperature, explain, json);
+                return ask_node(
+                    &url,
+                    api_key,
+                    &question,
+                    max_tokens,
+                    temperature,
+                    explain,
+                    json,
+                );
             }
             let registry = registry(&cli.sandbox, &plugins)?;
             let ledger = match &data_dir {
@@ -662,10 +670,18 @@ fn run_node(sandbox_args: &SandboxArgs, args: RunArgs) -> Result<ExitCode, Strin
         let _watch = registry
             .watch(|report| {
                 if !report.is_empty() {
-                    eprintln!("plugins changed: {}", serde_json::to_string(report).unwrap_or_default())
+                    eprintln!(
+                        "plugins changed: {}",
+                        serde_json::to_string(report).unwrap_or_default()
+                    )
                 }
             })
-            .map_err(|e| eprintln!("warning: not watching {} for changes: {e}", args.plugins.display()))
+            .map_err(|e| {
+                eprintln!(
+                    "warning: not watching {} for changes: {e}",
+                    args.plugins.display()
+                )
+            })
             .ok();
         let net = apiary::swarm::NetConfig {
             listen: args.listen.clone(),
@@ -746,16 +762,28 @@ fn ask_node(
             return Err(format!("the node answered {status}: {msg}"));
         }
         if json {
-            println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+            );
             return Ok(ExitCode::SUCCESS);
         }
         if explain {
             let a = &v["apiary"];
-            println!("round {} ({} ms)", a["id"].as_str().unwrap_or("?"), a["elapsed_ms"]);
+            println!(
+                "round {} ({} ms)",
+                a["id"].as_str().unwrap_or("?"),
+                a["elapsed_ms"]
+            );
             for m in a["members"].as_array().into_iter().flatten() {
                 println!(
                     "  {} {:<10} assess {:.2} answered {} judged {} {}",
-                    m["node"].as_str().unwrap_or("?").chars().take(12).collect::<String>(),
+                    m["node"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .chars()
+                        .take(12)
+                        .collect::<String>(),
                     m["plugin"].as_str().unwrap_or("?"),
                     m["score"].as_f64().unwrap_or(0.0),
                     m["answered"],
@@ -768,11 +796,18 @@ fn ask_node(
                 a["answers"],
                 a["verdicts"],
                 a["margin"].as_f64().unwrap_or(0.0),
-                if a["single_answer"].as_bool() == Some(true) { " (single answer)" } else { "" }
+                if a["single_answer"].as_bool() == Some(true) {
+                    " (single answer)"
+                } else {
+                    ""
+                }
             );
             println!();
         }
-        println!("{}", v["choices"][0]["message"]["content"].as_str().unwrap_or(""));
+        println!(
+            "{}",
+            v["choices"][0]["message"]["content"].as_str().unwrap_or("")
+        );
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -804,7 +839,10 @@ fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
     };
     let report = runtime()?.block_on(apiary::swarm::sim::run(config))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -821,7 +859,9 @@ fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
         match &r.error {
             None => println!(
                 "round {i:>3}: {} = {:<6} got {:<8} {}  {} members, {} answers, {} verdicts, {} ms{}",
-                r.prompt.trim_start_matches("What is ").trim_end_matches('?'),
+                r.prompt
+                    .trim_start_matches("What is ")
+                    .trim_end_matches('?'),
                 r.truth,
                 r.answer.as_deref().unwrap_or("-"),
                 if r.correct { "right" } else { "WRONG" },
@@ -829,7 +869,11 @@ fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
                 r.answers,
                 r.verdicts,
                 r.ms,
-                if r.single_answer { " (single answer)" } else { "" }
+                if r.single_answer {
+                    " (single answer)"
+                } else {
+                    ""
+                }
             ),
             Some(e) => println!("round {i:>3}: {} failed: {e}", r.prompt),
         }

@@ -62,7 +62,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &app.token else {
         return Ok(());
     };
@@ -73,11 +73,11 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     if given == Some(token.as_str()) {
         Ok(())
     } else {
-        Err(error(
+        Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             "missing or wrong API key: send `Authorization: Bearer <key>` with the key the node's operator set (--api-key)",
-        ))
+        )))
     }
 }
 
@@ -87,7 +87,7 @@ fn now_s() -> u64 {
 
 async fn models(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&app, &headers) {
-        return r;
+        return *r;
     }
     Json(json!({
         "object": "list",
@@ -98,7 +98,7 @@ async fn models(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Err(r) = authorize(&app, &headers) {
-        return r;
+        return *r;
     }
     let net = app.node.net();
     let peers: Vec<String> = net.peers().await.iter().map(|p| p.to_string()).collect();
@@ -121,7 +121,7 @@ async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn round(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&app, &headers) {
-        return r;
+        return *r;
     }
     match app.node.transcript(&id) {
         Ok(t) => {
@@ -185,7 +185,7 @@ fn text_of(content: &Option<Value>) -> String {
 
 async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     if let Err(r) = authorize(&app, &headers) {
-        return r;
+        return *r;
     }
     let req: ChatRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -294,18 +294,20 @@ fn stream(
         };
         match ask.await {
             Ok(Ok(r)) => {
-                let _ = events.send(chunk(&r.id, json!({"role": "assistant", "content": ""}), Value::Null));
+                let _ = events.send(chunk(
+                    &r.id,
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ));
                 // Word by word, so clients render it as they would a generated reply.
                 for piece in r.answer.split_inclusive(' ') {
                     let _ = events.send(chunk(&r.id, json!({"content": piece}), Value::Null));
                 }
                 let _ = events.send(chunk(&r.id, json!({}), json!("stop")));
-                let _ = events.send(
-                    Event::default().comment(format!(
-                        "round {} margin {:.2} answers {} verdicts {}",
-                        r.id, r.margin, r.answers, r.verdicts
-                    )),
-                );
+                let _ = events.send(Event::default().comment(format!(
+                    "round {} margin {:.2} answers {} verdicts {}",
+                    r.id, r.margin, r.answers, r.verdicts
+                )));
             }
             Ok(Err(e)) => {
                 let _ = events.send(Event::default().data(
@@ -339,7 +341,9 @@ mod tests {
     fn message_text_from_strings_and_parts() {
         assert_eq!(text_of(&Some(json!("hi"))), "hi");
         assert_eq!(
-            text_of(&Some(json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]))),
+            text_of(&Some(
+                json!([{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}])
+            )),
             "a\nb"
         );
         assert_eq!(text_of(&None), "");

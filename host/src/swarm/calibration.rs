@@ -45,7 +45,7 @@ pub fn items(seed: u64, n: usize) -> Vec<Item> {
                 let a = 11 + (r >> 8) % 89;
                 let b = 11 + (r >> 20) % 89;
                 let off = 1 + (r >> 32) % 9;
-                let (prompt, value) = if r % 2 == 0 {
+                let (prompt, value) = if r.is_multiple_of(2) {
                     (format!("What is {a} + {b}?"), a + b)
                 } else {
                     (format!("What is {a} * {b}?"), a * b)

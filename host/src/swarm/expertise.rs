@@ -58,10 +58,8 @@ impl PluginWork {
 
 impl Drop for PluginWork {
     fn drop(&mut self) {
-        self.plugin.record_round(
-            self.faulted,
-            crate::plugins::DEFAULT_QUARANTINE_AFTER,
-        );
+        self.plugin
+            .record_round(self.faulted, crate::plugins::DEFAULT_QUARANTINE_AFTER);
     }
 }
 
@@ -96,7 +94,10 @@ impl Expertise for Plugins {
                         let mut session = match p.session(sandbox, req.seed) {
                             Ok(s) => s,
                             Err(e) => {
-                                p.record_round(e.is_fault(), crate::plugins::DEFAULT_QUARANTINE_AFTER);
+                                p.record_round(
+                                    e.is_fault(),
+                                    crate::plugins::DEFAULT_QUARANTINE_AFTER,
+                                );
                                 return None;
                             }
                         };
@@ -116,7 +117,10 @@ impl Expertise for Plugins {
                 .filter_map(|h| h.join().ok().flatten())
                 .collect()
         });
-        assessed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.plugin.name.cmp(&b.1.plugin.name)));
+        assessed.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(a.1.plugin.name.cmp(&b.1.plugin.name))
+        });
         match assessed.into_iter().next() {
             Some((score, work)) => Volunteer {
                 score,

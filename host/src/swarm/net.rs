@@ -287,8 +287,10 @@ fn build_swarm(
                 .max_transmit_size(wire::MAX_MESSAGE_BYTES)
                 .build()
                 .map_err(|e| format!("gossipsub config: {e}"))?;
-            let mut gossipsub =
-                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
+            let mut gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossip_config,
+            )?;
             gossipsub.with_peer_score(
                 gossipsub::PeerScoreParams::default(),
                 gossipsub::PeerScoreThresholds::default(),
@@ -520,11 +522,9 @@ impl Task {
                     let _ = tx.send(Err(format!("request to {peer} failed: {error}")));
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::InboundFailure {
-                peer,
-                error,
-                ..
-            })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::InboundFailure { peer, error, .. },
+            )) => {
                 // A body the codec could not read (not JSON, or over the codec's cap).
                 if matches!(error, request_response::InboundFailure::Io(_)) {
                     self.count_malformed(&peer, "request", &error.to_string());
@@ -551,17 +551,18 @@ impl Task {
                         continue;
                     }
                     tracing::info!("mDNS found {peer} at {addr}");
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     self.swarm.add_peer_address(peer, addr.clone());
                     let _ = self.swarm.dial(addr);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer, ..
-            })) => {
-                if !self.swarm.is_connected(&peer) {
-                    let _ = self.swarm.dial(peer);
-                }
+            })) if !self.swarm.is_connected(&peer) => {
+                let _ = self.swarm.dial(peer);
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 tracing::debug!("connected to {peer_id}");

@@ -16,9 +16,9 @@ use super::expertise::{Expertise, Work};
 use super::net::{Inbound, Net, NetConfig};
 use super::wire::{self, Ack, AnswerReply, Join, JudgeItem, JudgeTask, Msg, RoundRequest};
 use super::wire::{Select, VerdictReply, short};
+use crate::consensus;
 use crate::consensus::pairs::SplitMix;
 use crate::consensus::scoring::Standing;
-use crate::consensus;
 use crate::ledger::transcript::{AnswerMsg, Member, Params, Transcript, VerdictMsg};
 use crate::ledger::{Ledger, NodeKey, Signed, local};
 use crate::sandbox::Request;
@@ -216,7 +216,9 @@ impl Node {
 
     /// A recorded round's transcript.
     pub fn transcript(&self, id: &str) -> Result<Transcript, String> {
-        lock(&self.inner.ledger).round(id).map_err(|e| e.to_string())
+        lock(&self.inner.ledger)
+            .round(id)
+            .map_err(|e| e.to_string())
     }
 
     /// This node's view of another node's standing.
@@ -488,9 +490,8 @@ impl Node {
         };
         say(Progress::Forming);
         let round = local::round_id(&me, prompt);
-        let seed = seed.unwrap_or_else(|| {
-            u64::from_str_radix(&round[..16.min(round.len())], 16).unwrap_or(0)
-        });
+        let seed = seed
+            .unwrap_or_else(|| u64::from_str_radix(&round[..16.min(round.len())], 16).unwrap_or(0));
         let now = wire::now_ms();
         let request = RoundRequest {
             round: round.clone(),
@@ -639,7 +640,10 @@ impl Node {
                     answers.push(a);
                 }
                 Err(e) => {
-                    tracing::info!("round {round}: member {} left out: {e}", short(&reports[i].node));
+                    tracing::info!(
+                        "round {round}: member {} left out: {e}",
+                        short(&reports[i].node)
+                    );
                     reports[i].note = Some(e);
                 }
             }
@@ -689,12 +693,16 @@ impl Node {
                         second_text: answers[a.second].payload.text.clone(),
                     })
                     .collect();
+                // A new judge gets enough items to prove itself in one round even if it
+                // abstains (ties) on the ones outside its domain; a proven one gets one
+                // pair, both orders, so it cannot stop trying.
                 let wanted = if standings[member].calibrated(p) {
                     1
                 } else {
-                    (p.calibration_items as usize).div_ceil(2)
+                    2 * p.calibration_items as usize
                 };
-                let bank = calibration::items(seed ^ (member as u64 + 1).wrapping_mul(0x9E37), wanted);
+                let bank =
+                    calibration::items(seed ^ (member as u64 + 1).wrapping_mul(0x9E37), wanted);
                 let mut truth: HashMap<(usize, usize), bool> = HashMap::new();
                 for (k, item) in bank.into_iter().enumerate() {
                     let (right, wrong) = (n + 2 * k, n + 2 * k + 1);
@@ -738,11 +746,16 @@ impl Node {
                                     Ok(judge_items(&me.inner.key, work, task).await)
                                 }
                                 Some(peer) => {
-                                    let reply =
-                                        me.inner.net.request(peer, me.sign(Msg::Judge(task))).await?;
+                                    let reply = me
+                                        .inner
+                                        .net
+                                        .request(peer, me.sign(Msg::Judge(task)))
+                                        .await?;
                                     match reply.payload.msg {
                                         Msg::Verdicts(v) if reply.signer == node => Ok(v.verdicts),
-                                        other => Err(format!("expected verdicts, got {}", other.kind())),
+                                        other => {
+                                            Err(format!("expected verdicts, got {}", other.kind()))
+                                        }
                                     }
                                 }
                             }
@@ -760,7 +773,10 @@ impl Node {
                 let got = match got {
                     Ok(v) => v,
                     Err(e) => {
-                        tracing::info!("round {round}: judge {} left out: {e}", short(&reports[member].node));
+                        tracing::info!(
+                            "round {round}: judge {} left out: {e}",
+                            short(&reports[member].node)
+                        );
                         reports[member].note.get_or_insert(e);
                         continue;
                     }
@@ -789,7 +805,8 @@ impl Node {
                         continue;
                     }
                     if let Some(first_right) = truth.get(&key) {
-                        if let Some(correct) = calibration::judged(v.payload.outcome, *first_right) {
+                        if let Some(correct) = calibration::judged(v.payload.outcome, *first_right)
+                        {
                             standings[member].record_calibration(correct, p);
                         }
                     } else {
@@ -867,14 +884,16 @@ fn check_answer(
         return Err("reply signed by another node".into());
     }
     let Msg::Answer(a) = reply.payload.msg else {
-        return Err(format!("expected an answer, got {}", reply.payload.msg.kind()));
+        return Err(format!(
+            "expected an answer, got {}",
+            reply.payload.msg.kind()
+        ));
     };
     let Some(answer) = a.answer else {
         return Err(a.error.unwrap_or_else(|| "no answer".into()));
     };
     answer.verify()?;
-    if answer.signer != node || answer.payload.round != round || answer.payload.member != member
-    {
+    if answer.signer != node || answer.payload.round != round || answer.payload.member != member {
         return Err("answer signed for another node, round or member".into());
     }
     Ok(answer)

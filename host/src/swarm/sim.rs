@@ -109,7 +109,10 @@ impl Work for SimWork {
         let lucky = self.chance(self.answer_accuracy);
         Ok(match self.role {
             Role::Honest if lucky => (truth.to_string(), 0.9),
-            Role::Honest => ((truth + 1 + (self.rng.next_u64() % 9) as i64).to_string(), 0.9),
+            Role::Honest => (
+                (truth + 1 + (self.rng.next_u64() % 9) as i64).to_string(),
+                0.9,
+            ),
             Role::Garbage => (format!("zzz{}", self.rng.next_u64() % 1000), 1.0),
             Role::Colluder => (collusion_target(truth).to_string(), 1.0),
         })
@@ -331,7 +334,11 @@ pub async fn run(c: SimConfig) -> Result<SimReport, String> {
             },
         });
     }
-    let mut ms: Vec<u64> = rounds.iter().filter(|r| r.error.is_none()).map(|r| r.ms).collect();
+    let mut ms: Vec<u64> = rounds
+        .iter()
+        .filter(|r| r.error.is_none())
+        .map(|r| r.ms)
+        .collect();
     ms.sort_unstable();
     let pct = |p: f64| {
         if ms.is_empty() {

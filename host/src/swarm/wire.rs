@@ -279,7 +279,8 @@ impl Gate {
             return Err(Rejection::Replayed(env.payload.nonce));
         }
         self.seen.insert(key, sent);
-        self.order.push_back((now, env.signer.clone(), env.payload.nonce));
+        self.order
+            .push_back((now, env.signer.clone(), env.payload.nonce));
         while self.order.len() > self.capacity {
             if let Some((_, s, n)) = self.order.pop_front() {
                 self.seen.remove(&(s, n));
@@ -358,12 +359,18 @@ mod tests {
             note: None,
         });
         let (v, n) = value(&forged);
-        assert!(matches!(gate.open(v, n, None, now), Err(Rejection::Forged(_))));
+        assert!(matches!(
+            gate.open(v, n, None, now),
+            Err(Rejection::Forged(_))
+        ));
 
         let mut stolen = seal(&key, ack());
         stolen.signer = NodeKey::generate().id();
         let (v, n) = value(&stolen);
-        assert!(matches!(gate.open(v, n, None, now), Err(Rejection::Forged(_))));
+        assert!(matches!(
+            gate.open(v, n, None, now),
+            Err(Rejection::Forged(_))
+        ));
 
         let (v, _) = value(&seal(&key, ack()));
         assert_eq!(

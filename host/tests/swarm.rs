@@ -1,0 +1,319 @@
+//! Swarm tests with real processes: `apiary run` nodes on loopback TCP, asked through
+//! their HTTP API, by the official `openai` Python package and by `apiary ask --node`.
+
+mod common;
+
+use common::{Folder, fixture, plugin, workspace};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const API_KEY: &str = "test-key";
+
+struct NodeProc {
+    child: Child,
+    http: String,
+    p2p: String,
+    data: tempfile::TempDir,
+    _plugins: Folder,
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NodeProc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("stderr.log")).unwrap_or_default()
+    }
+}
+
+/// Start `apiary run` with the given plugin folders and wait until it reports its
+/// addresses.
+fn start(plugins: &[(&Path, &str)], bootstrap: Option<&str>, extra: &[&str]) -> NodeProc {
+    let folder = Folder::new();
+    for (src, id) in plugins {
+        folder.add(src, id);
+    }
+    let data = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(data.path().join("stderr.log")).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_apiary"));
+    cmd.args(["--log", "info", "--cache-dir"])
+        .arg(workspace().join("target/tmp/swarm-test-cache"))
+        .arg("run")
+        .arg("--plugins")
+        .arg(folder.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            "127.0.0.1:0",
+            "--no-mdns",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let mut child = cmd.spawn().expect("apiary starts");
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    let (mut http, mut p2p) = (None, None);
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(a) = line.strip_prefix("listening ") {
+            p2p.get_or_insert(a.to_string());
+        }
+        if let Some(h) = line.strip_prefix("http ") {
+            http = Some(h.to_string());
+            break;
+        }
+    }
+    // Keep draining stdout so the node never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    NodeProc {
+        child,
+        http: http.expect("the node reports its HTTP address"),
+        p2p: p2p.expect("the node reports its libp2p address"),
+        data,
+        _plugins: folder,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+async fn get(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn wait_for_peers(node: &NodeProc, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = get(&format!("{}/v1/node", node.http)).await;
+        let peers = v["peers"].as_array().map(|p| p.len()).unwrap_or(0);
+        if peers >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {peers} of {n} peers joined: {v}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn chat(node: &NodeProc, question: &str) -> serde_json::Value {
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", node.http))
+        .bearer_auth(API_KEY)
+        .json(&serde_json::json!({
+            "model": "apiary-swarm",
+            "messages": [{"role": "user", "content": question}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {v}\n{}", node.log());
+    v
+}
+
+/// Five processes: three arithmetic specialists, a confident liar, and a plugin that
+/// spins in `answer` (killed mid-round). The right answer wins by consensus, the round
+/// completes without the killed member long before the answer deadline, the transcript
+/// verifies, and the API works for the OpenAI SDK and for `apiary ask --node`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_on_loopback_answer_by_consensus() {
+    let arith = plugin("arith");
+    let entry = start(
+        &[(&arith, "arith")],
+        None,
+        &["--api-key", API_KEY, "--answer-ms", "60000"],
+    );
+    let boot = entry.p2p.clone();
+    let members = [
+        start(&[(&arith, "arith")], Some(&boot), &[]),
+        start(&[(&arith, "arith")], Some(&boot), &[]),
+        start(&[(&fixture("liar"), "liar")], Some(&boot), &[]),
+    ];
+    let mut spinner = start(
+        &[(&fixture("infinite-loop"), "spinner")],
+        Some(&boot),
+        &["--max-answer-ms", "60000"],
+    );
+    wait_for_peers(&entry, 4).await;
+
+    let started = Instant::now();
+    let entry_http = entry.http.clone();
+    let round = tokio::spawn(async move {
+        let n = NodeRef { http: entry_http };
+        n.chat("What is 6 * 7?").await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    spinner.child.kill().unwrap();
+    let _ = spinner.child.wait();
+    let v = round.await.unwrap();
+    let took = started.elapsed();
+    let answer = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("42"), "consensus answer {answer:?}: {v}");
+    let a = &v["apiary"];
+    let members_seen = a["members"].as_array().unwrap();
+    assert_eq!(members_seen.len(), 5, "{a}");
+    let left_out: Vec<_> = members_seen
+        .iter()
+        .filter(|m| m["answered"] == false)
+        .collect();
+    assert_eq!(left_out.len(), 1, "only the killed member is missing: {a}");
+    assert_eq!(left_out[0]["plugin"], "infinite-loop");
+    assert_eq!(a["answers"], 4, "{a}");
+    assert!(a["verdicts"].as_u64().unwrap() > 0, "{a}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the round waited for the dead member ({took:?})"
+    );
+
+    // The transcript verifies, through the API and from the ledger.
+    let id = a["id"].as_str().unwrap();
+    let r = get(&format!("{}/v1/rounds/{id}", entry.http)).await;
+    assert_eq!(r["verified"], true, "{r}");
+    assert!(r["answer"].as_str().unwrap().contains("42"));
+    let signers: std::collections::BTreeSet<_> = r["transcript"]["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["signer"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(signers.len(), 4, "each answer is signed by its own node");
+    // Proof of capability: every judge met hidden calibration items, the arithmetic
+    // specialists passed them and the liar (who always says "first") did not.
+    let p = apiary::consensus::scoring::ReputationParams::default();
+    let mut calibrated = 0;
+    for m in r["transcript"]["members"].as_array().unwrap() {
+        let s: apiary::consensus::Standing = serde_json::from_value(m["before"].clone()).unwrap();
+        calibrated += usize::from(s.calibrated(&p));
+    }
+    assert_eq!(calibrated, 3, "three arithmetic judges calibrated: {r}");
+    assert!(a["margin"].as_f64().unwrap() > 0.5, "{a}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["rounds", "verify", id, "--data-dir"])
+        .arg(entry.data.path())
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // The official OpenAI client, plain and streaming; a wrong key is refused.
+    let pydeps = workspace().join("target/pydeps");
+    let py = Command::new("python3")
+        .arg(workspace().join("host/tests/py/openai_client.py"))
+        .args([&entry.http, API_KEY, "What is 6 * 7?", "42"])
+        .env("PYTHONPATH", &pydeps)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        py.status.success(),
+        "openai client failed (scripts/test.sh installs the `openai` package into {}):\n{}\n{}",
+        pydeps.display(),
+        String::from_utf8_lossy(&py.stdout),
+        String::from_utf8_lossy(&py.stderr)
+    );
+
+    // `apiary ask --node` is a client of the same API.
+    let ask = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["ask", "What is 6 * 7?", "--node", &entry.http])
+        .args(["--api-key", API_KEY])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ask.stdout);
+    assert!(ask.status.success() && out.contains("42"), "{out}");
+    drop(members);
+}
+
+struct NodeRef {
+    http: String,
+}
+
+impl NodeRef {
+    async fn chat(&self, q: &str) -> serde_json::Value {
+        let resp = client()
+            .post(format!("{}/v1/chat/completions", self.http))
+            .bearer_auth(API_KEY)
+            .json(&serde_json::json!({
+                "model": "apiary-swarm",
+                "messages": [{"role": "user", "content": q}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert!(status.is_success(), "{status}: {v}");
+        v
+    }
+}
+
+/// A node alone answers by itself, flagged as a single answer; errors have OpenAI's
+/// shape; a question nobody can answer is a clear 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_flags_single_answers_and_reports_errors_in_openai_shape() {
+    let node = start(&[(&plugin("arith"), "arith")], None, &["--join-ms", "200"]);
+    let v = chat(&node, "What is 2 + 3?").await;
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains('5')
+    );
+    assert_eq!(v["apiary"]["single_answer"], true);
+
+    let c = client();
+    let bad = c
+        .post(format!("{}/v1/chat/completions", node.http))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let e: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(e["error"]["type"], "invalid_request_error", "{e}");
+
+    let none = c
+        .post(format!("{}/v1/chat/completions", node.http))
+        .json(&serde_json::json!({"messages": [{"role": "user", "content": "Tell me a poem about rain"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 503);
+    let e: serde_json::Value = none.json().await.unwrap();
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("volunteer"),
+        "{e}"
+    );
+}
