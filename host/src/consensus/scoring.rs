@@ -201,11 +201,17 @@ impl Standing {
         }
     }
 
-    /// A hidden known-answer item judged right or wrong; it also moves reputation.
+    /// A hidden known-answer item judged right or wrong. Calibration gates a judge; it
+    /// moves reputation only when failed. Passing is what every competent node does, and
+    /// a careful colluder passes too, so rewarding it would pull honest and colluding
+    /// judges to the same reputation; reputation is earned in real rounds (agreement
+    /// with the consensus, answer rank).
     pub fn record_calibration(&mut self, correct: bool, p: &ReputationParams) {
         self.calibration_total += 1;
         self.calibration_correct += u32::from(correct);
-        self.observe(if correct { 1.0 } else { 0.0 }, p);
+        if !correct {
+            self.observe(0.0, p);
+        }
     }
 
     /// Move reputation towards a performance in [0, 1] (answer rank or judge agreement).
@@ -321,7 +327,10 @@ mod tests {
             s.record_calibration(i != 0, &p);
         }
         assert!(s.calibrated(&p), "4 of 5 passes a 0.7 bar");
-        assert!(s.vote_weight(&p) > 0.5);
+        assert!(
+            (s.vote_weight(&p) - 0.45).abs() < 1e-12,
+            "one failed item cost 10 %"
+        );
         let before = s.reputation;
         s.observe(0.0, &p);
         assert!((s.reputation - 0.9 * before).abs() < 1e-12);

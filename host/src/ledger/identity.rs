@@ -60,6 +60,13 @@ impl NodeKey {
         }
     }
 
+    /// A key from known secret bytes (simulations that must be reproducible).
+    pub fn from_secret(secret: [u8; 32]) -> NodeKey {
+        NodeKey {
+            key: SigningKey::from_bytes(&secret),
+        }
+    }
+
     pub fn generate() -> NodeKey {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the operating system provides randomness");

@@ -235,7 +235,9 @@ pub fn cast(c: &SimConfig, i: usize) -> (Role, Persona) {
 
 /// Start the nodes, run the rounds from node 0, report. Must run inside a tokio runtime.
 pub async fn run(c: SimConfig) -> Result<SimReport, String> {
-    let base = 10_000 + (SplitMix(c.seed).next_u64() % 1_000_000);
+    // Memory-transport ports are global to the process: never reuse one.
+    static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(10_000);
+    let base = NEXT_PORT.fetch_add(c.nodes as u64 + 1, std::sync::atomic::Ordering::Relaxed);
     let mut nodes: Vec<Node> = Vec::new();
     let mut roles = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..c.nodes {
@@ -276,8 +278,14 @@ pub async fn run(c: SimConfig) -> Result<SimReport, String> {
             judge_accuracy: c.judge_accuracy,
         };
         let ledger = Ledger::in_memory().map_err(|e| e.to_string())?;
+        // Keys from the seed: node ids order members, so a run is reproducible.
+        let mut secret = [0u8; 32];
+        let mut krng = SplitMix(c.seed.wrapping_mul(0x5EED) ^ (i as u64) << 32);
+        for chunk in secret.chunks_mut(8) {
+            chunk.copy_from_slice(&krng.next_u64().to_le_bytes());
+        }
         let node = Node::start(
-            NodeKey::generate(),
+            NodeKey::from_secret(secret),
             ledger,
             Arc::new(expert),
             net,
