@@ -46,7 +46,7 @@ pub fn all_pairs_both_orders(authors: &[usize], judges: &[usize]) -> Vec<Assignm
 
 /// splitmix64: a small, well-mixed, seedable generator, so assignment needs no RNG crate
 /// and is identical on every node.
-pub(crate) struct SplitMix(pub u64);
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
     /// Fisher–Yates.

@@ -233,8 +233,9 @@ pub fn cast(c: &SimConfig, i: usize) -> (Role, Persona) {
     }
 }
 
-/// Start the nodes, run the rounds from node 0, report. Must run inside a tokio runtime.
-pub async fn run(c: SimConfig) -> Result<SimReport, String> {
+/// Start the nodes of a simulated swarm and wait for the mesh to form; node 0 is the
+/// entry node. Returns the nodes and a count of roles. Must run inside a tokio runtime.
+pub async fn start(c: &SimConfig) -> Result<(Vec<Node>, Vec<(String, usize)>), String> {
     // Memory-transport ports are global to the process: never reuse one.
     static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(10_000);
     let base = NEXT_PORT.fetch_add(c.nodes as u64 + 1, std::sync::atomic::Ordering::Relaxed);
@@ -303,23 +304,34 @@ pub async fn run(c: SimConfig) -> Result<SimReport, String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok((nodes, roles.into_iter().collect()))
+}
 
+/// A question of the simulation and its answer.
+pub fn question(rng: &mut SplitMix) -> (String, i64) {
+    let (a, b) = (
+        10 + (rng.next_u64() % 990) as i64,
+        10 + (rng.next_u64() % 990) as i64,
+    );
+    (format!("What is {a} + {b}?"), a + b)
+}
+
+/// Start the nodes, run the rounds from node 0, report. Must run inside a tokio runtime.
+pub async fn run(c: SimConfig) -> Result<SimReport, String> {
+    let (nodes, roles) = start(&c).await?;
+    let entry = nodes[0].clone();
     let mut rounds = Vec::new();
     let mut rng = SplitMix(c.seed.wrapping_mul(31));
     for r in 0..c.rounds {
-        let (a, b) = (
-            10 + (rng.next_u64() % 990) as i64,
-            10 + (rng.next_u64() % 990) as i64,
-        );
-        let prompt = format!("What is {a} + {b}?");
+        let (prompt, truth) = question(&mut rng);
         let out = entry
             .ask(&prompt, None, 32, 0.0, Some(c.seed ^ (r as u64 + 1)), None)
             .await;
         rounds.push(match out {
             Ok(res) => SimRound {
                 prompt,
-                truth: a + b,
-                correct: res.answer.trim() == (a + b).to_string(),
+                truth,
+                correct: res.answer.trim() == truth.to_string(),
                 answer: Some(res.answer),
                 single_answer: res.single_answer,
                 members: res.members.len(),
@@ -330,7 +342,7 @@ pub async fn run(c: SimConfig) -> Result<SimReport, String> {
             },
             Err(e) => SimRound {
                 prompt,
-                truth: a + b,
+                truth,
                 answer: None,
                 correct: false,
                 single_answer: false,
@@ -362,7 +374,7 @@ pub async fn run(c: SimConfig) -> Result<SimReport, String> {
     };
     let report = SimReport {
         nodes: c.nodes,
-        roles: roles.into_iter().collect(),
+        roles,
         accuracy,
         p50_ms: pct(0.5),
         p95_ms: pct(0.95),
