@@ -29,6 +29,11 @@ fn round_overhead(c: &mut Criterion) {
         let (swarm, _) = rt.block_on(sim::start(&config)).expect("swarm starts");
         let entry = swarm[0].clone();
         let mut rng = SplitMix(nodes as u64);
+        // The first rounds dial the connections a round needs; measure the steady state.
+        for _ in 0..10 {
+            let (q, _) = sim::question(&mut rng);
+            let _ = rt.block_on(entry.ask(&q, None, 16, 0.0, None, None));
+        }
         let mut samples = Vec::new();
         group.bench_function(format!("{nodes}_nodes"), |b| {
             b.iter(|| {

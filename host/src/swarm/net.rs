@@ -104,6 +104,7 @@ enum Cmd {
     Peers(oneshot::Sender<Vec<PeerId>>),
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Dial(Multiaddr),
+    Score(PeerId, f64),
     Shutdown,
 }
 
@@ -227,6 +228,12 @@ impl Net {
 
     pub fn dial(&self, addr: Multiaddr) {
         let _ = self.send(Cmd::Dial(addr));
+    }
+
+    /// Feed a peer's reputation (in [0, 1]) into its gossipsub score, so peers that judge
+    /// and answer badly are the first to be pruned from the mesh.
+    pub fn set_reputation(&self, peer: PeerId, reputation: f64) {
+        let _ = self.send(Cmd::Score(peer, reputation));
     }
 
     /// Stop the network task: every connection closes (a crash, as peers see it).
@@ -415,6 +422,12 @@ impl Task {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
             }
             Cmd::Shutdown => {}
+            Cmd::Score(peer, reputation) => {
+                self.swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .set_application_score(&peer, reputation - 0.5);
+            }
             Cmd::Dial(addr) => {
                 if let Err(e) = self.swarm.dial(addr.clone()) {
                     tracing::warn!("cannot dial {addr}: {e}");

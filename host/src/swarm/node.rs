@@ -840,6 +840,11 @@ impl Node {
             .record(&transcript)
             .map_err(|e| RoundFailure::Ledger(e.to_string()))?;
         let result = &transcript.result.payload;
+        for (c, after) in candidates.iter().zip(&result.after) {
+            if let Some(peer) = c.1 {
+                self.inner.net.set_reputation(peer, after.reputation);
+            }
+        }
         let winner = result.winner.unwrap_or(0);
         let mut order: Vec<usize> = (0..result.scores.len()).collect();
         order.sort_by(|&a, &b| result.scores[b].total_cmp(&result.scores[a]));

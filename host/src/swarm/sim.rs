@@ -242,7 +242,7 @@ pub async fn start(c: &SimConfig) -> Result<(Vec<Node>, Vec<(String, usize)>), S
     let mut nodes: Vec<Node> = Vec::new();
     let mut roles = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..c.nodes {
-        let (role, persona) = cast(&c, i);
+        let (role, persona) = cast(c, i);
         *roles
             .entry(format!("{role:?}/{persona:?}").to_lowercase())
             .or_default() += 1;
