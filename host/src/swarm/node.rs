@@ -83,6 +83,9 @@ pub struct RoundResult {
     pub margin: f64,
     /// Only one answer arrived: nothing was compared.
     pub single_answer: bool,
+    /// Two or more answers but no weighted verdict separated them (nobody could judge, or
+    /// no judge is calibrated yet): the answer of the most willing node was taken.
+    pub undecided: bool,
     pub members: Vec<MemberReport>,
     pub answers: usize,
     pub verdicts: usize,
@@ -656,8 +659,16 @@ impl Node {
                 .join("; ");
             return Err(RoundFailure::NoAnswers(why));
         }
-        // Anonymise: judges see answers in a seeded order, without authors.
+        // Anonymise: judges see answers without authors, in a seeded order. Then the most
+        // willing author's answer first (stable): when no weighted verdict separates the
+        // answers (two answerers who cannot judge each other, or no calibrated judge),
+        // the fit's tie goes to the lowest index, so the transcript recomputes to the
+        // answer of the node that assessed the question highest.
         SplitMix(seed).shuffle(&mut answers);
+        answers.sort_by(|a, b| {
+            let score = |x: &Signed<AnswerMsg>| candidates[x.payload.member].3.score;
+            score(b).total_cmp(&score(a))
+        });
 
         // 3. Ranking: balanced pairs plus hidden calibration items, both orders.
         let n = answers.len();
@@ -860,6 +871,11 @@ impl Node {
             plugin: reports[win.payload.member].plugin.clone(),
             margin,
             single_answer: transcript.answers.len() == 1,
+            undecided: transcript.answers.len() >= 2
+                && result
+                    .scores
+                    .iter()
+                    .all(|x| (x - result.scores[0]).abs() < 1e-9),
             answers: transcript.answers.len(),
             verdicts: transcript.verdicts.len(),
             members: reports,
