@@ -798,6 +798,8 @@ fn ask_node(
                 a["margin"].as_f64().unwrap_or(0.0),
                 if a["single_answer"].as_bool() == Some(true) {
                     " (single answer)"
+                } else if a["undecided"].as_bool() == Some(true) {
+                    " (undecided: no verdict separated the answers; took the most willing node's)"
                 } else {
                     ""
                 }
