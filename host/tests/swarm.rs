@@ -317,3 +317,38 @@ async fn a_lone_node_flags_single_answers_and_reports_errors_in_openai_shape() {
         "{e}"
     );
 }
+
+/// Two answerers cannot judge each other (nobody judges a pair with its own answer), so a
+/// node that joined without volunteering to answer is asked to judge: here the entry
+/// node's arithmetic specialist, held back by a high threshold, sides with the right
+/// answer over a confident liar who assessed the question higher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_answerers_a_non_answering_node_judges() {
+    let arith = plugin("arith");
+    let entry = start(&[(&arith, "arith")], None, &["--threshold", "0.99"]);
+    let boot = entry.p2p.clone();
+    let _others = [
+        start(&[(&arith, "arith")], Some(&boot), &[]),
+        start(&[(&fixture("liar"), "liar")], Some(&boot), &[]),
+    ];
+    wait_for_peers(&entry, 2).await;
+    let v = chat(&entry, "What is 6 * 7?").await;
+    let a = &v["apiary"];
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("42"),
+        "{v}"
+    );
+    assert_eq!(a["answers"], 2, "{a}");
+    assert_eq!(a["undecided"], false, "{a}");
+    let judge_only: Vec<_> = a["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["note"] == "judge only")
+        .collect();
+    assert_eq!(judge_only.len(), 1, "{a}");
+    assert!(judge_only[0]["judged"].as_u64().unwrap() > 0, "{a}");
+}

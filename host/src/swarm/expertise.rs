@@ -21,7 +21,10 @@ pub struct Volunteer {
     pub score: f32,
     /// Which plugin would answer (for explanations).
     pub plugin: String,
-    /// `Some` when the score reaches the threshold.
+    /// The score reaches the threshold: this node offers to answer.
+    pub willing: bool,
+    /// The best plugin's live instance: it answers if the node is chosen to, and judges
+    /// (an unwilling node may still be asked to judge when too few members answered).
     pub work: Option<Box<dyn Work>>,
 }
 
@@ -125,11 +128,13 @@ impl Expertise for Plugins {
             Some((score, work)) => Volunteer {
                 score,
                 plugin: work.plugin.name.clone(),
-                work: (score >= threshold).then(|| Box::new(work) as Box<dyn Work>),
+                willing: score >= threshold,
+                work: Some(Box::new(work)),
             },
             None => Volunteer {
                 score: 0.0,
                 plugin: String::new(),
+                willing: false,
                 work: None,
             },
         }

@@ -304,8 +304,8 @@ impl Node {
             Ok(v) => v,
             Err(_) => return,
         };
-        let willing = v.work.is_some();
-        if willing {
+        let willing = v.willing;
+        if v.work.is_some() {
             let round = Arc::new(MemberRound {
                 request: r.clone(),
                 request_full: req,
@@ -551,7 +551,7 @@ impl Node {
                 me.clone(),
                 Join {
                     round: round.clone(),
-                    willing: true,
+                    willing: own.willing,
                     score: own.score,
                     plugin: own.plugin,
                 },
@@ -560,16 +560,23 @@ impl Node {
 
         // 2. Answering: the sub-swarm, by reputation × willingness.
         let p = &s.params.reputation;
-        let mut candidates: Vec<(f64, Option<PeerId>, String, Join, Standing)> = joins
+        type Candidate = (f64, Option<PeerId>, String, Join, Standing);
+        let (mut candidates, mut spare): (Vec<Candidate>, Vec<Candidate>) = joins
             .into_iter()
-            .filter(|(_, _, j)| j.willing && j.score.is_finite())
+            .filter(|(_, _, j)| j.score.is_finite() && !j.plugin.is_empty())
             .map(|(peer, node, j)| {
                 let standing = self.standing(&node);
                 let rank = standing.reputation.max(0.01) * f64::from(j.score.clamp(0.0, 1.0));
                 (rank, peer, node, j, standing)
             })
-            .collect();
+            .partition(|c| c.3.willing);
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+        // Judge-only members, should too few answerers be left to judge each other.
+        spare.sort_by(|a, b| {
+            b.4.reputation
+                .total_cmp(&a.4.reputation)
+                .then(a.2.cmp(&b.2))
+        });
         candidates.truncate(s.max_members.max(1));
         if candidates.is_empty() {
             return Err(RoundFailure::NoVolunteers);
@@ -670,10 +677,25 @@ impl Node {
             score(b).total_cmp(&score(a))
         });
 
-        // 3. Ranking: balanced pairs plus hidden calibration items, both orders.
+        // 3. Ranking: balanced pairs plus hidden calibration items, both orders. Members
+        // cannot judge their own answers, so with fewer than MIN_JUDGES answerers nodes
+        // that joined without volunteering to answer are asked to judge as well.
         let n = answers.len();
+        if n >= 2 && n < MIN_JUDGES {
+            for c in spare.into_iter().take(MIN_JUDGES - n) {
+                reports.push(MemberReport {
+                    node: c.2.clone(),
+                    plugin: c.3.plugin.clone(),
+                    score: c.3.score,
+                    answered: false,
+                    judged: 0,
+                    note: Some("judge only".into()),
+                });
+                candidates.push(c);
+            }
+        }
         let judges: Vec<usize> = (0..candidates.len())
-            .filter(|&i| reports[i].answered)
+            .filter(|&i| reports[i].answered || reports[i].note.as_deref() == Some("judge only"))
             .collect();
         let authors: Vec<Option<usize>> = answers
             .iter()
@@ -883,6 +905,9 @@ impl Node {
         })
     }
 }
+
+/// Fewer answerers than this and non-answering nodes are asked to judge too.
+const MIN_JUDGES: usize = 3;
 
 fn to_request(r: &RoundRequest) -> Request {
     Request {

@@ -170,6 +170,7 @@ impl Expertise for SimExpert {
         Volunteer {
             score: if truth.is_some() { 0.9 } else { 0.0 },
             plugin: format!("sim-{:?}", self.role).to_lowercase(),
+            willing: truth.is_some(),
             work: truth.map(|_| Box::new(work) as Box<dyn Work>),
         }
     }
