@@ -681,7 +681,7 @@ impl Node {
         // cannot judge their own answers, so with fewer than MIN_JUDGES answerers nodes
         // that joined without volunteering to answer are asked to judge as well.
         let n = answers.len();
-        if n >= 2 && n < MIN_JUDGES {
+        if (2..MIN_JUDGES).contains(&n) {
             for c in spare.into_iter().take(MIN_JUDGES - n) {
                 reports.push(MemberReport {
                     node: c.2.clone(),
