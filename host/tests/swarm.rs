@@ -207,13 +207,29 @@ async fn five_nodes_on_loopback_answer_by_consensus() {
     assert_eq!(signers.len(), 4, "each answer is signed by its own node");
     // Proof of capability: every judge met hidden calibration items, the arithmetic
     // specialists passed them and the liar (who always says "first") did not.
+    // The items are in the transcript, so the standings they produce are recomputed too:
+    // claiming a different right answer for one of them breaks verification.
     let p = apiary::consensus::scoring::ReputationParams::default();
-    let mut calibrated = 0;
-    for m in r["transcript"]["members"].as_array().unwrap() {
-        let s: apiary::consensus::Standing = serde_json::from_value(m["before"].clone()).unwrap();
-        calibrated += usize::from(s.calibrated(&p));
-    }
+    let mut t: apiary::ledger::Transcript =
+        serde_json::from_value(r["transcript"].clone()).unwrap();
+    let calibrated = t
+        .result
+        .payload
+        .after
+        .iter()
+        .filter(|s| s.calibrated(&p))
+        .count();
     assert_eq!(calibrated, 3, "three arithmetic judges calibrated: {r}");
+    let decisive = t
+        .calibration
+        .iter()
+        .position(|c| c.correct().is_some())
+        .expect("some calibration verdict was decisive");
+    t.calibration[decisive].first_is_right ^= true;
+    assert!(
+        !t.verify().is_empty(),
+        "a falsified calibration item went unnoticed"
+    );
     assert!(a["margin"].as_f64().unwrap() > 0.5, "{a}");
     let verify = Command::new(env!("CARGO_BIN_EXE_apiary"))
         .args(["rounds", "verify", id, "--data-dir"])

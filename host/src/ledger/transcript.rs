@@ -36,6 +36,29 @@ pub struct VerdictMsg {
     pub outcome: Outcome,
 }
 
+/// A hidden known-answer item a judge was given, with its signed verdict. `first_is_right`
+/// is the entry node's claim; the texts are here so that anyone can check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationCheck {
+    pub prompt: String,
+    pub first_text: String,
+    pub second_text: String,
+    pub first_is_right: bool,
+    /// Signed by the judge; `judge` is its member index, `first`/`second` opaque labels.
+    pub verdict: Signed<VerdictMsg>,
+}
+
+impl CalibrationCheck {
+    /// Whether the judge got it right; `None` for a tie (abstention).
+    pub fn correct(&self) -> Option<bool> {
+        match self.verdict.payload.outcome {
+            Outcome::Tie => None,
+            Outcome::First => Some(self.first_is_right),
+            Outcome::Second => Some(!self.first_is_right),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Params {
     pub clip: f64,
@@ -79,6 +102,10 @@ pub struct Transcript {
     pub params: Params,
     pub answers: Vec<Signed<AnswerMsg>>,
     pub verdicts: Vec<Signed<VerdictMsg>>,
+    /// Calibration items judged in this round (swarm rounds; empty for local ones). They
+    /// are applied to the members' standings before the fit.
+    #[serde(default)]
+    pub calibration: Vec<CalibrationCheck>,
     /// Computed and signed by the entry node.
     pub result: Signed<Outcomes>,
 }
@@ -89,10 +116,19 @@ pub fn recompute(
     params: &Params,
     answers: &[Signed<AnswerMsg>],
     verdicts: &[Signed<VerdictMsg>],
+    calibration: &[CalibrationCheck],
 ) -> Outcomes {
     let p = &params.reputation;
-    // Judges weigh with their standing before the round, zero until calibrated.
-    let weights: Vec<f64> = members.iter().map(|m| m.before.vote_weight(p)).collect();
+    // Calibration first: a judge proven in this round votes in this round.
+    let mut calibrated: Vec<Standing> = members.iter().map(|m| m.before).collect();
+    for c in calibration {
+        if let (Some(s), Some(correct)) = (calibrated.get_mut(c.verdict.payload.judge), c.correct())
+        {
+            s.record_calibration(correct, p);
+        }
+    }
+    // Judges weigh with their standing, zero until calibrated.
+    let weights: Vec<f64> = calibrated.iter().map(|s| s.vote_weight(p)).collect();
     let votes: Vec<Vote> = verdicts
         .iter()
         .map(|v| Vote {
@@ -113,7 +149,7 @@ pub fn recompute(
         },
     );
     let rewards = scoring::rewards(&fit.scores, params.points);
-    let mut after: Vec<Standing> = members.iter().map(|m| m.before).collect();
+    let mut after = calibrated;
     for (a, perf) in answers.iter().zip(scoring::answer_performance(&fit.scores)) {
         if let Some(s) = after.get_mut(a.payload.member) {
             s.observe(perf, p);
@@ -154,7 +190,7 @@ impl Transcript {
     ) -> Transcript {
         let answers: Vec<_> = answers.into_iter().map(|a| key.sign(a)).collect();
         let verdicts: Vec<_> = verdicts.into_iter().map(|v| key.sign(v)).collect();
-        let result = key.sign(recompute(&members, &params, &answers, &verdicts));
+        let result = key.sign(recompute(&members, &params, &answers, &verdicts, &[]));
         Transcript {
             version: TRANSCRIPT_VERSION,
             id,
@@ -165,6 +201,7 @@ impl Transcript {
             params,
             answers,
             verdicts,
+            calibration: Vec::new(),
             result,
         }
     }
@@ -181,8 +218,15 @@ impl Transcript {
         params: Params,
         answers: Vec<Signed<AnswerMsg>>,
         verdicts: Vec<Signed<VerdictMsg>>,
+        calibration: Vec<CalibrationCheck>,
     ) -> Transcript {
-        let result = entry.sign(recompute(&members, &params, &answers, &verdicts));
+        let result = entry.sign(recompute(
+            &members,
+            &params,
+            &answers,
+            &verdicts,
+            &calibration,
+        ));
         Transcript {
             version: TRANSCRIPT_VERSION,
             id,
@@ -193,6 +237,7 @@ impl Transcript {
             params,
             answers,
             verdicts,
+            calibration,
             result,
         }
     }
@@ -253,6 +298,23 @@ impl Transcript {
                 ));
             }
         }
+        for (i, c) in self.calibration.iter().enumerate() {
+            let v = &c.verdict;
+            if !speaks_for(&v.signer, v.payload.judge) {
+                problems.push(format!(
+                    "calibration verdict {i} is not signed by its judge's node"
+                ));
+            }
+            if let Err(e) = v.verify() {
+                problems.push(format!("calibration verdict {i}: {e}"));
+            }
+            if v.payload.round != self.id {
+                problems.push(format!(
+                    "calibration verdict {i} belongs to round {}",
+                    v.payload.round
+                ));
+            }
+        }
         if let Err(e) = self.result.verify() {
             problems.push(format!("result: {e}"));
         }
@@ -260,7 +322,13 @@ impl Transcript {
             problems.push("result is not signed by the entry node".into());
         }
         if problems.is_empty() {
-            let again = recompute(&self.members, &self.params, &self.answers, &self.verdicts);
+            let again = recompute(
+                &self.members,
+                &self.params,
+                &self.answers,
+                &self.verdicts,
+                &self.calibration,
+            );
             let recorded = &self.result.payload;
             let near = |a: &[f64], b: &[f64]| {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
@@ -278,7 +346,13 @@ impl Transcript {
                 problems.push("rewards differ from the recomputed ones".into());
             }
             let reps = |o: &Outcomes| o.after.iter().map(|s| s.reputation).collect::<Vec<_>>();
-            if !near(&reps(&again), &reps(recorded)) {
+            let calib = |o: &Outcomes| {
+                o.after
+                    .iter()
+                    .map(|s| (s.calibration_correct, s.calibration_total))
+                    .collect::<Vec<_>>()
+            };
+            if !near(&reps(&again), &reps(recorded)) || calib(&again) != calib(recorded) {
                 problems.push("reputation changes differ from the recomputed ones".into());
             }
         }

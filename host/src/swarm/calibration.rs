@@ -4,10 +4,10 @@
 //! pairs (uncalibrated judges get enough to be calibrated in one round; calibrated ones
 //! one pair, both orders, to keep them honest). A verdict for the right answer counts as
 //! correct, for the wrong one as incorrect; a tie abstains (a specialist outside its
-//! domain should say tie, and that is no lie). Items are generated from the round seed,
-//! so a judge cannot learn them in advance.
+//! domain should say tie, and that is no lie): see `ledger::transcript::CalibrationCheck`,
+//! which records each item in the round's transcript. Items are generated from the round
+//! seed, so a judge cannot learn them in advance.
 
-use crate::consensus::Outcome;
 use crate::consensus::pairs::SplitMix;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,15 +60,6 @@ pub fn items(seed: u64, n: usize) -> Vec<Item> {
         .collect()
 }
 
-/// Whether a verdict on (`first_is_right` ordering) was correct; `None` for a tie.
-pub fn judged(outcome: Outcome, first_is_right: bool) -> Option<bool> {
-    match outcome {
-        Outcome::Tie => None,
-        Outcome::First => Some(first_is_right),
-        Outcome::Second => Some(!first_is_right),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,9 +71,5 @@ mod tests {
         assert_ne!(a, items(8, 20));
         assert!(a.iter().all(|i| i.right != i.wrong));
         assert!(a.iter().any(|i| i.prompt.contains("capital")));
-        assert_eq!(judged(Outcome::First, true), Some(true));
-        assert_eq!(judged(Outcome::First, false), Some(false));
-        assert_eq!(judged(Outcome::Second, false), Some(true));
-        assert_eq!(judged(Outcome::Tie, true), None);
     }
 }

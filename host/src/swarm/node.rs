@@ -19,7 +19,9 @@ use super::wire::{Select, VerdictReply, short};
 use crate::consensus;
 use crate::consensus::pairs::SplitMix;
 use crate::consensus::scoring::Standing;
-use crate::ledger::transcript::{AnswerMsg, Member, Params, Transcript, VerdictMsg};
+use crate::ledger::transcript::{
+    AnswerMsg, CalibrationCheck, Member, Params, Transcript, VerdictMsg,
+};
 use crate::ledger::{Ledger, NodeKey, Signed, local};
 use crate::sandbox::Request;
 use libp2p::PeerId;
@@ -706,7 +708,8 @@ impl Node {
         } else {
             Vec::new()
         };
-        let mut standings: Vec<Standing> = candidates.iter().map(|c| c.4).collect();
+        let standings: Vec<Standing> = candidates.iter().map(|c| c.4).collect();
+        let mut checks: Vec<CalibrationCheck> = Vec::new();
         let mut verdicts: Vec<Signed<VerdictMsg>> = Vec::new();
         if n >= 2 {
             say(Progress::Ranking {
@@ -838,9 +841,14 @@ impl Node {
                         continue;
                     }
                     if let Some(first_right) = truth.get(&key) {
-                        if let Some(correct) = calibration::judged(v.payload.outcome, *first_right)
-                        {
-                            standings[member].record_calibration(correct, p);
+                        if let Some(item) = task.items.iter().find(|i| (i.first, i.second) == key) {
+                            checks.push(CalibrationCheck {
+                                prompt: item.prompt.clone(),
+                                first_text: item.first_text.clone(),
+                                second_text: item.second_text.clone(),
+                                first_is_right: *first_right,
+                                verdict: v,
+                            });
                         }
                     } else {
                         reports[member].judged += 1;
@@ -868,6 +876,7 @@ impl Node {
             s.params.clone(),
             answers,
             verdicts,
+            checks,
         );
         lock(&self.inner.ledger)
             .record(&transcript)
