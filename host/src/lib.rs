@@ -12,13 +12,15 @@
 //! - [`round`]: a round among the plugins of one node;
 //! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call;
 //! - [`swarm`]: libp2p networking and the round protocol between nodes;
-//! - [`api`]: the OpenAI-compatible HTTP API a node serves.
+//! - [`api`]: the OpenAI-compatible HTTP API a node serves;
+//! - [`eval`]: datasets with known answers through rounds, and how the swarm scores.
 //!
 //! The boundary every plugin lives behind is documented, line by line with the test that
 //! proves it, in `SECURITY.md` at the repository root.
 
 pub mod api;
 pub mod consensus;
+pub mod eval;
 pub mod ledger;
 pub mod plugins;
 pub mod round;

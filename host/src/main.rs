@@ -100,6 +100,9 @@ enum Command {
         #[arg(long, env = "APIARY_API_KEY")]
         api_key: Option<String>,
     },
+    /// Score the plugins, majority vote, the swarm and the oracle on questions with known
+    /// answers (JSON lines; scripts/fetch-datasets.py makes them).
+    Eval(EvalArgs),
     /// Run a swarm node: load the plugins, join the swarm, serve the HTTP API.
     Run(RunArgs),
     /// Simulate a swarm of N nodes in this process (in-memory libp2p transport,
@@ -190,6 +193,29 @@ struct RunArgs {
     no_mdns: bool,
     #[command(flatten)]
     round: RoundArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Dataset files (JSON lines in apiary's item format).
+    #[arg(required = true)]
+    datasets: Vec<PathBuf>,
+    #[arg(long, env = "APIARY_PLUGINS", default_value = "plugins")]
+    plugins: PathBuf,
+    /// At most this many items per dataset (a seeded sample).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of the judges (plugins) made adversarial: every verdict reversed.
+    #[arg(long, default_value_t = 0.0)]
+    byzantine: f64,
+    /// Minimum assess score to answer.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// The whole report as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -460,6 +486,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Run(args) => run_node(&cli.sandbox, args),
         Command::Sim(args) => run_sim(args),
+        Command::Eval(args) => run_eval(&cli.sandbox, args),
         Command::Rounds { command } => match command {
             RoundsCommand::List { data_dir, limit } => {
                 let (_, ledger) = open_ledger(&data_dir)?;
@@ -898,6 +925,126 @@ fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval(sandbox_args: &SandboxArgs, args: EvalArgs) -> Result<ExitCode, String> {
+    use apiary::eval;
+    let mut items = Vec::new();
+    for path in &args.datasets {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut these = eval::read_items(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(n) = args.limit
+            && these.len() > n
+        {
+            apiary::consensus::pairs::SplitMix(args.seed).shuffle(&mut these);
+            these.truncate(n);
+        }
+        items.extend(these);
+    }
+    let registry = registry(sandbox_args, &args.plugins)?;
+    let plugins = registry.active();
+    if plugins.is_empty() {
+        return Err(format!("no plugins loaded from {}", args.plugins.display()));
+    }
+    let config = RoundConfig {
+        threshold: args.threshold,
+        ..Default::default()
+    };
+    let total = items.len();
+    let report = eval::run(
+        registry.sandbox(),
+        &plugins,
+        &items,
+        &config,
+        args.seed,
+        args.byzantine,
+        |k, r| {
+            eprint!(
+                "\r{}/{} {:<40}",
+                k + 1,
+                total,
+                format!(
+                    "{} {}",
+                    r.id.chars().take(30).collect::<String>(),
+                    if r.swarm_right { "right" } else { "wrong" }
+                )
+            )
+        },
+    )?;
+    eprintln!();
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    let mut table = String::new();
+    table.push_str(&format!("{:<16} {:>6}", "dataset", "items"));
+    for n in &names {
+        table.push_str(&format!(" {:>9}", n.chars().take(9).collect::<String>()));
+    }
+    table.push_str(&format!(
+        " {:>9} {:>9} {:>9} {:>9}\n",
+        "majority",
+        "swarm",
+        if args.byzantine > 0.0 {
+            "swarm-byz"
+        } else {
+            "-"
+        },
+        "oracle"
+    ));
+    let pct = |n: usize, of: usize| {
+        if of == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * n as f64 / of as f64)
+        }
+    };
+    let rows = report
+        .per_task
+        .iter()
+        .map(|(k, t)| (k.as_str(), t))
+        .chain(std::iter::once(("overall", &report.overall)));
+    for (name, t) in rows {
+        table.push_str(&format!("{:<16} {:>6}", name, t.items));
+        for n in &names {
+            table.push_str(&format!(
+                " {:>9}",
+                pct(t.per_plugin.get(n).copied().unwrap_or(0), t.items)
+            ));
+        }
+        table.push_str(&format!(
+            " {:>9} {:>9} {:>9} {:>9}\n",
+            pct(t.majority, t.items),
+            pct(t.swarm, t.items),
+            if args.byzantine > 0.0 {
+                pct(t.swarm_byzantine, t.items)
+            } else {
+                "-".into()
+            },
+            pct(t.oracle, t.items)
+        ));
+    }
+    table.push_str(&format!(
+        "{:.1} rounds per minute; seed {}{}\n",
+        report.rounds_per_minute,
+        report.seed,
+        if args.byzantine > 0.0 {
+            format!(
+                "; {:.0}% of judges adversarial in swarm-byz",
+                args.byzantine * 100.0
+            )
+        } else {
+            String::new()
+        }
+    ));
+    if args.json {
+        eprint!("{table}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{table}");
     }
     Ok(ExitCode::SUCCESS)
 }

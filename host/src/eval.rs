@@ -1,0 +1,405 @@
+//! `apiary eval`: questions with known answers through local rounds, and how each way of
+//! combining the plugins' answers scores.
+//!
+//! Items are JSON lines in the project's own format (`scripts/fetch-datasets.py` converts
+//! the public test sets into it):
+//!
+//! ```json
+//! {"id": "gsm8k/0", "task": "gsm8k", "kind": "number", "question": "...", "answer": "18"}
+//! {"id": "arc_easy/MCAS_2000_4_6", "task": "arc_easy", "kind": "choice",
+//!  "question": "...", "choices": ["cellular telephone", "television", ...], "answer": "A"}
+//! {"id": "x", "task": "capitals", "kind": "exact", "question": "...", "answer": "Paris"}
+//! ```
+//!
+//! Matching is strict and per kind ([`matches`]): the final number for `number`, the
+//! chosen option (a plugin's `choice`, or a lone letter or the option's text) for
+//! `choice`, and the whole answer or a sentence ending in it for `exact`. For every item
+//! the report counts each plugin alone, a majority vote over the answerers' matched
+//! answers, the swarm consensus, and the oracle (any answerer right). With a byzantine
+//! fraction, that share of the judges (chosen by seed) has every verdict reversed and the
+//! consensus is refitted, so the cost of adversarial judges is measured on the same rounds.
+
+use crate::consensus::{self, FitOptions, Outcome, Vote};
+use crate::plugins::Plugin;
+use crate::round::{self, RoundConfig, RoundReport};
+use crate::sandbox::Sandbox;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Number,
+    Choice,
+    Exact,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    pub task: String,
+    pub kind: Kind,
+    pub question: String,
+    #[serde(default)]
+    pub choices: Vec<String>,
+    pub answer: String,
+}
+
+/// Read items from JSON lines, naming the line of any bad one.
+pub fn read_items(text: &str) -> Result<Vec<Item>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+        .collect()
+}
+
+/// The last number in `text` (commas between digits allowed, a trailing period not part
+/// of it), as written.
+pub fn final_number(text: &str) -> Option<f64> {
+    let cleaned: String = text
+        .char_indices()
+        .filter(|&(i, c)| {
+            // Drop thousands separators: a comma between two digits.
+            !(c == ','
+                && text[..i].chars().last().is_some_and(|p| p.is_ascii_digit())
+                && text[i + 1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|n| n.is_ascii_digit()))
+        })
+        .map(|(_, c)| c)
+        .collect();
+    let mut last = None;
+    let bytes: Vec<char> = cleaned.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        let starts = c.is_ascii_digit()
+            || (c == '-' && bytes.get(i + 1).is_some_and(|n| n.is_ascii_digit()));
+        if starts {
+            let mut j = i + 1;
+            while j < bytes.len()
+                && (bytes[j].is_ascii_digit()
+                    || (bytes[j] == '.' && bytes.get(j + 1).is_some_and(|n| n.is_ascii_digit())))
+            {
+                j += 1;
+            }
+            let s: String = bytes[i..j].iter().collect();
+            last = s.parse::<f64>().ok().or(last);
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    last
+}
+
+fn letter(i: usize) -> String {
+    ((b'A' + i as u8) as char).to_string()
+}
+
+/// The option a reply picks: the plugin's `choice`, a reply that is just a letter (`B`,
+/// `(B)`, `B.`, `Answer: B`), or a reply that is exactly one option's text.
+pub fn chosen(reply: &str, choice: Option<u32>, choices: &[String]) -> Option<String> {
+    if let Some(c) = choice
+        && (c as usize) < choices.len()
+    {
+        return Some(letter(c as usize));
+    }
+    let t = reply.trim();
+    let t = t.strip_prefix("Answer:").unwrap_or(t).trim();
+    let bare = t.trim_matches(|c: char| c == '(' || c == ')' || c == '.' || c == ' ');
+    if bare.len() == 1 && bare.chars().all(|c| c.is_ascii_uppercase()) {
+        return Some(bare.to_string());
+    }
+    let norm = |s: &str| s.trim().trim_end_matches('.').to_lowercase();
+    let hits: Vec<usize> = (0..choices.len())
+        .filter(|&i| norm(&choices[i]) == norm(t))
+        .collect();
+    match hits.as_slice() {
+        [i] => Some(letter(*i)),
+        _ => None,
+    }
+}
+
+/// What a reply means for this item, in a form that can be compared and voted on.
+pub fn normalise(item: &Item, reply: &str, choice: Option<u32>) -> Option<String> {
+    match item.kind {
+        Kind::Number => final_number(reply).map(|v| format!("{v}")),
+        Kind::Choice => chosen(reply, choice, &item.choices),
+        Kind::Exact => {
+            let t = reply.trim().trim_end_matches('.').to_lowercase();
+            let gold = item.answer.trim().to_lowercase();
+            // A sentence that ends in the gold answer counts; anything else is the reply.
+            if t == gold || t.ends_with(&format!(" {gold}")) {
+                Some(gold)
+            } else {
+                Some(t)
+            }
+        }
+    }
+}
+
+/// Whether a reply is right.
+pub fn matches(item: &Item, reply: &str, choice: Option<u32>) -> bool {
+    let gold = match item.kind {
+        Kind::Number => final_number(&item.answer).map(|v| format!("{v}")),
+        Kind::Choice => Some(item.answer.trim().to_string()),
+        Kind::Exact => Some(item.answer.trim().to_lowercase()),
+    };
+    gold.is_some() && normalise(item, reply, choice) == gold
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tally {
+    pub items: usize,
+    pub per_plugin: BTreeMap<String, usize>,
+    pub majority: usize,
+    pub swarm: usize,
+    pub swarm_byzantine: usize,
+    pub oracle: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemResult {
+    pub id: String,
+    pub task: String,
+    pub gold: String,
+    pub swarm: Option<String>,
+    pub swarm_right: bool,
+    pub swarm_byzantine_right: bool,
+    pub majority_right: bool,
+    pub oracle: bool,
+    pub right: Vec<String>,
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub byzantine: f64,
+    pub per_task: BTreeMap<String, Tally>,
+    pub overall: Tally,
+    pub rounds_per_minute: f64,
+    pub items: Vec<ItemResult>,
+}
+
+/// The refitted winner when the judges in `byzantine` reverse every verdict.
+fn byzantine_winner(r: &RoundReport, byzantine: &[String], clip: f64) -> Option<usize> {
+    let live: Vec<usize> = (0..r.answers.len())
+        .filter(|&i| !r.answers[i].disqualified)
+        .collect();
+    let pos = |a: usize| live.iter().position(|&x| x == a);
+    let votes: Vec<Vote> = r
+        .verdicts
+        .iter()
+        .filter_map(|v| {
+            let flip = byzantine.contains(&v.judge);
+            let outcome = match (v.outcome?, flip) {
+                (o, false) => o,
+                (Outcome::First, true) => Outcome::Second,
+                (Outcome::Second, true) => Outcome::First,
+                (Outcome::Tie, true) => Outcome::Tie,
+            };
+            Some(Vote {
+                judge: v.judge_member,
+                first: pos(v.first)?,
+                second: pos(v.second)?,
+                outcome,
+            })
+        })
+        .collect();
+    // No decisive verdict left: the round's own rule for undecided rounds applies.
+    if votes.iter().all(|v| v.outcome == Outcome::Tie) {
+        return r.winner;
+    }
+    let weights = vec![1.0; r.members.len()];
+    let fit = consensus::aggregate(live.len(), &votes, &weights, clip, FitOptions::default());
+    fit.winner.map(|w| live[w])
+}
+
+/// Run every item as a local round; `progress` is told after each.
+pub fn run(
+    sandbox: &Sandbox,
+    plugins: &[Arc<Plugin>],
+    items: &[Item],
+    config: &RoundConfig,
+    seed: u64,
+    byzantine: f64,
+    mut progress: impl FnMut(usize, &ItemResult),
+) -> Result<Report, String> {
+    let started = std::time::Instant::now();
+    // Adversarial judges, chosen once by seed.
+    let mut names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    crate::consensus::pairs::SplitMix(seed ^ 0xB12A).shuffle(&mut names);
+    let n_bad = (byzantine * names.len() as f64).round() as usize;
+    let bad: Vec<String> = names.into_iter().take(n_bad).collect();
+    let mut per_task: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut overall = Tally::default();
+    let mut results = Vec::new();
+    for (k, item) in items.iter().enumerate() {
+        let mut request = round::request(&item.question, seed ^ k as u64);
+        request.choices = item.choices.clone();
+        let r = round::run_local_round(sandbox, plugins, &request, config)
+            .map_err(|e| e.to_string())?;
+        let right: Vec<String> = r
+            .members
+            .iter()
+            .filter(|m| {
+                m.answer
+                    .as_deref()
+                    .is_some_and(|a| matches(item, a, m.choice))
+            })
+            .map(|m| m.plugin.clone())
+            .collect();
+        // Majority over the matched meanings of the answers; ties to the most willing.
+        let mut order: Vec<&crate::round::Member> =
+            r.members.iter().filter(|m| m.answer.is_some()).collect();
+        order.sort_by(|a, b| b.assess.unwrap_or(0.0).total_cmp(&a.assess.unwrap_or(0.0)));
+        let mut votes: Vec<(String, usize)> = Vec::new();
+        for m in &order {
+            if let Some(v) = normalise(item, m.answer.as_deref().unwrap_or(""), m.choice) {
+                match votes.iter_mut().find(|(x, _)| *x == v) {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((v, 1)),
+                }
+            }
+        }
+        let top = votes.iter().map(|(_, n)| *n).max();
+        let majority = votes.iter().find(|(_, n)| Some(*n) == top).map(|(v, _)| v);
+        let gold_norm = match item.kind {
+            Kind::Number => final_number(&item.answer).map(|v| format!("{v}")),
+            Kind::Choice => Some(item.answer.trim().to_string()),
+            Kind::Exact => Some(item.answer.trim().to_lowercase()),
+        };
+        let majority_right = majority.is_some() && majority == gold_norm.as_ref();
+        let answer_right = |i: Option<usize>| {
+            i.and_then(|i| r.answers.get(i)).is_some_and(|a| {
+                let m = &r.members[a.member];
+                matches(item, &a.text, m.choice)
+            })
+        };
+        let swarm_right = answer_right(r.winner);
+        let swarm_byzantine_right = if bad.is_empty() {
+            swarm_right
+        } else {
+            answer_right(byzantine_winner(&r, &bad, config.clip))
+        };
+        let result = ItemResult {
+            id: item.id.clone(),
+            task: item.task.clone(),
+            gold: item.answer.clone(),
+            swarm: r.winning_answer().map(|a| a.text.clone()),
+            swarm_right,
+            swarm_byzantine_right,
+            majority_right,
+            oracle: !right.is_empty(),
+            right: right.clone(),
+            ms: r.elapsed_ms,
+        };
+        for t in [per_task.entry(item.task.clone()).or_default(), &mut overall] {
+            t.items += 1;
+            for p in plugins {
+                *t.per_plugin.entry(p.name.clone()).or_default() +=
+                    usize::from(right.contains(&p.name));
+            }
+            t.majority += usize::from(majority_right);
+            t.swarm += usize::from(swarm_right);
+            t.swarm_byzantine += usize::from(swarm_byzantine_right);
+            t.oracle += usize::from(result.oracle);
+        }
+        progress(k, &result);
+        results.push(result);
+    }
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    Ok(Report {
+        seed,
+        byzantine,
+        per_task,
+        overall,
+        rounds_per_minute: if minutes > 0.0 {
+            items.len() as f64 / minutes
+        } else {
+            0.0
+        },
+        items: results,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: Kind, answer: &str, choices: &[&str]) -> Item {
+        Item {
+            id: "t".into(),
+            task: "t".into(),
+            kind,
+            question: "q".into(),
+            choices: choices.iter().map(|s| s.to_string()).collect(),
+            answer: answer.into(),
+        }
+    }
+
+    #[test]
+    fn numbers_are_matched_by_the_final_number_exactly() {
+        let i = item(Kind::Number, "18", &[]);
+        assert!(matches(
+            &i,
+            "She makes 9 * 2 = $18 every day. So the answer is 18.",
+            None
+        ));
+        assert!(matches(&i, "18", None));
+        assert!(matches(&i, "18.0", None));
+        assert!(!matches(&i, "The answer is 18 dollars, or 180 cents", None));
+        assert!(!matches(&i, "1.8", None));
+        assert!(!matches(&i, "no idea", None));
+        let big = item(Kind::Number, "1,234", &[]);
+        assert!(matches(&big, "It costs $1,234.", None));
+        assert!(
+            !matches(&big, "1, 234", None),
+            "a comma and a space separate numbers"
+        );
+        let neg = item(Kind::Number, "-5", &[]);
+        assert!(matches(&neg, "x = -5", None));
+        assert!(!matches(&neg, "5", None));
+    }
+
+    #[test]
+    fn choices_are_matched_by_letter_choice_index_or_exact_option_text() {
+        let i = item(Kind::Choice, "B", &["carbon dioxide", "food", "protection"]);
+        assert!(matches(&i, "B", None));
+        assert!(matches(&i, "(B)", None));
+        assert!(matches(&i, "Answer: B.", None));
+        assert!(matches(&i, "food", None));
+        assert!(matches(&i, "anything", Some(1)), "the plugin's choice wins");
+        assert!(!matches(&i, "B", Some(0)));
+        assert!(!matches(&i, "A", None));
+        assert!(!matches(&i, "B or C", None), "hedging is wrong");
+        assert!(
+            !matches(&i, "Food is what algae supply", None),
+            "strict: not a substring"
+        );
+    }
+
+    #[test]
+    fn exact_answers_must_be_the_answer_or_end_with_it() {
+        let i = item(Kind::Exact, "Paris", &[]);
+        assert!(matches(&i, "Paris", None));
+        assert!(matches(&i, "The capital of France is Paris.", None));
+        assert!(!matches(&i, "Paris, Texas is not it; Lyon", None));
+        assert!(!matches(&i, "Not Parisian", None));
+    }
+
+    #[test]
+    fn items_read_from_json_lines_with_line_numbers_on_errors() {
+        let ok = r#"{"id":"a","task":"t","kind":"number","question":"q","answer":"1"}
+
+{"id":"b","task":"t","kind":"choice","question":"q","choices":["x","y"],"answer":"A"}"#;
+        assert_eq!(read_items(ok).unwrap().len(), 2);
+        let bad = "{\"id\":\"a\"}\n";
+        assert!(read_items(bad).unwrap_err().starts_with("line 1:"));
+    }
+}

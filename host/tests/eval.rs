@@ -1,0 +1,65 @@
+//! `apiary eval` on a small fixed dataset with the real example plugins.
+
+mod common;
+
+use common::{Folder, plugin};
+use std::process::Command;
+
+#[test]
+fn a_small_fixed_eval_scores_plugins_majority_swarm_and_oracle() {
+    let folder = Folder::new();
+    for p in ["arith", "facts", "units"] {
+        folder.add(&plugin(p), p);
+    }
+    let data = common::workspace().join("host/tests/fixtures/eval-mini.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["--no-cache", "eval"])
+        .arg(&data)
+        .arg("--plugins")
+        .arg(folder.path())
+        .args(["--json", "--byzantine", "0.34"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("7/7"), "progress is shown: {stderr}");
+    assert!(
+        stderr.contains("overall"),
+        "the table goes to stderr with --json"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &r["overall"];
+    assert_eq!(o["items"], 7);
+    assert_eq!(o["per_plugin"]["arith"], 3, "{o}");
+    assert_eq!(o["per_plugin"]["facts"], 3, "{o}");
+    assert_eq!(o["per_plugin"]["units"], 0, "{o}");
+    // Nobody knows photosynthesis: 6 of 7 is the ceiling, and the swarm reaches it.
+    assert_eq!(o["oracle"], 6, "{o}");
+    assert_eq!(o["swarm"], 6, "{o}");
+    assert_eq!(o["majority"], 6, "{o}");
+    assert_eq!(r["per_task"]["capitals"]["swarm"], 3, "{r}");
+    assert_eq!(r["per_task"]["science"]["oracle"], 0, "{r}");
+    let items = r["items"].as_array().unwrap();
+    assert_eq!(items.len(), 7);
+    assert!(items[0]["swarm"].as_str().unwrap().contains("391"));
+}
+
+#[test]
+fn eval_refuses_a_malformed_dataset_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"id\":\"a\",\"task\":\"t\",\"kind\":\"number\",\"question\":\"q\",\"answer\":\"1\"}\n{oops\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["eval"])
+        .arg(&bad)
+        .args(["--plugins", "."])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("line 2"), "{e}");
+}
