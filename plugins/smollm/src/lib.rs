@@ -180,6 +180,25 @@ impl Specialist for SmolLm {
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
         let loaded = self.get()?;
+        if !req.choices.is_empty() {
+            // Multiple choice: the option the model finds most likely as its reply. A
+            // 135M model picks letters at random; it ranks option texts rather better.
+            let mut best: Option<(usize, f32)> = None;
+            for (i, c) in req.choices.iter().enumerate() {
+                let s = loaded.score(&req.prompt, c)?;
+                if best.is_none_or(|(_, b)| s > b) {
+                    best = Some((i, s));
+                }
+            }
+            if let Some((i, _)) = best {
+                let letter = (b'A' + i as u8) as char;
+                return Ok(Answer::choice(
+                    format!("{letter}. {}", req.choices[i]),
+                    i as u32,
+                    0.5,
+                ));
+            }
+        }
         let (text, confidence) = loaded.generate(req)?;
         if text.is_empty() {
             return Err(PluginError::Internal("the model produced no text".into()));
