@@ -123,8 +123,13 @@ async fn wait_for_peers(node: &NodeProc, n: usize) {
 }
 
 async fn chat(node: &NodeProc, question: &str) -> serde_json::Value {
+    chat_at(&node.http, question).await
+}
+
+/// A chat completion from the node at `http`; panics (with the body) unless it succeeds.
+async fn chat_at(http: &str, question: &str) -> serde_json::Value {
     let resp = client()
-        .post(format!("{}/v1/chat/completions", node.http))
+        .post(format!("{http}/v1/chat/completions"))
         .bearer_auth(API_KEY)
         .json(&serde_json::json!({
             "model": "apiary-swarm",
@@ -135,7 +140,7 @@ async fn chat(node: &NodeProc, question: &str) -> serde_json::Value {
         .unwrap();
     let status = resp.status();
     let v: serde_json::Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {v}\n{}", node.log());
+    assert!(status.is_success(), "{status}: {v}");
     v
 }
 
@@ -166,10 +171,7 @@ async fn five_nodes_on_loopback_answer_by_consensus() {
 
     let started = Instant::now();
     let entry_http = entry.http.clone();
-    let round = tokio::spawn(async move {
-        let n = NodeRef { http: entry_http };
-        n.chat("What is 6 * 7?").await
-    });
+    let round = tokio::spawn(async move { chat_at(&entry_http, "What is 6 * 7?").await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     spinner.child.kill().unwrap();
     let _ = spinner.child.wait();
@@ -267,29 +269,6 @@ async fn five_nodes_on_loopback_answer_by_consensus() {
     let out = String::from_utf8_lossy(&ask.stdout);
     assert!(ask.status.success() && out.contains("42"), "{out}");
     drop(members);
-}
-
-struct NodeRef {
-    http: String,
-}
-
-impl NodeRef {
-    async fn chat(&self, q: &str) -> serde_json::Value {
-        let resp = client()
-            .post(format!("{}/v1/chat/completions", self.http))
-            .bearer_auth(API_KEY)
-            .json(&serde_json::json!({
-                "model": "apiary-swarm",
-                "messages": [{"role": "user", "content": q}],
-            }))
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let v: serde_json::Value = resp.json().await.unwrap();
-        assert!(status.is_success(), "{status}: {v}");
-        v
-    }
 }
 
 /// A node alone answers by itself, flagged as a single answer; errors have OpenAI's

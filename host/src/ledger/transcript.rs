@@ -190,20 +190,17 @@ impl Transcript {
     ) -> Transcript {
         let answers: Vec<_> = answers.into_iter().map(|a| key.sign(a)).collect();
         let verdicts: Vec<_> = verdicts.into_iter().map(|v| key.sign(v)).collect();
-        let result = key.sign(recompute(&members, &params, &answers, &verdicts, &[]));
-        Transcript {
-            version: TRANSCRIPT_VERSION,
+        Self::assemble(
+            key,
             id,
-            entry: key.id(),
             prompt,
             seed,
             members,
             params,
             answers,
             verdicts,
-            calibration: Vec::new(),
-            result,
-        }
+            Vec::new(),
+        )
     }
 
     /// A swarm round: the answers and verdicts come signed by their members' nodes; the
