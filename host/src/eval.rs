@@ -142,13 +142,18 @@ pub fn normalise(item: &Item, reply: &str, choice: Option<u32>) -> Option<String
     }
 }
 
-/// Whether a reply is right.
-pub fn matches(item: &Item, reply: &str, choice: Option<u32>) -> bool {
-    let gold = match item.kind {
+/// The gold answer in the form [`normalise`] gives replies.
+fn gold(item: &Item) -> Option<String> {
+    match item.kind {
         Kind::Number => final_number(&item.answer).map(|v| format!("{v}")),
         Kind::Choice => Some(item.answer.trim().to_string()),
         Kind::Exact => Some(item.answer.trim().to_lowercase()),
-    };
+    }
+}
+
+/// Whether a reply is right.
+pub fn matches(item: &Item, reply: &str, choice: Option<u32>) -> bool {
+    let gold = gold(item);
     gold.is_some() && normalise(item, reply, choice) == gold
 }
 
@@ -269,11 +274,7 @@ pub fn run(
         }
         let top = votes.iter().map(|(_, n)| *n).max();
         let majority = votes.iter().find(|(_, n)| Some(*n) == top).map(|(v, _)| v);
-        let gold_norm = match item.kind {
-            Kind::Number => final_number(&item.answer).map(|v| format!("{v}")),
-            Kind::Choice => Some(item.answer.trim().to_string()),
-            Kind::Exact => Some(item.answer.trim().to_lowercase()),
-        };
+        let gold_norm = gold(item);
         let majority_right = majority.is_some() && majority == gold_norm.as_ref();
         let answer_right = |i: Option<usize>| {
             i.and_then(|i| r.answers.get(i)).is_some_and(|a| {

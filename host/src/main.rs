@@ -877,12 +877,7 @@ fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
     println!(
         "{} nodes: {}",
         report.nodes,
-        report
-            .roles
-            .iter()
-            .map(|(r, n)| format!("{n} {r}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        counts(report.roles.iter().map(|(r, n)| (r, *n)))
     );
     for (i, r) in report.rounds.iter().enumerate() {
         match &r.error {
@@ -918,12 +913,7 @@ fn run_sim(args: SimArgs) -> Result<ExitCode, String> {
     if !report.rejected.is_empty() {
         println!(
             "messages refused by the entry node: {}",
-            report
-                .rejected
-                .iter()
-                .map(|(k, n)| format!("{n} {k}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            counts(report.rejected.iter().map(|(k, n)| (k, *n)))
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -1047,4 +1037,12 @@ fn run_eval(sandbox_args: &SandboxArgs, args: EvalArgs) -> Result<ExitCode, Stri
         print!("{table}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "3 honest, 1 forged": counts with what they count.
+fn counts<'a>(items: impl Iterator<Item = (&'a String, impl std::fmt::Display)>) -> String {
+    items
+        .map(|(what, n)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

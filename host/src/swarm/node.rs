@@ -683,6 +683,7 @@ impl Node {
         // cannot judge their own answers, so with fewer than MIN_JUDGES answerers nodes
         // that joined without volunteering to answer are asked to judge as well.
         let n = answers.len();
+        let selected = candidates.len();
         if (2..MIN_JUDGES).contains(&n) {
             for c in spare.into_iter().take(MIN_JUDGES - n) {
                 reports.push(MemberReport {
@@ -696,8 +697,9 @@ impl Node {
                 candidates.push(c);
             }
         }
+        // Answerers, then the judge-only members appended above.
         let judges: Vec<usize> = (0..candidates.len())
-            .filter(|&i| reports[i].answered || reports[i].note.as_deref() == Some("judge only"))
+            .filter(|&i| i >= selected || reports[i].answered)
             .collect();
         let authors: Vec<Option<usize>> = answers
             .iter()

@@ -199,8 +199,8 @@ pub struct SimReport {
     pub nodes: usize,
     pub roles: Vec<(String, usize)>,
     pub rounds: Vec<SimRound>,
+    /// Share of rounds whose consensus answer was right.
     pub accuracy: f64,
-    /// Share of rounds where at least one answer was right (the best any consensus could do).
     pub p50_ms: u64,
     pub p95_ms: u64,
     /// Refusals at the entry node, by reason.
