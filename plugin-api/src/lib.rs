@@ -319,6 +319,7 @@ pub mod tensor {
         fn meta_str(&self, key: &str) -> Option<String>;
         fn meta_texts(&self, key: &str) -> Option<Vec<String>>;
         fn meta_ints(&self, key: &str) -> Option<Vec<i64>>;
+        fn meta_floats(&self, key: &str) -> Option<Vec<f64>>;
     }
 
     impl MetadataExt for Weights {
@@ -351,6 +352,12 @@ pub mod tensor {
         fn meta_ints(&self, key: &str) -> Option<Vec<i64>> {
             match self.metadata(key)? {
                 MetaValue::Ints(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn meta_floats(&self, key: &str) -> Option<Vec<f64>> {
+            match self.metadata(key)? {
+                MetaValue::Floats(v) => Some(v),
                 _ => None,
             }
         }

@@ -18,6 +18,9 @@ const MAX_STRING: u64 = 64 << 20;
 const MAX_ARRAY: u64 = 1 << 26;
 const MAX_DIMS: u32 = 4;
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// ggml's type id of Q5_0: 32 values, f16 `d`, 4 bytes of high bits, 16 of low nibbles.
+const GGML_Q5_0: u32 = 6;
+pub const Q5_0_BLOCK_BYTES: usize = 22;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid GGUF file: {0}")]
@@ -75,6 +78,9 @@ pub struct TensorInfo {
     /// Byte range within the file.
     pub start: usize,
     pub len: usize,
+    /// Stored as ggml's Q5_0, which the loader widens losslessly to `dtype` (Q8_0): the
+    /// kernels and the plugin contract then need no fifth 32-value format.
+    pub q5_0: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -210,10 +216,15 @@ impl Gguf {
             }
             shape.reverse();
             let ty = c.u32()?;
-            let dtype = DType::from_ggml(ty)
-                .ok_or_else(|| bad(format!("tensor {name}: unsupported type {ty}")))?;
+            let q5_0 = ty == GGML_Q5_0;
+            let dtype = if q5_0 {
+                Some(DType::Q8_0)
+            } else {
+                DType::from_ggml(ty)
+            }
+            .ok_or_else(|| bad(format!("tensor {name}: unsupported type {ty}")))?;
             let offset = c.u64()?;
-            infos.push((name, shape, dtype, offset));
+            infos.push((name, shape, dtype, q5_0, offset));
         }
         let alignment = metadata
             .get("general.alignment")
@@ -224,12 +235,19 @@ impl Gguf {
         }
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
         let mut tensors = BTreeMap::new();
-        for (name, shape, dtype, offset) in infos {
+        for (name, shape, dtype, q5_0, offset) in infos {
             let elems = shape
                 .iter()
                 .try_fold(1usize, |a, &d| a.checked_mul(d))
                 .ok_or_else(|| bad(format!("tensor {name}: too many elements")))?;
-            let len = dtype.bytes_for(elems).ok_or_else(|| {
+            let stored = if q5_0 {
+                elems
+                    .is_multiple_of(32)
+                    .then_some(elems / 32 * Q5_0_BLOCK_BYTES)
+            } else {
+                dtype.bytes_for(elems)
+            };
+            let len = stored.ok_or_else(|| {
                 bad(format!(
                     "tensor {name}: {elems} elements is not a whole number of {dtype:?} blocks"
                 ))
@@ -253,6 +271,7 @@ impl Gguf {
                         dtype,
                         start,
                         len,
+                        q5_0,
                     },
                 )
                 .is_some()

@@ -14,6 +14,27 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// Rewrite ggml Q5_0 blocks (`[d: f16, qh: u32, qs: 16 bytes]`, x = d·(q − 16) with q
+/// of 5 bits) as Q8_0 blocks (`[d: f16, 32 × i8]`). Every Q5_0 value q − 16 lies in
+/// −16..=15, so the same scale and an i8 hold it exactly: the widening loses nothing.
+pub fn widen_q5_0_to_q8_0(src: &[u8], dst: &mut [u8]) {
+    let (_, q8_bytes) = DType::Q8_0.block();
+    for (b, o) in src
+        .chunks_exact(crate::gguf::Q5_0_BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(q8_bytes))
+    {
+        o[..2].copy_from_slice(&b[..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        for j in 0..16 {
+            let lo = b[6 + j];
+            let h0 = (((qh >> j) << 4) & 0x10) as u8;
+            let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+            o[2 + j] = (((lo & 0x0F) | h0) as i8 - 16) as u8;
+            o[2 + j + 16] = (((lo >> 4) | h1) as i8 - 16) as u8;
+        }
+    }
+}
+
 /// Dequantize `row` (whole blocks of `dtype`) into `out` (`out.len()` values).
 pub fn dequantize(dtype: DType, row: &[u8], out: &mut [f32]) {
     let (per, bytes) = dtype.block();
@@ -544,6 +565,7 @@ mod tests {
             ("q8_0", DType::Q8_0),
             ("q4_k", DType::Q4_K),
             ("q6_k", DType::Q6_K),
+            ("q5_0", DType::Q8_0),
         ] {
             let case = &fixture[name];
             let bytes: Vec<u8> = case["bytes"]
@@ -558,6 +580,14 @@ mod tests {
                 .iter()
                 .map(|v| v.as_f64().unwrap() as f32)
                 .collect();
+            let bytes = if name == "q5_0" {
+                // Checked through the loader's lossless widening to Q8_0.
+                let mut wide = vec![0u8; bytes.len() / crate::gguf::Q5_0_BLOCK_BYTES * 34];
+                widen_q5_0_to_q8_0(&bytes, &mut wide);
+                wide
+            } else {
+                bytes
+            };
             let mut got = vec![0f32; want.len()];
             dequantize(dtype, &bytes, &mut got);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {

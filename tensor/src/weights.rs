@@ -44,6 +44,8 @@ pub struct Entry {
     pub dtype: DType,
     pub start: usize,
     pub len: usize,
+    /// In [`WeightsFile::widened`] rather than the file's own mapping.
+    pub widened: bool,
 }
 
 pub enum Format {
@@ -57,6 +59,9 @@ pub struct WeightsFile {
     pub file: Arc<MappedFile>,
     pub format: Format,
     pub tensors: BTreeMap<String, Entry>,
+    /// Q5_0 tensors of the file, widened to Q8_0 once at open, in one read-only
+    /// anonymous mapping shared like the file's.
+    pub widened: Option<Arc<MappedFile>>,
 }
 
 impl WeightsFile {
@@ -70,11 +75,15 @@ impl WeightsFile {
             .tensors
             .get(name)
             .ok_or_else(|| TensorError::NotFound(format!("no tensor {name:?} in {}", self.name)))?;
+        let file = match (&self.widened, e.widened) {
+            (Some(w), true) => w.clone(),
+            _ => self.file.clone(),
+        };
         Ok(Tensor {
             shape: e.shape.clone(),
             dtype: e.dtype,
             storage: Storage::Mapped {
-                file: self.file.clone(),
+                file,
                 start: e.start,
                 len: e.len,
             },
@@ -94,26 +103,13 @@ impl WeightsFile {
         let invalid = |m: String| TensorError::InvalidFile(format!("{name}: {m}"));
         if bytes.starts_with(b"GGUF") {
             let g = Gguf::parse(bytes).map_err(|e| invalid(e.0))?;
-            let tensors = g
-                .tensors
-                .iter()
-                .map(|(n, t)| {
-                    (
-                        n.clone(),
-                        Entry {
-                            shape: t.shape.clone(),
-                            dtype: t.dtype,
-                            start: t.start,
-                            len: t.len,
-                        },
-                    )
-                })
-                .collect();
+            let (tensors, widened) = gguf_entries(&g, bytes).map_err(invalid)?;
             return Ok(WeightsFile {
                 name: name.into(),
                 file: file.clone(),
                 format: Format::Gguf(g),
                 tensors,
+                widened,
             });
         }
         let (tensors, metadata) = parse_safetensors(bytes).map_err(invalid)?;
@@ -122,8 +118,59 @@ impl WeightsFile {
             file,
             format: Format::Safetensors { metadata },
             tensors,
+            widened: None,
         })
     }
+}
+
+/// The tensors of a GGUF file; Q5_0 ones are widened into one anonymous mapping.
+fn gguf_entries(
+    g: &Gguf,
+    bytes: &[u8],
+) -> std::result::Result<(BTreeMap<String, Entry>, Option<Arc<MappedFile>>), String> {
+    let q8_bytes = |len: usize| len / crate::gguf::Q5_0_BLOCK_BYTES * DType::Q8_0.block().1;
+    let total: usize = g
+        .tensors
+        .values()
+        .filter(|t| t.q5_0)
+        .map(|t| q8_bytes(t.len))
+        .sum();
+    let mut wide = (total > 0)
+        .then(|| memmap2::MmapMut::map_anon(total))
+        .transpose()
+        .map_err(|e| format!("cannot allocate {total} bytes to widen Q5_0 tensors: {e}"))?;
+    let mut next = 0;
+    let mut tensors = BTreeMap::new();
+    for (n, t) in &g.tensors {
+        let (start, len) = match wide.as_mut() {
+            Some(map) if t.q5_0 => {
+                let len = q8_bytes(t.len);
+                crate::quant::widen_q5_0_to_q8_0(
+                    &bytes[t.start..t.start + t.len],
+                    &mut map[next..next + len],
+                );
+                next += len;
+                (next - len, len)
+            }
+            _ => (t.start, t.len),
+        };
+        tensors.insert(
+            n.clone(),
+            Entry {
+                shape: t.shape.clone(),
+                dtype: t.dtype,
+                start,
+                len,
+                widened: t.q5_0,
+            },
+        );
+    }
+    let widened = wide
+        .map(|m| m.make_read_only())
+        .transpose()
+        .map_err(|e| format!("cannot seal the widened Q5_0 tensors: {e}"))?
+        .map(|map| Arc::new(MappedFile { map }));
+    Ok((tensors, widened))
 }
 
 type SafetensorsIndex = (BTreeMap<String, Entry>, BTreeMap<String, String>);
@@ -197,6 +244,7 @@ fn parse_safetensors(bytes: &[u8]) -> std::result::Result<SafetensorsIndex, Stri
                 dtype,
                 start: data_start + begin,
                 len: want,
+                widened: false,
             },
         );
     }
@@ -307,6 +355,56 @@ mod tests {
         assert!(matches!(s.tensor("nope"), Err(TensorError::NotFound(_))));
         // Second open is the cached parse.
         assert!(Arc::ptr_eq(&g, &open(Some(dir.path()), "m.gguf").unwrap()));
+    }
+
+    /// A GGUF file with one Q5_0 tensor of the reference fixture's blocks.
+    fn q5_0_gguf() -> (Vec<u8>, Vec<f32>) {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/quant_reference.json")).unwrap();
+        let case = &fixture["q5_0"];
+        let blocks: Vec<u8> = case["bytes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        let values = case["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes()); // tensors
+        b.extend(0u64.to_le_bytes()); // kv
+        b.extend(1u64.to_le_bytes());
+        b.push(b'w');
+        b.extend(2u32.to_le_bytes()); // dims, innermost first: [32, 2]
+        b.extend(32u64.to_le_bytes());
+        b.extend(2u64.to_le_bytes());
+        b.extend(6u32.to_le_bytes()); // GGML_TYPE_Q5_0
+        b.extend(0u64.to_le_bytes());
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend(&blocks);
+        (b, values)
+    }
+
+    #[test]
+    fn q5_0_tensors_are_widened_to_q8_0_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, want) = q5_0_gguf();
+        write(dir.path(), "q5.gguf", &bytes);
+        let w = open(Some(dir.path()), "q5.gguf").unwrap();
+        let t = w.tensor("w").unwrap();
+        assert_eq!((t.shape.clone(), t.dtype), (vec![2, 32], DType::Q8_0));
+        assert_eq!(t.to_f32().unwrap().as_ref(), want.as_slice());
+        // Cut into the second block: a truncated file, not a widened one.
+        write(dir.path(), "q5cut.gguf", &bytes[..bytes.len() - 5]);
+        let e = open(Some(dir.path()), "q5cut.gguf").err().unwrap();
+        assert!(e.to_string().contains("truncated"), "{e}");
     }
 
     #[test]
