@@ -3,7 +3,9 @@
 //! - Q4_1 matrix-vector products (decode's inner loop);
 //! - the same 256³ matmul in pure wasm inside a plugin vs the host kernel (budget ≥ 10×);
 //! - SmolLM2-135M: one answer (prefill + 32 greedy tokens) as a plugin through the host
-//!   kernels vs the same model code compiled natively (budget ≥ 0.8×).
+//!   kernels vs the same model code compiled natively (budget ≥ 0.8×);
+//! - K-quant matrix-vector products (Gemma 3's Q4_K and Q6_K tensors), integer vs float;
+//! - Gemma 3 270M scoring a four-option question, plugin vs native.
 //!
 //! Needs scripts/build-plugins.sh (plugins, fixtures and the model).
 
@@ -137,5 +139,60 @@ fn smollm(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, sandbox_vs_host, smollm);
+/// K-quant products from Gemma 3's file (Q4_K attention output, Q6_K FFN down), with
+/// 8-bit activations (the default integer path) and with f32 activations (dequantize a
+/// block, then a float dot product; the path before the integer kernels existed).
+fn kquants(c: &mut Criterion) {
+    let model = weights::open(Some(&target("plugins/gemma/weights")), gemma::WEIGHTS_FILE).unwrap();
+    let mut g = c.benchmark_group("matvec-kquant");
+    g.sample_size(30);
+    for name in ["blk.0.attn_output.weight", "blk.0.ffn_down.weight"] {
+        let w = model.tensor(name).unwrap();
+        let x = matrix(1, w.shape[1], 3);
+        let label = format!("{}-{}x{}", w.dtype.name(), w.shape[0], w.shape[1]);
+        g.throughput(Throughput::Elements((2 * w.shape[0] * w.shape[1]) as u64));
+        for exact in [false, true] {
+            apiary_tensor::quant::set_exact_activations(exact);
+            let path = if exact {
+                "f32-activations"
+            } else {
+                "q8-activations"
+            };
+            g.bench_function(format!("{label}/{path}"), |bch| {
+                bch.iter(|| black_box(cpu::matmul(&x, &w, true, Deadline::NONE).unwrap()))
+            });
+        }
+        apiary_tensor::quant::set_exact_activations(false);
+    }
+    g.finish();
+}
+
+/// Gemma 3 270M on a four-option question (one pass over the prompt, four scored
+/// continuations), as a plugin through the host kernels vs the same code natively.
+fn gemma(c: &mut Criterion) {
+    let question = "Which of these is a mammal?";
+    let choices: Vec<String> = ["shark", "dolphin", "trout", "octopus"]
+        .map(String::from)
+        .to_vec();
+    let mut req = round::request(question, 0);
+    req.choices = choices.clone();
+    let mut g = c.benchmark_group("gemma-multiple-choice-4-options");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let plugin = loader::load(&sandbox, None, &target("plugins/gemma")).unwrap();
+    let mut session = plugin.session(&sandbox, 0).unwrap();
+    session.answer(&req).unwrap(); // load the model once in this instance
+    g.bench_function("plugin-through-host-kernels", |b| {
+        b.iter(|| black_box(session.answer(&req).unwrap()))
+    });
+    apiary_plugin_api::tensor::set_weights_dir(target("plugins/gemma/weights"));
+    let engine = gemma::load().unwrap();
+    let options: Vec<&str> = choices.iter().map(String::as_str).collect();
+    g.bench_function("native-same-code", |b| {
+        b.iter(|| black_box(engine.scores(question, &options).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, kernels, kquants, sandbox_vs_host, smollm, gemma);
 criterion_main!(benches);

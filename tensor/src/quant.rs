@@ -180,12 +180,101 @@ pub fn set_exact_activations(exact: bool) {
 
 /// Whether [`dot_row_q8`] handles `dtype` (else use [`dot_row`]).
 pub fn has_q8_path(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_1 | DType::Q8_0)
+    matches!(dtype, DType::Q4_1 | DType::Q8_0 | DType::Q4_K | DType::Q6_K)
         && !EXACT_ACTIVATIONS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Dot product of a Q4_1 or Q8_0 row with quantized activations.
+/// Σ a·b over 32 values, in integers. Written as a plain fixed-size loop so LLVM turns it
+/// into vector multiply-adds.
+#[inline(always)]
+fn isum32(a: &[i8; 32], b: &[i8]) -> i32 {
+    let b: &[i8; 32] = b.try_into().expect("32 activations");
+    let mut acc = 0i32;
+    for j in 0..32 {
+        acc += i32::from(a[j]) * i32::from(b[j]);
+    }
+    acc
+}
+
+/// A Q4_K row (256-value super-blocks) against 8-bit activations: per 32-value
+/// sub-block, d·scale·Σq·x − dmin·min·Σx, with the integer Σq·x and Σx exact per block.
+fn dot_q4_k_q8(row: &[u8], x: &Q8Activations) -> f32 {
+    let mut acc = 0.0;
+    for (sb, blk) in row.chunks_exact(144).enumerate() {
+        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+        let scales = &blk[4..16];
+        for chunk in 0..4 {
+            let q = &blk[16 + chunk * 32..16 + chunk * 32 + 32];
+            let (mut lo, mut hi) = ([0i8; 32], [0i8; 32]);
+            for l in 0..32 {
+                lo[l] = (q[l] & 0xF) as i8;
+                hi[l] = (q[l] >> 4) as i8;
+            }
+            for (half, vals) in [(0, &lo), (1, &hi)] {
+                let (sc, m) = scale_min_k4(chunk * 2 + half, scales);
+                let b = sb * 8 + chunk * 2 + half;
+                let isum = isum32(vals, &x.q[b * 32..b * 32 + 32]);
+                acc += d * sc as f32 * x.d[b] * isum as f32 - dmin * m as f32 * x.sum[b];
+            }
+        }
+    }
+    acc
+}
+
+/// A Q6_K row against 8-bit activations: each 32-value activation block meets two
+/// 16-value sub-blocks with their own i8 scales.
+fn dot_q6_k_q8(row: &[u8], x: &Q8Activations) -> f32 {
+    let mut acc = 0.0;
+    for (sb, blk) in row.chunks_exact(210).enumerate() {
+        let d = f16_at(blk, 208);
+        for half in 0..2 {
+            let ql = &blk[half * 64..half * 64 + 64];
+            let qh = &blk[128 + half * 32..128 + half * 32 + 32];
+            let sc = &blk[192 + half * 8..192 + half * 8 + 8];
+            let mut vals = [[0i8; 32]; 4];
+            for l in 0..32 {
+                vals[0][l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+                vals[1][l] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+                vals[2][l] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+                vals[3][l] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+            }
+            for (k, v) in vals.iter().enumerate() {
+                let b = sb * 8 + half * 4 + k;
+                let xq = &x.q[b * 32..b * 32 + 32];
+                let (mut s1, mut s2) = (0i32, 0i32);
+                for l in 0..16 {
+                    s1 += i32::from(v[l]) * i32::from(xq[l]);
+                    s2 += i32::from(v[l + 16]) * i32::from(xq[l + 16]);
+                }
+                let (sc1, sc2) = (sc[2 * k] as i8, sc[2 * k + 1] as i8);
+                acc += d * x.d[b] * (f32::from(sc1) * s1 as f32 + f32::from(sc2) * s2 as f32);
+            }
+        }
+    }
+    acc
+}
+
+/// Dot product of a Q4_1, Q8_0, Q4_K or Q6_K row with quantized activations.
 pub fn dot_row_q8(dtype: DType, row: &[u8], x: &Q8Activations) -> f32 {
+    match dtype {
+        DType::Q4_K => {
+            #[cfg(target_arch = "x86_64")]
+            if simd::available() {
+                // SAFETY: AVX2 and FMA were detected at run time; whole blocks by construction.
+                return unsafe { simd::dot_q4_k_q8(row, x) };
+            }
+            return dot_q4_k_q8(row, x);
+        }
+        DType::Q6_K => {
+            #[cfg(target_arch = "x86_64")]
+            if simd::available() {
+                // SAFETY: AVX2 and FMA were detected at run time; whole blocks by construction.
+                return unsafe { simd::dot_q6_k_q8(row, x) };
+            }
+            return dot_q6_k_q8(row, x);
+        }
+        _ => {}
+    }
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths match by construction.
@@ -458,6 +547,100 @@ mod simd {
         unsafe { hsum(acc) }
     }
 
+    /// Q4_K against 8-bit activations: nibbles are unsigned, so `maddubs` takes them
+    /// directly; the mins' term uses the activation blocks' exact float sums.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4_k_q8(row: &[u8], x: &super::Q8Activations) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0.0f32;
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm256_set1_epi8(0x0F);
+        for (sb, blk) in row.chunks_exact(144).enumerate() {
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let scales = &blk[4..16];
+            for chunk in 0..4 {
+                let (sc1, m1) = super::scale_min_k4(chunk * 2, scales);
+                let (sc2, m2) = super::scale_min_k4(chunk * 2 + 1, scales);
+                let (b1, b2) = (sb * 8 + chunk * 2, sb * 8 + chunk * 2 + 1);
+                // SAFETY: blk has 144 bytes (32 from 16 + 32·chunk); x.q has 32 per block.
+                unsafe {
+                    let q = _mm256_loadu_si256(blk.as_ptr().add(16 + chunk * 32) as *const __m256i);
+                    let lo = _mm256_and_si256(q, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                    let x1 = _mm256_loadu_si256(x.q.as_ptr().add(b1 * 32) as *const __m256i);
+                    let x2 = _mm256_loadu_si256(x.q.as_ptr().add(b2 * 32) as *const __m256i);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x1), ones);
+                    let p2 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x2), ones);
+                    acc = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * sc1 as f32 * x.d[b1]),
+                        _mm256_cvtepi32_ps(p1),
+                        acc,
+                    );
+                    acc = _mm256_fmadd_ps(
+                        _mm256_set1_ps(d * sc2 as f32 * x.d[b2]),
+                        _mm256_cvtepi32_ps(p2),
+                        acc,
+                    );
+                }
+                mins += dmin * (m1 as f32 * x.sum[b1] + m2 as f32 * x.sum[b2]);
+            }
+        }
+        unsafe { hsum(acc) - mins }
+    }
+
+    /// Q6_K against 8-bit activations. Values are rebuilt as signed bytes (q − 32) and
+    /// multiplied with the sign trick of Q8_0; after `madd`, lanes 0–3 hold the first 16
+    /// values of a block and lanes 4–7 the second, which have their own scales.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q6_k_q8(row: &[u8], x: &super::Q8Activations) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let ones = _mm256_set1_epi16(1);
+        let (m4, m2, off) = (
+            _mm256_set1_epi8(0x0F),
+            _mm256_set1_epi8(3),
+            _mm256_set1_epi8(32),
+        );
+        for (sb, blk) in row.chunks_exact(210).enumerate() {
+            let d = f16_at(blk, 208);
+            for half in 0..2 {
+                let sc = &blk[192 + half * 8..192 + half * 8 + 8];
+                // SAFETY: blk has 210 bytes; the loads read 64 bytes of ql from 64·half and
+                // 32 of qh from 128 + 32·half. x.q has 32 per block.
+                unsafe {
+                    let ql0 = _mm256_loadu_si256(blk.as_ptr().add(half * 64) as *const __m256i);
+                    let ql1 =
+                        _mm256_loadu_si256(blk.as_ptr().add(half * 64 + 32) as *const __m256i);
+                    let qh =
+                        _mm256_loadu_si256(blk.as_ptr().add(128 + half * 32) as *const __m256i);
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
+                    let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
+                    let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
+                    let vals = [
+                        _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+                        _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+                    ];
+                    for (k, v) in vals.into_iter().enumerate() {
+                        let v = _mm256_sub_epi8(v, off);
+                        let b = sb * 8 + half * 4 + k;
+                        let xq = _mm256_loadu_si256(x.q.as_ptr().add(b * 32) as *const __m256i);
+                        let p =
+                            _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xq, v));
+                        let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                        let f = d * x.d[b];
+                        let s1 = f * (sc[2 * k] as i8) as f32;
+                        let s2 = f * (sc[2 * k + 1] as i8) as f32;
+                        let scale = _mm256_set_ps(s2, s2, s2, s2, s1, s1, s1, s1);
+                        acc = _mm256_fmadd_ps(scale, p, acc);
+                    }
+                }
+            }
+        }
+        unsafe { hsum(acc) }
+    }
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
         let mut total = _mm256_setzero_ps();
@@ -608,8 +791,9 @@ mod tests {
             .collect();
         let xq = quantize_q8(&x);
         let sums = block_sums(&x);
-        for dtype in [DType::Q4_1, DType::Q8_0] {
-            let row = random_row(dtype, k / 32, 17);
+        for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K] {
+            let (per, _) = dtype.block();
+            let row = random_row(dtype, k / per, 17);
             let exact = dot_row(dtype, &row, &x, &sums);
             let fast = dot_row_q8(dtype, &row, &xq);
             let mut deq = vec![0f32; k];
@@ -619,6 +803,27 @@ mod tests {
             assert!(
                 (exact - fast).abs() < 0.01 * scale,
                 "{dtype:?}: {exact} vs {fast} (scale {scale})"
+            );
+        }
+    }
+
+    #[test]
+    fn k_quant_simd_and_scalar_agree() {
+        let k = 1024;
+        let x: Vec<f32> = bytes(k, 9)
+            .iter()
+            .map(|&b| (b as f32 - 128.0) / 50.0)
+            .collect();
+        let xq = quantize_q8(&x);
+        for (dtype, scalar) in [
+            (DType::Q4_K, dot_q4_k_q8 as fn(&[u8], &Q8Activations) -> f32),
+            (DType::Q6_K, dot_q6_k_q8),
+        ] {
+            let row = random_row(dtype, k / 256, 23);
+            let (want, got) = (scalar(&row, &xq), dot_row_q8(dtype, &row, &xq));
+            assert!(
+                (want - got).abs() <= 1e-4 * want.abs().max(1.0),
+                "{dtype:?}: {want} vs {got}"
             );
         }
     }
