@@ -250,9 +250,36 @@ pub mod text {
         (a - b).abs() <= 1e-6 * scale
     }
 
+    /// Digits and an operator: arithmetic, which a small language model can neither do
+    /// nor check, so its plugin declines to answer and abstains from judging.
+    pub fn looks_arithmetic(s: &str) -> bool {
+        s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| "+-*/×÷=^%".contains(c))
+    }
+
+    /// `"B. Paris"` → `"Paris"`: what a multiple-choice answer says, without its letter,
+    /// for judges that score the content.
+    pub fn without_option_letter(s: &str) -> &str {
+        let b = s.as_bytes();
+        if b.len() > 3 && b[0].is_ascii_uppercase() && b[1] == b'.' && b[2] == b' ' {
+            &s[3..]
+        } else {
+            s
+        }
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn arithmetic_and_option_letters() {
+            assert!(looks_arithmetic("What is 12 * 7?"));
+            assert!(!looks_arithmetic("What is the capital of Peru?"));
+            assert!(!looks_arithmetic("How many legs has a spider, 6 or 8?"));
+            assert_eq!(without_option_letter("B. Paris"), "Paris");
+            assert_eq!(without_option_letter("Paris"), "Paris");
+            assert_eq!(without_option_letter("A."), "A.");
+        }
 
         #[test]
         fn numbers_in_text() {

@@ -15,6 +15,7 @@
 //!   arithmetic (it gets it wrong, and saying so keeps it out of those rounds).
 
 use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
+use apiary_plugin_api::text::{looks_arithmetic, without_option_letter};
 use apiary_plugin_api::{
     Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
 };
@@ -84,16 +85,6 @@ impl Gemma {
             .map_err(|e| {
                 PluginError::Internal(format!("cannot load {WEIGHTS_FILE} from /weights: {e}"))
             })
-    }
-}
-
-/// `"B. Paris"` → `"Paris"`: judges score what an answer says, not its option letter.
-fn without_option_letter(s: &str) -> &str {
-    let b = s.as_bytes();
-    if b.len() > 3 && b[0].is_ascii_uppercase() && b[1] == b'.' && b[2] == b' ' {
-        &s[3..]
-    } else {
-        s
     }
 }
 
@@ -181,11 +172,6 @@ impl Engine {
     }
 }
 
-/// Arithmetic with digits and operators, which a 270M model cannot do or check.
-fn looks_arithmetic(prompt: &str) -> bool {
-    prompt.chars().any(|c| c.is_ascii_digit()) && prompt.chars().any(|c| "+-*/×÷=^%".contains(c))
-}
-
 impl Specialist for Gemma {
     fn describe(&self, base: Manifest) -> Manifest {
         Manifest {
@@ -253,13 +239,6 @@ export_specialist!(Gemma);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn option_letters_are_stripped_for_judging() {
-        assert_eq!(without_option_letter("B. Paris"), "Paris");
-        assert_eq!(without_option_letter("Paris"), "Paris");
-        assert_eq!(without_option_letter("A."), "A.");
-    }
 
     #[test]
     fn declines_arithmetic() {

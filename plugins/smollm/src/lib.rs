@@ -11,6 +11,7 @@
 //! questions and less for arithmetic, which it is known to get wrong.
 
 use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
+use apiary_plugin_api::text::{looks_arithmetic, without_option_letter};
 use apiary_plugin_api::{
     Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
 };
@@ -157,11 +158,6 @@ impl Engine {
     }
 }
 
-/// Arithmetic with digits: the 135M model is weak at it.
-fn looks_arithmetic(prompt: &str) -> bool {
-    prompt.chars().any(|c| c.is_ascii_digit()) && prompt.chars().any(|c| "+-*/×÷=^%".contains(c))
-}
-
 impl Specialist for SmolLm {
     fn describe(&self, base: Manifest) -> Manifest {
         Manifest {
@@ -183,19 +179,21 @@ impl Specialist for SmolLm {
         if !req.choices.is_empty() {
             // Multiple choice: the option the model finds most likely as its reply. A
             // 135M model picks letters at random; it ranks option texts rather better.
-            let mut best: Option<(usize, f32)> = None;
-            for (i, c) in req.choices.iter().enumerate() {
-                let s = loaded.score(&req.prompt, c)?;
-                if best.is_none_or(|(_, b)| s > b) {
-                    best = Some((i, s));
-                }
-            }
-            if let Some((i, _)) = best {
+            let scores = req
+                .choices
+                .iter()
+                .map(|c| loaded.score(&req.prompt, c))
+                .collect::<Result<Vec<f32>, _>>()?;
+            if let Some((i, _)) = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
+                // Confidence: the pick's share of the options' per-token likelihoods, the
+                // same measure gemma reports, so the round can weigh the two.
+                let total: f32 = scores.iter().map(|s| s.exp()).sum();
+                let confidence = scores[i].exp() / total.max(f32::MIN_POSITIVE);
                 let letter = (b'A' + i as u8) as char;
                 return Ok(Answer::choice(
                     format!("{letter}. {}", req.choices[i]),
                     i as u32,
-                    0.5,
+                    confidence.min(0.9),
                 ));
             }
         }
@@ -207,9 +205,14 @@ impl Specialist for SmolLm {
     }
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
+        // Likelihood cannot check arithmetic: abstain rather than guess.
+        if looks_arithmetic(prompt) {
+            return Verdict::Tie;
+        }
         let Ok(loaded) = self.get() else {
             return Verdict::Tie;
         };
+        let (first, second) = (without_option_letter(first), without_option_letter(second));
         match (loaded.score(prompt, first), loaded.score(prompt, second)) {
             (Ok(a), Ok(b)) if a > b + TIE_MARGIN => Verdict::First,
             (Ok(a), Ok(b)) if b > a + TIE_MARGIN => Verdict::Second,
