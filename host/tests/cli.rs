@@ -89,8 +89,8 @@ fn ask_explain_and_json() {
     assert_eq!(v["winner"], 0);
     assert_eq!(
         v["members"].as_array().unwrap().len(),
-        4,
-        "arith, facts, smollm, units"
+        5,
+        "arith, facts, gemma, smollm, units"
     );
 }
 

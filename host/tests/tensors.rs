@@ -1,5 +1,5 @@
 //! The tensor interface through the sandbox: a hostile plugin probing it, and the real
-//! SmolLM2 plugin answering.
+//! SmolLM2 and Gemma 3 plugins answering.
 
 mod common;
 
@@ -87,6 +87,28 @@ fn smollm_in_the_sandbox_matches_the_reference() {
         .unwrap();
     assert_eq!(a.text, case["text"].as_str().unwrap().trim());
     assert!(a.confidence > 0.0);
+}
+
+/// Gemma 3 (a second architecture on the same kernels) in the sandbox: its greedy answer
+/// is the independent reference's, and it ranks multiple-choice options.
+#[test]
+fn gemma_in_the_sandbox_matches_the_reference() {
+    let folder = Folder::new();
+    folder.add(&plugin("gemma"), "gemma");
+    let registry = folder.registry();
+    let p = registry.get("gemma").expect("gemma loads");
+    let path = workspace().join("plugins/gemma/tests/fixtures/greedy.json");
+    let f: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = &f["cases"][0];
+    let mut req = apiary::round::request(case["question"].as_str().unwrap(), 0);
+    req.max_tokens = f["steps"].as_u64().unwrap() as u32;
+    let session = p.session(registry.sandbox(), 0).unwrap();
+    let a = session.answer(&req).unwrap();
+    assert_eq!(a.text, case["text"].as_str().unwrap().trim());
+    req.choices = vec!["Berlin".into(), "Paris".into(), "Madrid".into()];
+    let a = session.answer(&req).unwrap();
+    assert_eq!((a.choice, a.text.as_str()), (Some(1), "B. Paris"));
 }
 
 #[test]
