@@ -14,7 +14,7 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 echo "==> building apiary (release)"
 cargo build --release -p apiary
 
-APIARY="$PWD/target/release/apiary"
+APIARY="${CARGO_TARGET_DIR:-$PWD/target}/release/apiary"
 DEMO="$PWD/target/demo"
 rm -rf "$DEMO"
 mkdir -p "$DEMO"

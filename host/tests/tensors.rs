@@ -103,7 +103,7 @@ fn gemma_in_the_sandbox_matches_the_reference() {
     let case = &f["cases"][0];
     let mut req = apiary::round::request(case["question"].as_str().unwrap(), 0);
     req.max_tokens = f["steps"].as_u64().unwrap() as u32;
-    let session = p.session(registry.sandbox(), 0).unwrap();
+    let mut session = p.session(registry.sandbox(), 0).unwrap();
     let a = session.answer(&req).unwrap();
     assert_eq!(a.text, case["text"].as_str().unwrap().trim());
     req.choices = vec!["Berlin".into(), "Paris".into(), "Madrid".into()];

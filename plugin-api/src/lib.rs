@@ -256,6 +256,12 @@ pub mod text {
         s.chars().any(|c| c.is_ascii_digit()) && s.chars().any(|c| "+-*/×÷=^%".contains(c))
     }
 
+    /// Whether `s` states a quantity (has a digit). A likelihood judge cannot check a
+    /// quantity, and a small language model should not volunteer a computed one.
+    pub fn quantitative(s: &str) -> bool {
+        s.chars().any(|c| c.is_ascii_digit())
+    }
+
     /// `"B. Paris"` → `"Paris"`: what a multiple-choice answer says, without its letter,
     /// for judges that score the content.
     pub fn without_option_letter(s: &str) -> &str {
@@ -276,6 +282,8 @@ pub mod text {
             assert!(looks_arithmetic("What is 12 * 7?"));
             assert!(!looks_arithmetic("What is the capital of Peru?"));
             assert!(!looks_arithmetic("How many legs has a spider, 6 or 8?"));
+            assert!(quantitative("How many feet are in 3 meters?"));
+            assert!(!quantitative("What is the capital of Peru?"));
             assert_eq!(without_option_letter("B. Paris"), "Paris");
             assert_eq!(without_option_letter("Paris"), "Paris");
             assert_eq!(without_option_letter("A."), "A.");

@@ -123,11 +123,11 @@ impl WeightsFile {
     }
 }
 
+/// A GGUF file's tensors and, when it has Q5_0 ones, their widened copy.
+type GgufIndex = (BTreeMap<String, Entry>, Option<Arc<MappedFile>>);
+
 /// The tensors of a GGUF file; Q5_0 ones are widened into one anonymous mapping.
-fn gguf_entries(
-    g: &Gguf,
-    bytes: &[u8],
-) -> std::result::Result<(BTreeMap<String, Entry>, Option<Arc<MappedFile>>), String> {
+fn gguf_entries(g: &Gguf, bytes: &[u8]) -> std::result::Result<GgufIndex, String> {
     let q8_bytes = |len: usize| len / crate::gguf::Q5_0_BLOCK_BYTES * DType::Q8_0.block().1;
     let total: usize = g
         .tensors
@@ -385,7 +385,7 @@ mod tests {
         b.extend(2u64.to_le_bytes());
         b.extend(6u32.to_le_bytes()); // GGML_TYPE_Q5_0
         b.extend(0u64.to_le_bytes());
-        while b.len() % 32 != 0 {
+        while !b.len().is_multiple_of(32) {
             b.push(0);
         }
         b.extend(&blocks);

@@ -245,8 +245,9 @@ fn matmul_on_quantized_weights_both_activation_modes() {
                 for exact in [true, false] {
                     set_exact_activations(exact);
                     let got = vals(&(be.matmul)(&t(&[n, k], x.clone()), &w, true).unwrap());
-                    let eight_bit =
-                        be.name == "cpu" && !exact && matches!(dtype, DType::Q4_1 | DType::Q8_0);
+                    let eight_bit = be.name == "cpu"
+                        && !exact
+                        && matches!(dtype, DType::Q4_1 | DType::Q8_0 | DType::Q4_K | DType::Q6_K);
                     let tol = if eight_bit { 1e-2 } else { 1e-5 };
                     close(
                         &got,

@@ -10,12 +10,14 @@
 //!   answer (scored after one shared pass over the prompt); other requests get a
 //!   generated one-line answer (greedy at temperature 0, seeded sampling otherwise).
 //! - `compare`: the candidate the model finds more likely as the answer wins; close
-//!   scores are a tie. Arithmetic is judged `tie`: a 270M model cannot check it.
+//!   scores are a tie. Anything stating a quantity is judged `tie`: a 270M model cannot
+//!   check it.
 //! - `assess`: volunteers for knowledge and multiple-choice questions, declines
-//!   arithmetic (it gets it wrong, and saying so keeps it out of those rounds).
+//!   arithmetic and free-form questions about quantities (it gets them wrong, and saying
+//!   so keeps it out of those rounds).
 
 use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
-use apiary_plugin_api::text::{looks_arithmetic, without_option_letter};
+use apiary_plugin_api::text::{looks_arithmetic, quantitative, without_option_letter};
 use apiary_plugin_api::{
     Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
 };
@@ -184,8 +186,11 @@ impl Specialist for Gemma {
         if looks_arithmetic(&req.prompt) {
             0.1
         } else if !req.choices.is_empty() {
-            // Ranking given options is what it does best.
+            // Ranking given options by likelihood is what it does best.
             0.6
+        } else if quantitative(&req.prompt) {
+            // A free-form question about quantities wants a computed answer: decline.
+            0.2
         } else {
             0.5
         }
@@ -219,7 +224,8 @@ impl Specialist for Gemma {
     }
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
-        if looks_arithmetic(prompt) {
+        // Likelihood cannot check a quantity: abstain rather than guess.
+        if [prompt, first, second].into_iter().any(quantitative) {
             return Verdict::Tie;
         }
         let Ok(engine) = self.get() else {

@@ -161,20 +161,17 @@ impl Tokenizer {
     }
 
     fn encode_fragment(&self, text: &str, out: &mut Vec<u32>) {
+        let n = text.chars().count();
         let mut syms: Vec<Symbol> = text
             .char_indices()
-            .map(|(start, c)| Symbol {
+            .enumerate()
+            .map(|(i, (start, c))| Symbol {
                 start,
                 len: c.len_utf8(),
-                prev: None,
-                next: None,
+                prev: i.checked_sub(1),
+                next: (i + 1 < n).then_some(i + 1),
             })
             .collect();
-        let n = syms.len();
-        for i in 0..n {
-            syms[i].prev = i.checked_sub(1);
-            syms[i].next = (i + 1 < n).then_some(i + 1);
-        }
         let mut heap = BinaryHeap::new();
         let try_pair = |heap: &mut BinaryHeap<Bigram>, syms: &[Symbol], left: usize| {
             let Some(right) = syms[left].next else { return };

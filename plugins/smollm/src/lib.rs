@@ -7,11 +7,13 @@
 //! `answer` generates a reply (greedy at temperature 0, else seeded top-k/top-p sampling,
 //! `max-tokens` honoured). `compare` judges by likelihood: the candidate whose tokens the
 //! model finds more probable (mean log-probability per token) after the question wins,
-//! and near-equal scores are a tie. It is a generalist: it volunteers modestly for most
-//! questions and less for arithmetic, which it is known to get wrong.
+//! and near-equal scores are a tie; anything stating a quantity is a tie, since
+//! likelihood cannot check it. It is a generalist: it volunteers modestly for knowledge
+//! and multiple-choice questions and declines arithmetic and free-form questions about
+//! quantities, which it is known to get wrong.
 
 use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
-use apiary_plugin_api::text::{looks_arithmetic, without_option_letter};
+use apiary_plugin_api::text::{looks_arithmetic, quantitative, without_option_letter};
 use apiary_plugin_api::{
     Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
 };
@@ -168,6 +170,12 @@ impl Specialist for SmolLm {
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
         if looks_arithmetic(&req.prompt) {
+            0.1
+        } else if !req.choices.is_empty() {
+            // Ranking given options by likelihood is what it does best.
+            0.55
+        } else if quantitative(&req.prompt) {
+            // A free-form question about quantities wants a computed answer: decline.
             0.2
         } else {
             0.55
@@ -205,8 +213,8 @@ impl Specialist for SmolLm {
     }
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
-        // Likelihood cannot check arithmetic: abstain rather than guess.
-        if looks_arithmetic(prompt) {
+        // Likelihood cannot check a quantity: abstain rather than guess.
+        if [prompt, first, second].into_iter().any(quantitative) {
             return Verdict::Tie;
         }
         let Ok(loaded) = self.get() else {
