@@ -12,9 +12,10 @@
 //! weights, which stay resident on the device after first use. Keeping activations
 //! resident and batching a whole step into one submission is the next step.
 
+use crate::weights::MappedFile;
 use crate::{DType, Result, Storage, Tensor, TensorError, shape_err};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use wgpu::util::DeviceExt;
 
 const MATMUL_WGSL: &str = include_str!("gpu/matmul.wgsl");
@@ -29,14 +30,19 @@ pub enum AdapterPolicy {
     AllowSoftware,
 }
 
+type ResidentWeights = HashMap<(usize, usize), (Weak<MappedFile>, Arc<wgpu::Buffer>)>;
+
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     matmul: wgpu::ComputePipeline,
     matvec: wgpu::ComputePipeline,
-    /// Quantized weights uploaded once, keyed by (mapping address, start).
-    resident: Mutex<HashMap<(usize, usize), Arc<wgpu::Buffer>>>,
+    /// Quantized weights uploaded once, keyed by (mapping address, start). Each entry
+    /// holds a `Weak` to its mapping: that keeps the address from being reused by a new
+    /// mapping (a reloaded file) while the entry exists, and tells when the mapping is
+    /// gone, so the entry and its GPU memory can be dropped.
+    resident: Mutex<ResidentWeights>,
     errors: Arc<Mutex<Vec<String>>>,
 }
 
@@ -344,14 +350,16 @@ impl Gpu {
         };
         let key = (Arc::as_ptr(file) as usize, *start);
         let mut cache = self.resident.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(buf) = cache.get(&key) {
+        // Mappings dropped since (an unloaded plugin, a replaced file) free their buffers.
+        cache.retain(|_, (weak, _)| weak.strong_count() > 0);
+        if let Some((_, buf)) = cache.get(&key) {
             return Ok(buf.clone());
         }
         let bytes = b
             .bytes()
             .ok_or_else(|| TensorError::InvalidFile("mapping too short".into()))?;
         let buf = Arc::new(self.storage(bytes, "weights"));
-        cache.insert(key, buf.clone());
+        cache.insert(key, (Arc::downgrade(file), buf.clone()));
         Ok(buf)
     }
 }

@@ -192,7 +192,7 @@ impl Specialist for Gemma {
             // A free-form question about quantities wants a computed answer: decline.
             0.2
         } else {
-            0.5
+            0.55
         }
     }
 

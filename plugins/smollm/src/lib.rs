@@ -178,7 +178,9 @@ impl Specialist for SmolLm {
             // A free-form question about quantities wants a computed answer: decline.
             0.2
         } else {
-            0.55
+            // Below gemma: on every knowledge set `apiary eval` measured, smollm is the
+            // weaker of the two language models.
+            0.5
         }
     }
 
