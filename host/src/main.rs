@@ -656,7 +656,7 @@ fn print_explain(r: &RoundReport) {
     let how = if r.single_answer {
         "single answer: nothing to compare".to_string()
     } else if r.undecided {
-        "no judge preferred any answer; picked the most confident".to_string()
+        "no judge preferred any answer; picked the most willing".to_string()
     } else {
         format!("margin P(winner beats runner-up) = {:.2}", r.margin)
     };

@@ -94,8 +94,8 @@ pub struct RoundReport {
     pub margin: f64,
     /// Only one answer arrived: nothing was compared.
     pub single_answer: bool,
-    /// Two or more answers but no verdict preferred one: the winner is the answer its
-    /// author was most confident in (assess × confidence).
+    /// Two or more answers but no verdict preferred one: the winner is the most willing
+    /// author's answer (highest assess; then highest confidence).
     pub undecided: bool,
     pub elapsed_ms: u64,
 }
@@ -360,15 +360,20 @@ pub fn run_local_round(
         .any(|v| weights[v.judge] > 0.0 && matches!(v.outcome, Outcome::First | Outcome::Second));
     let single_answer = eligible.len() == 1;
     let undecided = eligible.len() >= 2 && !decisive;
-    let confidence = |i: usize| {
+    // Undecided: the most willing author (highest assess), as in the networked swarm;
+    // its confidence in this particular answer only breaks ties. An answer's own
+    // confidence is the easiest claim to inflate, and `apiary eval` measured it picking
+    // the weaker language model more often than not.
+    let willing = |i: usize| {
         let m = &parts[answers[i].member].member;
-        m.confidence.unwrap_or(0.0) * m.assess.unwrap_or(0.0)
+        (m.assess.unwrap_or(0.0), m.confidence.unwrap_or(0.0))
     };
     // Best first; exact ties go to the earlier answer.
     let rank = |a: &usize, b: &usize| {
         let (a, b) = (*a, *b);
         if undecided {
-            confidence(b).total_cmp(&confidence(a)).then(a.cmp(&b))
+            let ((sa, ca), (sb, cb)) = (willing(a), willing(b));
+            sb.total_cmp(&sa).then(cb.total_cmp(&ca)).then(a.cmp(&b))
         } else {
             answers[b]
                 .score

@@ -64,13 +64,15 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
     assert!(e.contains("line 2"), "{e}");
 }
 
-/// The two language models and the arithmetic specialist on a handful of mixed items
-/// (written for this test): each is right on different items, and only the swarm is
-/// right on all of them. Greedy decoding and seeded rounds make the counts exact.
+/// The two language models, the arithmetic and the knowledge specialist on a handful of
+/// mixed items (written for this test): each is right on different items; the swarm
+/// routes each item to who can answer it, and on the capital of Canada the judges
+/// (facts verifying, smollm by likelihood) outvote gemma's wrong "Toronto". Greedy
+/// decoding and seeded rounds make the counts exact.
 #[test]
 fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     let folder = Folder::new();
-    for p in ["arith", "gemma", "smollm"] {
+    for p in ["arith", "facts", "gemma", "smollm"] {
         folder.add(&plugin(p), p);
     }
     let data = common::workspace().join("host/tests/fixtures/eval-mixed.jsonl");
@@ -86,15 +88,22 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     assert!(out.status.success(), "{stderr}");
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &r["overall"];
-    for p in ["arith", "gemma", "smollm"] {
-        assert_eq!(o["per_plugin"][p], 2, "{p}: {o}");
+    let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 3)];
+    for (p, n) in expect {
+        assert_eq!(o["per_plugin"][p], n, "{p}: {o}");
     }
-    assert_eq!(o["majority"], 4, "{o}");
     assert_eq!(o["swarm"], 5, "{o}");
-    assert_eq!(o["oracle"], 5, "{o}");
+    assert_eq!(o["majority"], 5, "{o}");
+    assert_eq!(o["oracle"], 6, "{o}");
     let items = r["items"].as_array().unwrap();
     assert_eq!(items[0]["right"], serde_json::json!(["arith"]));
+    // Multiple choice answered by the knowledge specialist with the option, not a sentence.
     assert_eq!(items[4]["swarm"], "C. Paris");
+    assert_eq!(items[5]["right"], serde_json::json!(["facts", "smollm"]));
+    assert!(items[5]["swarm"].as_str().unwrap().contains("Ottawa"));
+    // Where the two language models disagree and no one can judge them, the more
+    // willing (gemma) is taken: here it is wrong.
+    assert_eq!(items[3]["swarm"], "A. oxygen");
 }
 
 /// The mixed set: reasoning-gym's generated arithmetic and algebra interleaved with

@@ -109,6 +109,23 @@ impl Answer {
             ..Answer::new(text, confidence)
         }
     }
+
+    /// For a multiple-choice request: the first of `choices` that `is_right` accepts, as
+    /// `"B. text"` with its index; `None` when no option is (the plugin's own answer is
+    /// not among them, so it should decline rather than answer past the options).
+    pub fn from_options(
+        choices: &[String],
+        is_right: impl Fn(&str) -> bool,
+        confidence: f32,
+    ) -> Option<Self> {
+        let (i, option) = choices.iter().enumerate().find(|(_, c)| is_right(c))?;
+        let letter = char::from(b'A' + (i as u8).min(25));
+        Some(Answer::choice(
+            format!("{letter}. {option}"),
+            i as u32,
+            confidence,
+        ))
+    }
 }
 
 /// Log into the host's log. Messages are tagged with the plugin's name by the host and

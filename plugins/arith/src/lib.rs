@@ -25,16 +25,20 @@ impl Specialist for Arith {
     }
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
-        match solve(&req.prompt) {
-            Ok(_) => 0.95,
-            // Looks like math but is beyond us (word problems, non-linear): stay out.
-            Err(_) => 0.0,
-        }
+        // Looks like math but is beyond us (word problems, non-linear), or a multiple-
+        // choice question whose options miss our result: stay out.
+        if self.answer(req).is_ok() { 0.95 } else { 0.0 }
     }
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
         let solution = solve(&req.prompt).map_err(PluginError::Unsupported)?;
-        Ok(Answer::new(solution.to_string(), 0.99))
+        if req.choices.is_empty() {
+            return Ok(Answer::new(solution.to_string(), 0.99));
+        }
+        let right =
+            |o: &str| text::final_number(o).is_some_and(|v| text::close(v, solution.value()));
+        Answer::from_options(&req.choices, right, 0.99)
+            .ok_or_else(|| PluginError::Unsupported(format!("{solution} is not among the options")))
     }
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
@@ -72,5 +76,23 @@ mod tests {
             a.compare("What is the capital of France?", "Paris", "Lyon"),
             Verdict::Tie
         );
+    }
+
+    #[test]
+    fn multiple_choice_picks_the_option_or_declines() {
+        let a = Arith;
+        let req = |choices: &[&str]| Request {
+            prompt: "What is 17 * 23?".into(),
+            domain: None,
+            choices: choices.iter().map(|c| c.to_string()).collect(),
+            max_tokens: 16,
+            temperature: 0.0,
+            seed: 0,
+        };
+        let got = a.answer(&req(&["381", "391", "401"])).unwrap();
+        assert_eq!((got.choice, got.text.as_str()), (Some(1), "B. 391"));
+        let none = req(&["381", "401"]);
+        assert!(matches!(a.answer(&none), Err(PluginError::Unsupported(_))));
+        assert_eq!(a.assess(&none, &[]), 0.0);
     }
 }

@@ -50,16 +50,23 @@ impl Specialist for Facts {
     }
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
-        if self.lookup(&req.prompt).is_ok() {
-            0.9
-        } else {
-            0.0
-        }
+        if self.answer(req).is_ok() { 0.9 } else { 0.0 }
     }
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
         let found = self.lookup(&req.prompt)?;
-        Ok(Answer::new(found.sentence(), 0.95))
+        if req.choices.is_empty() {
+            return Ok(Answer::new(found.sentence(), 0.95));
+        }
+        // Multiple choice: the option that names the answer, or decline.
+        let table = self
+            .table
+            .as_ref()
+            .map_err(|e| PluginError::Internal(e.clone()))?;
+        Answer::from_options(&req.choices, |o| table.names_only_expected(&found, o), 0.95)
+            .ok_or_else(|| {
+                PluginError::Unsupported(format!("{} is not among the options", found.sentence()))
+            })
     }
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {

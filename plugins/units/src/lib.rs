@@ -307,12 +307,23 @@ impl Specialist for Units {
     }
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
-        if parse(&req.prompt).is_ok() { 0.9 } else { 0.0 }
+        if self.answer(req).is_ok() { 0.9 } else { 0.0 }
     }
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
         let c = parse(&req.prompt).map_err(|e| PluginError::Unsupported(e.to_string()))?;
-        Ok(Answer::new(c.sentence(), 0.97))
+        if req.choices.is_empty() {
+            return Ok(Answer::new(c.sentence(), 0.97));
+        }
+        let want = c.result();
+        let right = |o: &str| {
+            text::numbers(o)
+                .iter()
+                .any(|&v| (v - want).abs() <= 0.005 * want.abs().max(1e-9))
+        };
+        Answer::from_options(&req.choices, right, 0.97).ok_or_else(|| {
+            PluginError::Unsupported(format!("{} is not among the options", c.sentence()))
+        })
     }
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
