@@ -7,7 +7,7 @@
 //! error scopes and an uncaptured-error handler and returned as errors, never fatal.
 //!
 //! Scope today: f32 matmul (register-tiled, 4×4 outputs per thread) and the quantized
-//! matrix-vector/matrix products (Q4_0, Q4_1, Q8_0) run on the GPU; everything else runs
+//! matrix-vector/matrix products (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) run on the GPU; everything else runs
 //! on the CPU backend. Operands are uploaded per call and the result read back, except
 //! weights, which stay resident on the device after first use. Keeping activations
 //! resident and batching a whole step into one submission is the next step.
@@ -131,11 +131,21 @@ impl Gpu {
 
     /// Whether this backend has a kernel for `a · b` (else the CPU backend runs it).
     pub fn supports(&self, a: &Tensor, b: &Tensor) -> bool {
-        a.shape.len() <= 2
+        // Every operand must fit one storage binding (128 MiB on many devices): a larger
+        // one (Gemma 3's 262,144-row embedding table) stays on the CPU rather than fail.
+        let limit = self.device.limits().max_storage_buffer_binding_size;
+        let bytes = |t: &Tensor| {
+            let (per, size) = t.dtype.block();
+            (t.numel() / per * size) as u64
+        };
+        let rows = a.numel() / a.shape.last().copied().unwrap_or(1).max(1);
+        let widest = b.shape.iter().copied().max().unwrap_or(0);
+        let fits = bytes(a) <= limit && bytes(b) <= limit && (rows * widest * 4) as u64 <= limit;
+        fits && a.shape.len() <= 2
             && b.shape.len() == 2
             && matches!(
                 b.dtype,
-                DType::F32 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0
+                DType::F32 | DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K | DType::Q6_K
             )
     }
 
@@ -297,26 +307,37 @@ impl Gpu {
                     dl,
                 )?
             }
-            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => {
+            DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K | DType::Q6_K => {
                 if !transpose_b {
                     return Err(TensorError::Dtype(format!(
                         "{} weights need transpose_b",
                         b.dtype.name()
                     )));
                 }
-                let (kind, block_bytes) = match b.dtype {
-                    DType::Q4_0 => (0u32, 18u32),
-                    DType::Q4_1 => (1, 20),
-                    _ => (2, 34),
+                let kind = match b.dtype {
+                    DType::Q4_0 => 0u32,
+                    DType::Q4_1 => 1,
+                    DType::Q8_0 => 2,
+                    DType::Q4_K => 3,
+                    _ => 4,
                 };
-                if !k.is_multiple_of(32) {
+                let (per_block, block_bytes) = b.dtype.block();
+                if !k.is_multiple_of(per_block) {
                     return shape_err(format!(
-                        "row length {k} is not a whole number of 32-value blocks"
+                        "row length {k} is not a whole number of {per_block}-value blocks"
                     ));
                 }
                 let w = self.resident_weights(b)?;
-                let params =
-                    self.uniform(&[n as u32, k as u32, m as u32, kind, block_bytes, 0, 0, 0]);
+                let params = self.uniform(&[
+                    n as u32,
+                    k as u32,
+                    m as u32,
+                    kind,
+                    block_bytes as u32,
+                    per_block as u32,
+                    0,
+                    0,
+                ]);
                 // One workgroup per output row; rows past 65,535 go to the second dimension.
                 let groups = ((m as u32).min(65_535), (m as u32).div_ceil(65_535), 1);
                 self.run(

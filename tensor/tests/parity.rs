@@ -223,7 +223,7 @@ fn matmul_on_quantized_weights_both_activation_modes() {
     let _mode = MODE.lock().unwrap_or_else(|p| p.into_inner());
     let mut r = Rng(2);
     for be in backends() {
-        // The wgpu backend has kernels for the 32-value block formats so far.
+        // The wgpu backend has kernels for every block format; f16 weights stay on the CPU.
         let dtypes: &[DType] = if be.name == "cpu" {
             &[
                 DType::F16,
@@ -234,7 +234,13 @@ fn matmul_on_quantized_weights_both_activation_modes() {
                 DType::Q6_K,
             ]
         } else {
-            &[DType::Q4_0, DType::Q4_1, DType::Q8_0]
+            &[
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q8_0,
+                DType::Q4_K,
+                DType::Q6_K,
+            ]
         };
         for &dtype in dtypes {
             let (m, k) = (37, 512);
@@ -535,5 +541,25 @@ fn gpu_wait_stops_at_the_deadline() {
             Deadline::NONE
         )
         .is_ok()
+    );
+}
+
+/// A weight larger than one storage binding (Gemma 3's 262,144 × 640 Q8_0 embedding is
+/// 170 MiB; many devices bind at most 128 MiB) is left to the CPU backend instead of
+/// failing on the device. Only shapes are looked at, so no data is needed.
+#[cfg(feature = "wgpu")]
+#[test]
+fn gpu_leaves_weights_larger_than_a_binding_to_the_cpu() {
+    let Some(g) = gpu() else { return };
+    let x = t(&[1, 640], vec![0.0; 640]);
+    let weight = |rows: usize| apiary_tensor::Tensor {
+        shape: vec![rows, 640],
+        dtype: DType::Q8_0,
+        storage: apiary_tensor::Storage::Owned(Vec::new()),
+    };
+    assert!(g.supports(&x, &weight(1024)));
+    assert!(
+        !g.supports(&x, &weight(1 << 22)),
+        "a 2.7 GiB weight fits nowhere"
     );
 }
