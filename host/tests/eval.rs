@@ -5,13 +5,16 @@ mod common;
 use common::{Folder, plugin};
 use std::process::Command;
 
-#[test]
-fn a_small_fixed_eval_scores_plugins_majority_swarm_and_oracle() {
+/// `apiary eval FIXTURE --plugins (these) --json --byzantine 0.34`: the JSON report and
+/// the stderr (table and progress).
+fn eval_fixture(fixture: &str, plugins: &[&str]) -> (serde_json::Value, String) {
     let folder = Folder::new();
-    for p in ["arith", "facts", "units"] {
+    for p in plugins {
         folder.add(&plugin(p), p);
     }
-    let data = common::workspace().join("host/tests/fixtures/eval-mini.jsonl");
+    let data = common::workspace()
+        .join("host/tests/fixtures")
+        .join(fixture);
     let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
         .args(["--no-cache", "eval"])
         .arg(&data)
@@ -20,14 +23,19 @@ fn a_small_fixed_eval_scores_plugins_majority_swarm_and_oracle() {
         .args(["--json", "--byzantine", "0.34"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn a_small_fixed_eval_scores_plugins_majority_swarm_and_oracle() {
+    let (r, stderr) = eval_fixture("eval-mini.jsonl", &["arith", "facts", "units"]);
     assert!(stderr.contains("7/7"), "progress is shown: {stderr}");
     assert!(
         stderr.contains("overall"),
         "the table goes to stderr with --json"
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let o = &r["overall"];
     assert_eq!(o["items"], 7);
     assert_eq!(o["per_plugin"]["arith"], 3, "{o}");
@@ -71,22 +79,7 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
 /// decoding and seeded rounds make the counts exact.
 #[test]
 fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
-    let folder = Folder::new();
-    for p in ["arith", "facts", "gemma", "smollm"] {
-        folder.add(&plugin(p), p);
-    }
-    let data = common::workspace().join("host/tests/fixtures/eval-mixed.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
-        .args(["--no-cache", "eval"])
-        .arg(&data)
-        .arg("--plugins")
-        .arg(folder.path())
-        .args(["--json", "--byzantine", "0.34"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (r, _) = eval_fixture("eval-mixed.jsonl", &["arith", "facts", "gemma", "smollm"]);
     let o = &r["overall"];
     let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 3)];
     for (p, n) in expect {

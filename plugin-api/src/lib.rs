@@ -211,6 +211,93 @@ macro_rules! export_specialist {
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 
+/// What small language-model plugins share: when to volunteer, how to pick an option
+/// from likelihood scores, and when not to judge. (A 135M or 270M model ranks given
+/// options usefully, cannot compute, and its likelihood cannot check a quantity.)
+pub mod lm {
+    use crate::text::{looks_arithmetic, quantitative};
+    use crate::{Answer, Request};
+
+    /// `assess` for a language model: `choice` for multiple-choice questions, `free` for
+    /// other questions; it declines arithmetic (0.1) and free-form questions about
+    /// quantities (0.2), which want a computed answer.
+    pub fn assess(req: &Request, choice: f32, free: f32) -> f32 {
+        if looks_arithmetic(&req.prompt) {
+            0.1
+        } else if !req.choices.is_empty() {
+            choice
+        } else if quantitative(&req.prompt) {
+            0.2
+        } else {
+            free
+        }
+    }
+
+    /// The option with the highest score (mean log-probability per token), as `"B. text"`
+    /// with its index. Confidence is its share of the options' likelihoods, capped at
+    /// `cap`, so two models' confidences measure the same thing.
+    pub fn best_option(choices: &[String], scores: &[f32], cap: f32) -> Option<Answer> {
+        let (best, _) = scores
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))?;
+        let total: f32 = scores.iter().map(|s| s.exp()).sum();
+        let confidence = scores[best].exp() / total.max(f32::MIN_POSITIVE);
+        let letter = char::from(b'A' + (best as u8).min(25));
+        Some(Answer::choice(
+            format!("{letter}. {}", choices.get(best)?),
+            best as u32,
+            confidence.min(cap),
+        ))
+    }
+
+    /// A likelihood judge abstains when the question or a candidate states a quantity.
+    pub fn abstains(prompt: &str, first: &str, second: &str) -> bool {
+        [prompt, first, second].into_iter().any(quantitative)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn req(prompt: &str, choices: &[&str]) -> Request {
+            Request {
+                prompt: prompt.into(),
+                domain: None,
+                choices: choices.iter().map(|c| c.to_string()).collect(),
+                max_tokens: 8,
+                temperature: 0.0,
+                seed: 0,
+            }
+        }
+
+        #[test]
+        fn volunteers_for_knowledge_and_options_only() {
+            assert_eq!(assess(&req("What is 12 * 7?", &[]), 0.6, 0.5), 0.1);
+            assert_eq!(
+                assess(&req("How many feet are in 3 meters?", &[]), 0.6, 0.5),
+                0.2
+            );
+            assert_eq!(assess(&req("Capital of Peru?", &[]), 0.6, 0.5), 0.5);
+            assert_eq!(
+                assess(&req("Which is a mammal?", &["cat", "cod"]), 0.6, 0.5),
+                0.6
+            );
+            assert!(abstains("How tall?", "2 m", "3 m"));
+            assert!(!abstains("Capital of Peru?", "Lima", "Cusco"));
+        }
+
+        #[test]
+        fn best_option_and_its_share() {
+            let choices = ["Berlin".to_string(), "Paris".to_string()];
+            let a = best_option(&choices, &[-2.0, -1.0], 0.9).unwrap();
+            assert_eq!((a.choice, a.text.as_str()), (Some(1), "B. Paris"));
+            assert!((a.confidence - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+            assert!(best_option(&choices, &[], 0.9).is_none());
+        }
+    }
+}
+
 /// Helpers that many specialists need: pulling numbers out of text, normalising words.
 pub mod text {
     /// Every number written with digits in `s` (integers, decimals, negatives, `1,234`),

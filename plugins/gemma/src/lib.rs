@@ -16,8 +16,9 @@
 //!   arithmetic and free-form questions about quantities (it gets them wrong, and saying
 //!   so keeps it out of those rounds).
 
+use apiary_plugin_api::lm;
 use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
-use apiary_plugin_api::text::{looks_arithmetic, quantitative, without_option_letter};
+use apiary_plugin_api::text::without_option_letter;
 use apiary_plugin_api::{
     Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
 };
@@ -183,17 +184,7 @@ impl Specialist for Gemma {
     }
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
-        if looks_arithmetic(&req.prompt) {
-            0.1
-        } else if !req.choices.is_empty() {
-            // Ranking given options by likelihood is what it does best.
-            0.6
-        } else if quantitative(&req.prompt) {
-            // A free-form question about quantities wants a computed answer: decline.
-            0.2
-        } else {
-            0.55
-        }
+        lm::assess(req, 0.6, 0.55)
     }
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
@@ -201,20 +192,8 @@ impl Specialist for Gemma {
         if !req.choices.is_empty() {
             let options: Vec<&str> = req.choices.iter().map(String::as_str).collect();
             let scores = engine.scores(&req.prompt, &options)?;
-            let (best, _) = scores
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .ok_or_else(|| PluginError::InvalidRequest("no options".into()))?;
-            // Confidence: the winner's share of the options' (per-token) likelihoods.
-            let total: f32 = scores.iter().map(|s| s.exp()).sum();
-            let confidence = scores[best].exp() / total.max(f32::MIN_POSITIVE);
-            let letter = (b'A' + best as u8) as char;
-            return Ok(Answer::choice(
-                format!("{letter}. {}", req.choices[best]),
-                best as u32,
-                confidence.min(0.9),
-            ));
+            return lm::best_option(&req.choices, &scores, 0.9)
+                .ok_or_else(|| PluginError::InvalidRequest("no options".into()));
         }
         let (text, confidence) = engine.generate(req)?;
         if text.is_empty() {
@@ -225,7 +204,7 @@ impl Specialist for Gemma {
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
         // Likelihood cannot check a quantity: abstain rather than guess.
-        if [prompt, first, second].into_iter().any(quantitative) {
+        if lm::abstains(prompt, first, second) {
             return Verdict::Tie;
         }
         let Ok(engine) = self.get() else {

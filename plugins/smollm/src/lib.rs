@@ -12,8 +12,9 @@
 //! and multiple-choice questions and declines arithmetic and free-form questions about
 //! quantities, which it is known to get wrong.
 
+use apiary_plugin_api::lm;
 use apiary_plugin_api::tensor::{self, MetadataExt, TensorError, Weights};
-use apiary_plugin_api::text::{looks_arithmetic, quantitative, without_option_letter};
+use apiary_plugin_api::text::without_option_letter;
 use apiary_plugin_api::{
     Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist,
 };
@@ -169,19 +170,9 @@ impl Specialist for SmolLm {
     }
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
-        if looks_arithmetic(&req.prompt) {
-            0.1
-        } else if !req.choices.is_empty() {
-            // Ranking given options by likelihood is what it does best.
-            0.55
-        } else if quantitative(&req.prompt) {
-            // A free-form question about quantities wants a computed answer: decline.
-            0.2
-        } else {
-            // Below gemma: on every knowledge set `apiary eval` measured, smollm is the
-            // weaker of the two language models.
-            0.5
-        }
+        // Free-form below gemma: on every knowledge set `apiary eval` measured, smollm is
+        // the weaker of the two language models.
+        lm::assess(req, 0.55, 0.5)
     }
 
     fn answer(&self, req: &Request) -> Result<Answer, PluginError> {
@@ -194,17 +185,8 @@ impl Specialist for SmolLm {
                 .iter()
                 .map(|c| loaded.score(&req.prompt, c))
                 .collect::<Result<Vec<f32>, _>>()?;
-            if let Some((i, _)) = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
-                // Confidence: the pick's share of the options' per-token likelihoods, the
-                // same measure gemma reports, so the round can weigh the two.
-                let total: f32 = scores.iter().map(|s| s.exp()).sum();
-                let confidence = scores[i].exp() / total.max(f32::MIN_POSITIVE);
-                let letter = (b'A' + i as u8) as char;
-                return Ok(Answer::choice(
-                    format!("{letter}. {}", req.choices[i]),
-                    i as u32,
-                    confidence.min(0.9),
-                ));
+            if let Some(answer) = lm::best_option(&req.choices, &scores, 0.9) {
+                return Ok(answer);
             }
         }
         let (text, confidence) = loaded.generate(req)?;
@@ -216,7 +198,7 @@ impl Specialist for SmolLm {
 
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
         // Likelihood cannot check a quantity: abstain rather than guess.
-        if [prompt, first, second].into_iter().any(quantitative) {
+        if lm::abstains(prompt, first, second) {
             return Verdict::Tie;
         }
         let Ok(loaded) = self.get() else {
