@@ -19,8 +19,32 @@ const CONTROL: i64 = 3;
 const USER_DEFINED: i64 = 4;
 const BYTE: i64 = 6;
 
+/// FNV-1a: the vocabulary map is rebuilt with every fresh plugin instance (every round),
+/// and SipHash over 262,144 pieces costs more than this trusted-input map needs.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
 pub struct Tokenizer {
-    vocab: HashMap<String, u32>,
+    vocab: FastMap<String, u32>,
     tokens: Vec<String>,
     scores: Vec<f32>,
     types: Vec<i64>,
@@ -70,11 +94,10 @@ struct Symbol {
 impl Tokenizer {
     /// `tokens[i]` is piece i, `scores[i]` its score, `types[i]` its GGUF token type.
     pub fn new(tokens: Vec<String>, scores: Vec<f32>, types: Vec<i64>) -> Tokenizer {
-        let vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let mut vocab = FastMap::with_capacity_and_hasher(tokens.len(), Default::default());
+        for (i, t) in tokens.iter().enumerate() {
+            vocab.insert(t.clone(), i as u32);
+        }
         let mut user_defined: Vec<(String, u32)> = tokens
             .iter()
             .enumerate()
