@@ -165,6 +165,11 @@ pub struct Tally {
     pub swarm: usize,
     pub swarm_byzantine: usize,
     pub oracle: usize,
+    /// Rounds with at least one answer.
+    pub answered: usize,
+    /// Rounds whose winner the judges' verdicts decided (two or more answers, not
+    /// undecided): where the consensus, rather than routing, made the choice.
+    pub judged: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +183,9 @@ pub struct ItemResult {
     pub majority_right: bool,
     pub oracle: bool,
     pub right: Vec<String>,
+    /// How the round chose: "none" (no answer), "single", "undecided" (no decisive
+    /// verdict: the most willing answer) or "verdicts".
+    pub decided_by: &'static str,
     pub ms: u64,
 }
 
@@ -298,6 +306,15 @@ pub fn run(
             majority_right,
             oracle: !right.is_empty(),
             right: right.clone(),
+            decided_by: if r.winner.is_none() {
+                "none"
+            } else if r.single_answer {
+                "single"
+            } else if r.undecided {
+                "undecided"
+            } else {
+                "verdicts"
+            },
             ms: r.elapsed_ms,
         };
         for t in [per_task.entry(item.task.clone()).or_default(), &mut overall] {
@@ -310,6 +327,8 @@ pub fn run(
             t.swarm += usize::from(swarm_right);
             t.swarm_byzantine += usize::from(swarm_byzantine_right);
             t.oracle += usize::from(result.oracle);
+            t.answered += usize::from(result.decided_by != "none");
+            t.judged += usize::from(result.decided_by == "verdicts");
         }
         progress(k, &result);
         results.push(result);

@@ -972,7 +972,7 @@ fn run_eval(sandbox_args: &SandboxArgs, args: EvalArgs) -> Result<ExitCode, Stri
         table.push_str(&format!(" {:>9}", n.chars().take(9).collect::<String>()));
     }
     table.push_str(&format!(
-        " {:>9} {:>9} {:>9} {:>9}\n",
+        " {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         "majority",
         "swarm",
         if args.byzantine > 0.0 {
@@ -980,7 +980,9 @@ fn run_eval(sandbox_args: &SandboxArgs, args: EvalArgs) -> Result<ExitCode, Stri
         } else {
             "-"
         },
-        "oracle"
+        "oracle",
+        "answered",
+        "judged"
     ));
     let pct = |n: usize, of: usize| {
         if of == 0 {
@@ -1003,7 +1005,7 @@ fn run_eval(sandbox_args: &SandboxArgs, args: EvalArgs) -> Result<ExitCode, Stri
             ));
         }
         table.push_str(&format!(
-            " {:>9} {:>9} {:>9} {:>9}\n",
+            " {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
             pct(t.majority, t.items),
             pct(t.swarm, t.items),
             if args.byzantine > 0.0 {
@@ -1011,7 +1013,9 @@ fn run_eval(sandbox_args: &SandboxArgs, args: EvalArgs) -> Result<ExitCode, Stri
             } else {
                 "-".into()
             },
-            pct(t.oracle, t.items)
+            pct(t.oracle, t.items),
+            pct(t.answered, t.items),
+            pct(t.judged, t.items)
         ));
     }
     table.push_str(&format!(

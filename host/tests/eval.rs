@@ -94,6 +94,16 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     assert_eq!(items[4]["swarm"], "C. Paris");
     assert_eq!(items[5]["right"], serde_json::json!(["facts", "smollm"]));
     assert!(items[5]["swarm"].as_str().unwrap().contains("Ottawa"));
+    assert_eq!(items[5]["decided_by"], "verdicts");
+    assert_eq!(items[0]["decided_by"], "single");
+    // Judged by verdicts: the capital of Canada, and Paris (facts prefers gemma's
+    // option over smollm's).
+    assert_eq!(items[4]["decided_by"], "verdicts");
+    assert_eq!(
+        (&o["answered"], &o["judged"]),
+        (&6.into(), &2.into()),
+        "{o}"
+    );
     // Where the two language models disagree and no one can judge them, the more
     // willing (gemma) is taken: here it is wrong.
     assert_eq!(items[3]["swarm"], "A. oxygen");
