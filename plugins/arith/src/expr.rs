@@ -49,9 +49,16 @@ pub fn format_number(v: f64) -> String {
 pub fn solve(question: &str) -> Result<Solution, String> {
     let normalized = normalize(question);
     let tokens = tokenize(&normalized)?;
+    let numbers = |ts: &[Tok]| ts.iter().filter(|t| matches!(t, Tok::Num(_))).count();
+    let all_numbers = numbers(&tokens);
     let tokens = trim_to_math(tokens);
     if tokens.is_empty() {
         return Err("no arithmetic expression found".into());
+    }
+    // Numbers outside the expression mean the question is about more than it (a word
+    // problem): answering the fragment would be a confident wrong answer.
+    if numbers(&tokens) < all_numbers {
+        return Err("the question has numbers outside the expression (a word problem?)".into());
     }
     let operators = tokens
         .iter()
@@ -523,6 +530,10 @@ mod tests {
         assert!(solve("x + 1").is_err());
         assert!(solve("2x = 2x").is_err());
         assert!(solve("What is 42?").is_err());
+        // A word problem's fragment is not its answer.
+        assert!(
+            solve("Tom has 3 apples and eats 1/4 of his 12 pears. How many are left?").is_err()
+        );
         assert!(solve(&"(".repeat(1000)).is_err());
         assert!(solve(&format!("{}1", "-".repeat(100_000))).is_err());
     }

@@ -263,10 +263,12 @@ pub fn parse(question: &str) -> Result<Conversion, String> {
         .replace("m/s", " meters per second ")
         .replace("km/h", " kmh ");
     let words = tokens(&q);
-    let amount = text::numbers(&q)
-        .first()
-        .copied()
-        .ok_or("no amount to convert")?;
+    let amounts = text::numbers(&q);
+    let amount = amounts.first().copied().ok_or("no amount to convert")?;
+    // A conversion states one amount; more numbers mean a word problem about more than it.
+    if amounts.len() > 1 {
+        return Err("more than one number: not a plain conversion (a word problem?)".into());
+    }
     let mentions = unit_mentions(&words);
     // Single letters ("a", "in", "s") are too ambiguous unless they stand right after the number.
     let number_at = words
@@ -354,6 +356,15 @@ mod tests {
         parse(q)
             .map(|c| c.sentence())
             .unwrap_or_else(|e| format!("<{e}>"))
+    }
+
+    #[test]
+    fn word_problems_are_not_conversions() {
+        assert!(
+            parse("A train goes 60 miles in 2 hours. How far in km does it go in 3 hours?")
+                .is_err()
+        );
+        assert!(parse("Convert 26.2 miles to km").is_ok());
     }
 
     #[test]
