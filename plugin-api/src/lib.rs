@@ -215,8 +215,9 @@ mod native;
 /// from likelihood scores, and when not to judge. (A 135M or 270M model ranks given
 /// options usefully, cannot compute, and its likelihood cannot check a quantity.)
 pub mod lm {
+    use crate::tensor::{self, Tensor, TensorError};
     use crate::text::{looks_arithmetic, quantitative};
-    use crate::{Answer, Request};
+    use crate::{Answer, PluginError, Request};
 
     /// `assess` for a language model: `choice` for multiple-choice questions, `free` for
     /// other questions; it declines arithmetic (0.1) and free-form questions about
@@ -249,6 +250,68 @@ pub mod lm {
             best as u32,
             confidence.min(cap),
         ))
+    }
+
+    /// Decode after a prompt: `logits` are the prompt's last row; `step(token)` runs the
+    /// model on one token and returns the next logits. Greedy at temperature 0, else
+    /// seeded top-k 40 / top-p 0.9 sampling (step `i` uses seed + i, so a round replays).
+    /// Stops at `is_stop` or after `budget` tokens. Returns the tokens and the confidence
+    /// (geometric-mean token probability).
+    pub fn generate(
+        mut logits: Tensor,
+        budget: usize,
+        req: &Request,
+        is_stop: impl Fn(u32) -> bool,
+        mut step: impl FnMut(u32) -> Result<Tensor, TensorError>,
+    ) -> Result<(Vec<u32>, f32), TensorError> {
+        let mut out = Vec::new();
+        let mut logprob = 0.0;
+        for i in 0..budget {
+            let next = if req.temperature <= 0.0 {
+                tensor::argmax(&logits)?
+            } else {
+                let seed = req.seed.wrapping_add(i as u64);
+                tensor::sample(&logits, req.temperature, 40, 0.9, seed)?
+            };
+            if is_stop(next) {
+                break;
+            }
+            logprob += tensor::token_logprobs(&logits, &[next])?[0];
+            out.push(next);
+            logits = step(next)?;
+        }
+        let confidence = if out.is_empty() {
+            0.0
+        } else {
+            (logprob / out.len() as f32).exp()
+        };
+        Ok((out, confidence))
+    }
+
+    /// A model loaded on first use and kept for the instance's life (one round): a
+    /// failed load is remembered and reported as the plugin's error.
+    pub struct Lazy<E>(std::cell::OnceCell<Result<E, String>>);
+
+    impl<E> Default for Lazy<E> {
+        fn default() -> Self {
+            Lazy(std::cell::OnceCell::new())
+        }
+    }
+
+    impl<E> Lazy<E> {
+        /// The loaded value; `file` names what was loaded in the error.
+        pub fn get(
+            &self,
+            file: &str,
+            load: impl FnOnce() -> Result<E, TensorError>,
+        ) -> Result<&E, PluginError> {
+            self.0
+                .get_or_init(|| load().map_err(|e| format!("{e:?}")))
+                .as_ref()
+                .map_err(|e| {
+                    PluginError::Internal(format!("cannot load {file} from /weights: {e}"))
+                })
+        }
     }
 
     /// A likelihood judge abstains when the question or a candidate states a quantity.

@@ -52,7 +52,7 @@ pub struct Engine {
 
 #[derive(Default)]
 pub struct Gemma {
-    loaded: std::cell::OnceCell<Result<Engine, String>>,
+    loaded: lm::Lazy<Engine>,
 }
 
 /// Load the model from [`WEIGHTS_FILE`] in the plugin's weights.
@@ -82,12 +82,7 @@ pub fn load() -> Result<Engine, TensorError> {
 
 impl Gemma {
     fn get(&self) -> Result<&Engine, PluginError> {
-        self.loaded
-            .get_or_init(|| load().map_err(|e| format!("{e:?}")))
-            .as_ref()
-            .map_err(|e| {
-                PluginError::Internal(format!("cannot load {WEIGHTS_FILE} from /weights: {e}"))
-            })
+        self.loaded.get(WEIGHTS_FILE, load)
     }
 }
 
@@ -119,34 +114,14 @@ impl Engine {
         let budget = (self.model.config.context.saturating_sub(prompt.len()))
             .min(req.max_tokens.max(1) as usize);
         let mut cache = self.model.cache()?;
-        let mut logits = self.model.forward(prompt, &mut cache, prompt.len() - 1)?;
-        let mut out = Vec::new();
-        let mut logprob = 0.0;
-        for step in 0..budget {
-            let next = if req.temperature <= 0.0 {
-                tensor::argmax(&logits)?
-            } else {
-                tensor::sample(
-                    &logits,
-                    req.temperature,
-                    40,
-                    0.9,
-                    req.seed.wrapping_add(step as u64),
-                )?
-            };
-            if next == self.eos || self.tok.decode(&[next]).contains('\n') {
-                break;
-            }
-            logprob += tensor::token_logprobs(&logits, &[next])?[0];
-            out.push(next);
-            logits = self.model.forward(&[next], &mut cache, 0)?;
-        }
-        let confidence = if out.is_empty() {
-            0.0
-        } else {
-            (logprob / out.len() as f32).exp()
-        };
-        Ok((out, confidence))
+        let logits = self.model.forward(prompt, &mut cache, prompt.len() - 1)?;
+        lm::generate(
+            logits,
+            budget,
+            req,
+            |t| t == self.eos || self.tok.decode(&[t]).contains('\n'),
+            |next| self.model.forward(&[next], &mut cache, 0),
+        )
     }
 
     /// Mean log-probability per token of each of `candidates` as the answer to

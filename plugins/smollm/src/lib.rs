@@ -41,7 +41,7 @@ pub struct Engine {
 
 #[derive(Default)]
 pub struct SmolLm {
-    loaded: std::cell::OnceCell<Result<Engine, String>>,
+    loaded: lm::Lazy<Engine>,
 }
 
 /// Load the model from [`WEIGHTS_FILE`] in the plugin's weights.
@@ -76,12 +76,7 @@ pub fn load() -> Result<Engine, TensorError> {
 
 impl SmolLm {
     fn get(&self) -> Result<&Engine, PluginError> {
-        self.loaded
-            .get_or_init(|| load().map_err(|e| format!("{e:?}")))
-            .as_ref()
-            .map_err(|e| {
-                PluginError::Internal(format!("cannot load {WEIGHTS_FILE} from /weights: {e}"))
-            })
+        self.loaded.get(WEIGHTS_FILE, load)
     }
 }
 
@@ -113,34 +108,14 @@ impl Engine {
         let budget = (self.model.config.context.saturating_sub(prompt.len()))
             .min(req.max_tokens.max(1) as usize);
         let mut cache = self.model.cache()?;
-        let mut logits = self.model.forward(prompt, &mut cache, false)?;
-        let mut out = Vec::new();
-        let mut logprob = 0.0;
-        for step in 0..budget {
-            let next = if req.temperature <= 0.0 {
-                tensor::argmax(&logits)?
-            } else {
-                tensor::sample(
-                    &logits,
-                    req.temperature,
-                    40,
-                    0.9,
-                    req.seed.wrapping_add(step as u64),
-                )?
-            };
-            if next == self.im_end || next == self.eos {
-                break;
-            }
-            logprob += tensor::token_logprobs(&logits, &[next])?[0];
-            out.push(next);
-            logits = self.model.forward(&[next], &mut cache, false)?;
-        }
-        let confidence = if out.is_empty() {
-            0.0
-        } else {
-            (logprob / out.len() as f32).exp()
-        };
-        Ok((out, confidence))
+        let logits = self.model.forward(prompt, &mut cache, false)?;
+        lm::generate(
+            logits,
+            budget,
+            req,
+            |t| t == self.im_end || t == self.eos,
+            |next| self.model.forward(&[next], &mut cache, false),
+        )
     }
 
     /// Mean log-probability of `candidate` as the assistant's reply to `prompt`.
