@@ -288,6 +288,37 @@ pub mod lm {
         Ok((out, confidence))
     }
 
+    /// Per-sequence key/value caches of a decoder, one `[t, kv_width]` pair per layer,
+    /// held on the host; `len` is the number of positions already run.
+    pub struct KvCache {
+        pub k: Vec<Tensor>,
+        pub v: Vec<Tensor>,
+        pub len: usize,
+    }
+
+    impl KvCache {
+        /// Empty caches for `layers` layers of `kv_width` (key/value heads × head width).
+        pub fn new(layers: usize, kv_width: usize) -> Result<KvCache, TensorError> {
+            let empty = || Tensor::from_f32(&[0, kv_width as u32], &[]);
+            Ok(KvCache {
+                k: (0..layers).map(|_| empty()).collect::<Result<_, _>>()?,
+                v: (0..layers).map(|_| empty()).collect::<Result<_, _>>()?,
+                len: 0,
+            })
+        }
+
+        /// A copy to extend without changing this one (scoring several continuations of
+        /// one prompt).
+        pub fn fork(&self) -> Result<KvCache, TensorError> {
+            let copy = |t: &Tensor| tensor::slice_rows(t, 0, self.len as u32);
+            Ok(KvCache {
+                k: self.k.iter().map(copy).collect::<Result<_, _>>()?,
+                v: self.v.iter().map(copy).collect::<Result<_, _>>()?,
+                len: self.len,
+            })
+        }
+    }
+
     /// A model loaded on first use and kept for the instance's life (one round): a
     /// failed load is remembered and reported as the plugin's error.
     pub struct Lazy<E>(std::cell::OnceCell<Result<E, String>>);

@@ -140,7 +140,7 @@ impl Engine {
                 // rows predict the rest.
                 let mut lp = tensor::token_logprobs(&last, &ids[..1])?;
                 if ids.len() > 1 {
-                    let mut fork: Cache = self.model.fork(&cache)?;
+                    let mut fork: Cache = cache.fork()?;
                     let rows = self.model.forward(&ids[..ids.len() - 1], &mut fork, 0)?;
                     lp.extend(tensor::token_logprobs(&rows, &ids[1..])?);
                 }

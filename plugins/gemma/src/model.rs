@@ -52,12 +52,8 @@ pub struct Model {
     layers: Vec<Layer>,
 }
 
-/// Per-sequence key/value caches, one pair per layer.
-pub struct Cache {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
-    pub len: usize,
-}
+/// The decoder's key/value caches (shared with the other language-model plugins).
+pub use apiary_plugin_api::lm::KvCache as Cache;
 
 fn missing(key: &str) -> TensorError {
     TensorError::NotFound(format!("metadata {key}"))
@@ -121,29 +117,10 @@ impl Model {
     }
 
     pub fn cache(&self) -> Result<Cache, TensorError> {
-        let kv = self.config.kv_heads * self.config.head_dim;
-        let empty = || Tensor::from_f32(&[0, kv as u32], &[]);
-        Ok(Cache {
-            k: (0..self.config.layers)
-                .map(|_| empty())
-                .collect::<Result<_, _>>()?,
-            v: (0..self.config.layers)
-                .map(|_| empty())
-                .collect::<Result<_, _>>()?,
-            len: 0,
-        })
-    }
-
-    /// A copy of `cache` to extend without changing it (scoring several continuations
-    /// of one prompt).
-    pub fn fork(&self, cache: &Cache) -> Result<Cache, TensorError> {
-        let n = cache.len as u32;
-        let copy = |t: &Tensor| tensor::slice_rows(t, 0, n);
-        Ok(Cache {
-            k: cache.k.iter().map(copy).collect::<Result<_, _>>()?,
-            v: cache.v.iter().map(copy).collect::<Result<_, _>>()?,
-            len: cache.len,
-        })
+        Cache::new(
+            self.config.layers,
+            self.config.kv_heads * self.config.head_dim,
+        )
     }
 
     /// RMS-normalise each head of `x` (`[n, heads·head_dim]`) with `weight`.

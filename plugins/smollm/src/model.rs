@@ -34,12 +34,8 @@ pub struct Model {
     layers: Vec<Layer>,
 }
 
-/// Per-sequence key/value caches, one pair per layer.
-pub struct Cache {
-    k: Vec<Tensor>,
-    v: Vec<Tensor>,
-    pub len: usize,
-}
+/// The decoder's key/value caches (shared with the other language-model plugins).
+pub use apiary_plugin_api::lm::KvCache as Cache;
 
 fn missing(key: &str) -> TensorError {
     TensorError::NotFound(format!("metadata {key}"))
@@ -105,17 +101,10 @@ impl Model {
     }
 
     pub fn cache(&self) -> Result<Cache, TensorError> {
-        let kv = self.config.kv_heads * self.config.head_dim;
-        let empty = || Tensor::from_f32(&[0, kv as u32], &[]);
-        Ok(Cache {
-            k: (0..self.config.layers)
-                .map(|_| empty())
-                .collect::<Result<_, _>>()?,
-            v: (0..self.config.layers)
-                .map(|_| empty())
-                .collect::<Result<_, _>>()?,
-            len: 0,
-        })
+        Cache::new(
+            self.config.layers,
+            self.config.kv_heads * self.config.head_dim,
+        )
     }
 
     /// Run `ids` at positions `cache.len..`, extend the cache, and return the logits of
