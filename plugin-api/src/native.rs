@@ -53,11 +53,7 @@ impl Tensor {
     }
 
     pub fn read(&self) -> R<Vec<f32>> {
-        self.0
-            .borrow()
-            .to_f32()
-            .map(|v| v.into_owned())
-            .map_err(err)
+        k::backend::read(&self.0.borrow(), NO_DEADLINE).map_err(err)
     }
 }
 
@@ -135,7 +131,7 @@ impl Weights {
 const NO_DEADLINE: k::Deadline = k::Deadline::NONE;
 
 pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> R<Tensor> {
-    wrap(k::cpu::matmul(
+    wrap(k::backend::matmul(
         &a.0.borrow(),
         &b.0.borrow(),
         transpose_b,
@@ -143,42 +139,49 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> R<Tensor> {
     ))
 }
 pub fn add(a: &Tensor, b: &Tensor) -> R<Tensor> {
-    wrap(k::cpu::add(&a.0.borrow(), &b.0.borrow()))
+    wrap(k::backend::add(&a.0.borrow(), &b.0.borrow(), NO_DEADLINE))
 }
 pub fn mul(a: &Tensor, b: &Tensor) -> R<Tensor> {
-    wrap(k::cpu::mul(&a.0.borrow(), &b.0.borrow()))
+    wrap(k::backend::mul(&a.0.borrow(), &b.0.borrow(), NO_DEADLINE))
 }
 pub fn scale(a: &Tensor, factor: f32) -> R<Tensor> {
-    wrap(k::cpu::scale(&a.0.borrow(), factor))
+    wrap(k::backend::scale(&a.0.borrow(), factor, NO_DEADLINE))
 }
 pub fn softmax(a: &Tensor) -> R<Tensor> {
-    wrap(k::cpu::softmax(&a.0.borrow()))
+    wrap(k::backend::softmax(&a.0.borrow(), NO_DEADLINE))
 }
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> R<Tensor> {
-    wrap(k::cpu::rms_norm(&x.0.borrow(), &weight.0.borrow(), eps))
+    wrap(k::backend::rms_norm(
+        &x.0.borrow(),
+        &weight.0.borrow(),
+        eps,
+        NO_DEADLINE,
+    ))
 }
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f32) -> R<Tensor> {
     let bias = bias.map(|b| b.0.borrow());
-    wrap(k::cpu::layer_norm(
+    wrap(k::backend::layer_norm(
         &x.0.borrow(),
         &weight.0.borrow(),
         bias.as_deref(),
         eps,
+        NO_DEADLINE,
     ))
 }
 pub fn silu(x: &Tensor) -> R<Tensor> {
-    wrap(k::cpu::silu(&x.0.borrow()))
+    wrap(k::backend::silu(&x.0.borrow(), NO_DEADLINE))
 }
 pub fn gelu(x: &Tensor) -> R<Tensor> {
-    wrap(k::cpu::gelu(&x.0.borrow()))
+    wrap(k::backend::gelu(&x.0.borrow(), NO_DEADLINE))
 }
 pub fn rope(x: &Tensor, pos: u32, head_dim: u32, base: f32, neox: bool) -> R<Tensor> {
-    wrap(k::cpu::rope(
+    wrap(k::backend::rope(
         &x.0.borrow(),
         pos as usize,
         head_dim as usize,
         base,
         neox,
+        NO_DEADLINE,
     ))
 }
 pub fn attention(q: &Tensor, kc: &Tensor, vc: &Tensor, spec: AttentionSpec) -> R<Tensor> {
@@ -189,7 +192,7 @@ pub fn attention(q: &Tensor, kc: &Tensor, vc: &Tensor, spec: AttentionSpec) -> R
         scale: spec.scale,
         window: spec.window as usize,
     };
-    wrap(k::cpu::attention(
+    wrap(k::backend::attention(
         &q.0.borrow(),
         &kc.0.borrow(),
         &vc.0.borrow(),
@@ -199,29 +202,30 @@ pub fn attention(q: &Tensor, kc: &Tensor, vc: &Tensor, spec: AttentionSpec) -> R
 }
 pub fn append_rows(cache: &Tensor, x: &Tensor) -> R<()> {
     let x = x.0.borrow().clone();
-    k::cpu::append_rows(&mut cache.0.borrow_mut(), &x).map_err(err)
+    k::backend::append_rows(&mut cache.0.borrow_mut(), &x, NO_DEADLINE).map_err(err)
 }
 pub fn embedding(table: &Tensor, ids: &[u32]) -> R<Tensor> {
-    wrap(k::cpu::embedding(&table.0.borrow(), ids))
+    wrap(k::backend::embedding(&table.0.borrow(), ids, NO_DEADLINE))
 }
 pub fn slice_rows(x: &Tensor, start: u32, count: u32) -> R<Tensor> {
-    wrap(k::cpu::slice_rows(
+    wrap(k::backend::slice_rows(
         &x.0.borrow(),
         start as usize,
         count as usize,
+        NO_DEADLINE,
     ))
 }
 pub fn reshape(x: &Tensor, shape: &[u32]) -> R<Tensor> {
-    wrap(k::cpu::reshape(&x.0.borrow(), dims(shape)))
+    wrap(k::backend::reshape(&x.0.borrow(), dims(shape)))
 }
 pub fn token_logprobs(logits: &Tensor, ids: &[u32]) -> R<Vec<f32>> {
-    k::cpu::token_logprobs(&logits.0.borrow(), ids).map_err(err)
+    k::backend::token_logprobs(&logits.0.borrow(), ids, NO_DEADLINE).map_err(err)
 }
 pub fn argmax(x: &Tensor) -> R<u32> {
-    k::cpu::argmax(&x.0.borrow()).map_err(err)
+    k::backend::argmax(&x.0.borrow(), NO_DEADLINE).map_err(err)
 }
 pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -> R<u32> {
-    k::cpu::sample(&x.0.borrow(), temperature, top_k, top_p, seed).map_err(err)
+    k::backend::sample(&x.0.borrow(), temperature, top_k, top_p, seed, NO_DEADLINE).map_err(err)
 }
 pub fn backend() -> String {
     format!("native {}", k::backend_name())

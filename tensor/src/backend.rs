@@ -3,8 +3,12 @@
 //! `auto` uses the wgpu backend only with a hardware GPU adapter (software adapters such as
 //! lavapipe are hundreds of times slower than the CPU backend here) and the CPU backend
 //! otherwise; `cpu` and `wgpu` force one (a forced `wgpu` accepts a software adapter).
-//! Kernels the GPU backend does not have yet run on the CPU backend.
+//! Kernels the GPU backend does not have (or operands it cannot bind) run on the CPU
+//! backend, with device operands read back first. Every kernel the host exposes goes
+//! through here.
 
+#[cfg(feature = "wgpu")]
+use crate::gpu::{BinaryOp, RowOp, UnaryOp};
 use crate::{Deadline, Result, Tensor, cpu};
 use std::sync::OnceLock;
 
@@ -79,11 +83,178 @@ pub fn name() -> String {
     }
 }
 
-/// `a · b` on the chosen backend.
-pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result<Tensor> {
+#[cfg(feature = "wgpu")]
+fn gpu() -> Option<&'static crate::gpu::Gpu> {
     match current() {
-        #[cfg(feature = "wgpu")]
-        Backend::Wgpu(g) if g.supports(a, b) => g.matmul(a, b, transpose_b, dl),
-        _ => cpu::matmul(a, b, transpose_b, dl),
+        Backend::Wgpu(g) => Some(g),
+        Backend::Cpu => None,
     }
+}
+
+/// Command buffers the GPU backend has submitted (`None` on the CPU backend): a greedy
+/// decode step should cost one.
+pub fn gpu_submissions() -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    if let Some(g) = gpu() {
+        return Some(g.submissions());
+    }
+    None
+}
+
+#[cfg(feature = "wgpu")]
+fn on_device(t: &Tensor) -> bool {
+    matches!(t.storage, crate::Storage::Device(_))
+}
+
+/// Run `$gpu` when the wgpu backend is in use and `$when` holds for it; otherwise fall
+/// through to the CPU code after the macro.
+macro_rules! on_gpu {
+    (|$g:ident| $when:expr => $gpu:expr) => {
+        #[cfg(feature = "wgpu")]
+        if let Some($g) = gpu() {
+            if $when {
+                return $gpu;
+            }
+        }
+    };
+}
+
+/// `a · b` (or `a · bᵀ`) on the chosen backend.
+pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.supports(a, b) => g.matmul(a, b, transpose_b, dl));
+    cpu::matmul(&*a.on_host(dl)?, &*b.on_host(dl)?, transpose_b, dl)
+}
+
+pub fn add(a: &Tensor, b: &Tensor, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) && g.takes(b) => g.binary(BinaryOp::Add, a, b, dl));
+    cpu::add(&*a.on_host(dl)?, &*b.on_host(dl)?)
+}
+
+pub fn mul(a: &Tensor, b: &Tensor, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) && g.takes(b) => g.binary(BinaryOp::Mul, a, b, dl));
+    cpu::mul(&*a.on_host(dl)?, &*b.on_host(dl)?)
+}
+
+pub fn scale(a: &Tensor, factor: f32, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Scale(factor), a, dl));
+    cpu::scale(&*a.on_host(dl)?, factor)
+}
+
+pub fn silu(a: &Tensor, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Silu, a, dl));
+    cpu::silu(&*a.on_host(dl)?)
+}
+
+pub fn gelu(a: &Tensor, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Gelu, a, dl));
+    cpu::gelu(&*a.on_host(dl)?)
+}
+
+pub fn softmax(a: &Tensor, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.rows(RowOp::Softmax, a, None, None, dl));
+    cpu::softmax(&*a.on_host(dl)?)
+}
+
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(x) && g.takes(w) => g.rows(RowOp::RmsNorm { eps }, x, Some(w), None, dl));
+    cpu::rms_norm(&*x.on_host(dl)?, &*w.on_host(dl)?, eps)
+}
+
+pub fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    eps: f32,
+    dl: Deadline,
+) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(x) && g.takes(w) && b.is_none_or(|b| g.takes(b))
+        => g.rows(RowOp::LayerNorm { eps }, x, Some(w), b, dl));
+    let b = b.map(|b| b.on_host(dl)).transpose()?;
+    cpu::layer_norm(&*x.on_host(dl)?, &*w.on_host(dl)?, b.as_deref(), eps)
+}
+
+pub fn rope(
+    x: &Tensor,
+    pos: usize,
+    head_dim: usize,
+    base: f32,
+    neox: bool,
+    dl: Deadline,
+) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(x) => g.rope(x, pos, head_dim, base, neox, dl));
+    cpu::rope(&*x.on_host(dl)?, pos, head_dim, base, neox)
+}
+
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: cpu::AttentionSpec,
+    dl: Deadline,
+) -> Result<Tensor> {
+    on_gpu!(|g| g.supports_attention(q, k, v, &spec) => g.attention(q, k, v, spec, dl));
+    cpu::attention(
+        &*q.on_host(dl)?,
+        &*k.on_host(dl)?,
+        &*v.on_host(dl)?,
+        spec,
+        dl,
+    )
+}
+
+/// Append rows to a cache. On the GPU backend a cache moves to the device with the
+/// first device rows appended to it, and stays there.
+pub fn append_rows(cache: &mut Tensor, x: &Tensor, dl: Deadline) -> Result<()> {
+    on_gpu!(|g| g.takes(x) && (on_device(cache) || on_device(x)) => g.append_rows(cache, x, dl));
+    let x = x.on_host(dl)?;
+    if let std::borrow::Cow::Owned(host) = cache.on_host(dl)? {
+        *cache = host;
+    }
+    cpu::append_rows(cache, &x)
+}
+
+/// Rows of an embedding table, gathered on the CPU (tables are mapped weights, often
+/// larger than one GPU binding; a few rows cost nothing to upload).
+pub fn embedding(table: &Tensor, ids: &[u32], dl: Deadline) -> Result<Tensor> {
+    cpu::embedding(&*table.on_host(dl)?, ids)
+}
+
+pub fn slice_rows(x: &Tensor, start: usize, count: usize, dl: Deadline) -> Result<Tensor> {
+    on_gpu!(|g| on_device(x) => g.slice_rows(x, start, count, dl));
+    cpu::slice_rows(&*x.on_host(dl)?, start, count)
+}
+
+pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
+    cpu::reshape(x, shape)
+}
+
+pub fn token_logprobs(logits: &Tensor, ids: &[u32], dl: Deadline) -> Result<Vec<f32>> {
+    cpu::token_logprobs(&*logits.on_host(dl)?, ids)
+}
+
+/// The largest value's index in the last row. A one-row device tensor (a decode step's
+/// logits) is read back whole, since the caller usually wants the token's
+/// log-probability next and the copy is kept; of more rows only the index comes back.
+pub fn argmax(x: &Tensor, dl: Deadline) -> Result<u32> {
+    on_gpu!(|g| on_device(x) && x.rows_cols().0 > 1 => g.argmax(x, dl));
+    cpu::argmax(&*x.on_host(dl)?)
+}
+
+pub fn sample(
+    x: &Tensor,
+    temperature: f32,
+    top_k: u32,
+    top_p: f32,
+    seed: u64,
+    dl: Deadline,
+) -> Result<u32> {
+    if temperature <= 0.0 || !temperature.is_finite() {
+        return argmax(x, dl);
+    }
+    cpu::sample(&*x.on_host(dl)?, temperature, top_k, top_p, seed)
+}
+
+/// A tensor's values on the host.
+pub fn read(x: &Tensor, dl: Deadline) -> Result<Vec<f32>> {
+    Ok(x.on_host(dl)?.to_f32()?.into_owned())
 }

@@ -211,7 +211,7 @@ fn matvec_rows(
     Ok(y)
 }
 
-fn same_or_row_broadcast(a: &Tensor, b: &Tensor, op: &str) -> Result<()> {
+pub(crate) fn same_or_row_broadcast(a: &Tensor, b: &Tensor, op: &str) -> Result<()> {
     let (_, cols) = a.rows_cols();
     if b.numel() == a.numel() || b.numel() == cols {
         Ok(())
@@ -297,13 +297,18 @@ fn softmax_in_place(row: &mut [f32]) {
     }
 }
 
-fn norm_weight(w: &Tensor, cols: usize, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn check_norm_weight(w: &Tensor, cols: usize, what: &str) -> Result<()> {
     if w.numel() != cols {
         return shape_err(format!(
             "{what}: weight has {} values, rows have {cols}",
             w.numel()
         ));
     }
+    Ok(())
+}
+
+fn norm_weight(w: &Tensor, cols: usize, what: &str) -> Result<Vec<f32>> {
+    check_norm_weight(w, cols, what)?;
     Ok(w.to_f32()?.into_owned())
 }
 
@@ -347,11 +352,7 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f32) -> Resul
 /// (2j, 2j + 1) (llama.cpp's layout for llama models).
 pub fn rope(x: &Tensor, pos: usize, head_dim: usize, base: f32, neox: bool) -> Result<Tensor> {
     let (rows, cols) = x.rows_cols();
-    if head_dim == 0 || !head_dim.is_multiple_of(2) || !cols.is_multiple_of(head_dim) {
-        return shape_err(format!(
-            "rope: head_dim {head_dim} must be even and divide the row length {cols}"
-        ));
-    }
+    check_rope(cols, head_dim)?;
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|j| base.powf(-((2 * j) as f32) / head_dim as f32))
@@ -376,6 +377,15 @@ pub fn rope(x: &Tensor, pos: usize, head_dim: usize, base: f32, neox: bool) -> R
     Ok(out(x.shape.clone(), data))
 }
 
+pub(crate) fn check_rope(cols: usize, head_dim: usize) -> Result<()> {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) || !cols.is_multiple_of(head_dim) {
+        return shape_err(format!(
+            "rope: head_dim {head_dim} must be even and divide the row length {cols}"
+        ));
+    }
+    Ok(())
+}
+
 /// Options of [`attention`].
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionSpec {
@@ -398,6 +408,7 @@ pub fn attention(
     spec: AttentionSpec,
     dl: Deadline,
 ) -> Result<Tensor> {
+    let (n, qcols, _, d) = attention_dims(q, k, v, &spec)?;
     let AttentionSpec {
         n_heads,
         n_kv_heads,
@@ -405,28 +416,7 @@ pub fn attention(
         scale,
         window,
     } = spec;
-    let (n, qcols) = q.rows_cols();
-    let (t, kcols) = k.rows_cols();
-    if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || qcols % n_heads != 0 {
-        return shape_err(format!(
-            "attention: {n_heads} heads, {n_kv_heads} kv heads, q rows of {qcols}"
-        ));
-    }
-    let d = qcols / n_heads;
-    if kcols != n_kv_heads * d || v.shape != k.shape {
-        return shape_err(format!(
-            "attention: caches {:?}/{:?} must be [t, {}]",
-            k.shape,
-            v.shape,
-            n_kv_heads * d
-        ));
-    }
-    if pos + n > t {
-        return shape_err(format!(
-            "attention: queries reach position {} but the cache holds {t}",
-            pos + n
-        ));
-    }
+    let kcols = n_kv_heads * d;
     let (qv, kv, vv) = (q.owned()?, k.owned()?, v.owned()?);
     let group = n_heads / n_kv_heads;
     dl.check()?;
@@ -462,6 +452,45 @@ pub fn attention(
     Ok(out(vec![n, qcols], heads.concat()))
 }
 
+/// Validate attention operands: returns (query rows, query row width, cache rows, head
+/// width).
+pub(crate) fn attention_dims(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: &AttentionSpec,
+) -> Result<(usize, usize, usize, usize)> {
+    let AttentionSpec {
+        n_heads,
+        n_kv_heads,
+        pos,
+        ..
+    } = *spec;
+    let (n, qcols) = q.rows_cols();
+    let (t, kcols) = k.rows_cols();
+    if n_heads == 0 || n_kv_heads == 0 || n_heads % n_kv_heads != 0 || qcols % n_heads != 0 {
+        return shape_err(format!(
+            "attention: {n_heads} heads, {n_kv_heads} kv heads, q rows of {qcols}"
+        ));
+    }
+    let d = qcols / n_heads;
+    if kcols != n_kv_heads * d || v.shape != k.shape {
+        return shape_err(format!(
+            "attention: caches {:?}/{:?} must be [t, {}]",
+            k.shape,
+            v.shape,
+            n_kv_heads * d
+        ));
+    }
+    if pos + n > t {
+        return shape_err(format!(
+            "attention: queries reach position {} but the cache holds {t}",
+            pos + n
+        ));
+    }
+    Ok((n, qcols, t, d))
+}
+
 /// Append the rows of `x` to a cache `[t, w]` (an empty cache is `[0, w]`-like: created
 /// from the first append).
 pub fn append_rows(cache: &mut Tensor, x: &Tensor) -> Result<()> {
@@ -475,6 +504,12 @@ pub fn append_rows(cache: &mut Tensor, x: &Tensor) -> Result<()> {
         Storage::Owned(v) => v.extend_from_slice(&xv),
         Storage::Mapped { .. } => {
             return Err(TensorError::Dtype("cannot append to mapped weights".into()));
+        }
+        #[cfg(feature = "wgpu")]
+        Storage::Device(_) => {
+            return Err(TensorError::Dtype(
+                "internal: append to a GPU cache goes to the GPU backend".into(),
+            ));
         }
     }
     let rows = cache.numel() / w + n;
@@ -500,6 +535,10 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
         let dst = &mut data[i * dim..(i + 1) * dim];
         match &table.storage {
             Storage::Owned(v) => dst.copy_from_slice(&v[id * dim..(id + 1) * dim]),
+            #[cfg(feature = "wgpu")]
+            Storage::Device(_) => {
+                dst.copy_from_slice(&table.owned()?[id * dim..(id + 1) * dim]);
+            }
             Storage::Mapped { .. } => {
                 let row_bytes = table
                     .dtype
@@ -522,16 +561,21 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
 /// Rows `start..start + count` of `x`.
 pub fn slice_rows(x: &Tensor, start: usize, count: usize) -> Result<Tensor> {
     let (rows, cols) = x.rows_cols();
+    check_slice(rows, start, count)?;
+    Ok(out(
+        vec![count, cols],
+        x.owned()?[start * cols..(start + count) * cols].to_vec(),
+    ))
+}
+
+pub(crate) fn check_slice(rows: usize, start: usize, count: usize) -> Result<()> {
     if count == 0 || start + count > rows {
         return shape_err(format!(
             "rows {start}..{} of a tensor with {rows}",
             start + count
         ));
     }
-    Ok(out(
-        vec![count, cols],
-        x.owned()?[start * cols..(start + count) * cols].to_vec(),
-    ))
+    Ok(())
 }
 
 pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {

@@ -66,6 +66,9 @@ pub enum Storage {
         start: usize,
         len: usize,
     },
+    /// f32 values in GPU memory (the wgpu backend's results): read back only on demand.
+    #[cfg(feature = "wgpu")]
+    Device(Arc<gpu::DeviceBuffer>),
 }
 
 /// A host-owned tensor. Shapes are outermost first: a matrix is `[rows, cols]`.
@@ -117,6 +120,9 @@ impl Tensor {
         match &self.storage {
             Storage::Owned(v) => v.capacity() * 4,
             Storage::Mapped { .. } => 0,
+            // Device memory counts too: a plugin's quota bounds what it holds anywhere.
+            #[cfg(feature = "wgpu")]
+            Storage::Device(d) => d.capacity() * 4,
         }
     }
 
@@ -130,7 +136,7 @@ impl Tensor {
     pub fn bytes(&self) -> Option<&[u8]> {
         match &self.storage {
             Storage::Mapped { file, start, len } => file.bytes().get(*start..*start + *len),
-            Storage::Owned(_) => None,
+            _ => None,
         }
     }
 
@@ -146,6 +152,27 @@ impl Tensor {
                 quant::dequantize(self.dtype, bytes, &mut out);
                 Ok(std::borrow::Cow::Owned(out))
             }
+            #[cfg(feature = "wgpu")]
+            Storage::Device(d) => Ok(std::borrow::Cow::Owned(
+                d.read(self.numel(), Deadline::NONE)?,
+            )),
+        }
+    }
+
+    /// This tensor with its values in host memory (device values are read back, waiting
+    /// at most until `dl`); host tensors are borrowed.
+    pub fn on_host(&self, dl: Deadline) -> Result<std::borrow::Cow<'_, Tensor>> {
+        match &self.storage {
+            #[cfg(feature = "wgpu")]
+            Storage::Device(d) => Ok(std::borrow::Cow::Owned(Tensor {
+                shape: self.shape.clone(),
+                dtype: DType::F32,
+                storage: Storage::Owned(d.read(self.numel(), dl)?),
+            })),
+            _ => {
+                let _ = dl;
+                Ok(std::borrow::Cow::Borrowed(self))
+            }
         }
     }
 
@@ -156,6 +183,11 @@ impl Tensor {
                 "this operand must be an f32 activation, not mapped {} weights",
                 self.dtype.name()
             ))),
+            // The backend reads device values back before a CPU kernel sees them.
+            #[cfg(feature = "wgpu")]
+            Storage::Device(_) => Err(TensorError::Dtype(
+                "internal: a GPU tensor reached a CPU kernel without being read back".into(),
+            )),
         }
     }
 }

@@ -273,6 +273,48 @@ fn matmul_on_quantized_weights_both_activation_modes() {
     }
 }
 
+/// Softmax, RMS norm (× w) and layer norm (× w + b) of each row, in f64.
+fn ref_rows(x: &[f32], w: &[f32], b: &[f32], cols: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let f = |v: f32| f64::from(v);
+    let mut softmax = Vec::new();
+    let mut rms = Vec::new();
+    let mut ln = Vec::new();
+    for row in x.chunks(cols) {
+        let max = row.iter().map(|&v| f(v)).fold(f64::MIN, f64::max);
+        let e: Vec<f64> = row.iter().map(|&v| (f(v) - max).exp()).collect();
+        let s: f64 = e.iter().sum();
+        softmax.extend(e.iter().map(|v| v / s));
+        let ms = row.iter().map(|&v| f(v) * f(v)).sum::<f64>() / cols as f64;
+        rms.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, &v)| f(v) / (ms + 1e-5).sqrt() * f(w[j])),
+        );
+        let mean = row.iter().map(|&v| f(v)).sum::<f64>() / cols as f64;
+        let var = row.iter().map(|&v| (f(v) - mean).powi(2)).sum::<f64>() / cols as f64;
+        ln.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, &v)| (f(v) - mean) / (var + 1e-5).sqrt() * f(w[j]) + f(b[j])),
+        );
+    }
+    (softmax, rms, ln)
+}
+
+fn ref_silu_gelu(x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let f = |v: f32| f64::from(v);
+    let silu = x.iter().map(|&v| f(v) / (1.0 + (-f(v)).exp())).collect();
+    let gelu = x
+        .iter()
+        .map(|&v| {
+            let v = f(v);
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
+        })
+        .collect();
+    (silu, gelu)
+}
+
 #[test]
 fn elementwise_norms_and_activations() {
     let mut r = Rng(3);
@@ -313,39 +355,10 @@ fn elementwise_norms_and_activations() {
         1.0,
         "scale",
     );
-    let silu: Vec<f64> = x.iter().map(|&v| f(v) / (1.0 + (-f(v)).exp())).collect();
+    let (silu, gelu) = ref_silu_gelu(&x);
     close(&vals(&cpu::silu(&xt).unwrap()), &silu, 1e-6, 1.0, "silu");
-    let gelu: Vec<f64> = x
-        .iter()
-        .map(|&v| {
-            let v = f(v);
-            0.5 * v
-                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v * v * v)).tanh())
-        })
-        .collect();
     close(&vals(&cpu::gelu(&xt).unwrap()), &gelu, 1e-5, 1.0, "gelu");
-    let mut softmax = Vec::new();
-    let mut rms = Vec::new();
-    let mut ln = Vec::new();
-    for row in x.chunks(cols) {
-        let max = row.iter().map(|&v| f(v)).fold(f64::MIN, f64::max);
-        let e: Vec<f64> = row.iter().map(|&v| (f(v) - max).exp()).collect();
-        let s: f64 = e.iter().sum();
-        softmax.extend(e.iter().map(|v| v / s));
-        let ms = row.iter().map(|&v| f(v) * f(v)).sum::<f64>() / cols as f64;
-        rms.extend(
-            row.iter()
-                .enumerate()
-                .map(|(j, &v)| f(v) / (ms + 1e-5).sqrt() * f(w[j])),
-        );
-        let mean = row.iter().map(|&v| f(v)).sum::<f64>() / cols as f64;
-        let var = row.iter().map(|&v| (f(v) - mean).powi(2)).sum::<f64>() / cols as f64;
-        ln.extend(
-            row.iter()
-                .enumerate()
-                .map(|(j, &v)| (f(v) - mean) / (var + 1e-5).sqrt() * f(w[j]) + f(b[j])),
-        );
-    }
+    let (softmax, rms, ln) = ref_rows(&x, &w, &b, cols);
     close(
         &vals(&cpu::softmax(&xt).unwrap()),
         &softmax,
@@ -370,32 +383,94 @@ fn elementwise_norms_and_activations() {
     close(&vals(&got), &ln, 1e-5, 1.0, "layer-norm");
 }
 
+fn ref_rope(
+    x: &[f32],
+    n: usize,
+    heads: usize,
+    d: usize,
+    pos: usize,
+    base: f64,
+    neox: bool,
+) -> Vec<f64> {
+    let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    for i in 0..n {
+        for h in 0..heads {
+            let o = i * heads * d + h * d;
+            for j in 0..d / 2 {
+                let theta = (pos + i) as f64 * base.powf(-2.0 * j as f64 / d as f64);
+                let (a, b) = if neox {
+                    (o + j, o + j + d / 2)
+                } else {
+                    (o + 2 * j, o + 2 * j + 1)
+                };
+                let (xa, xb) = (f64::from(x[a]), f64::from(x[b]));
+                want[a] = xa * theta.cos() - xb * theta.sin();
+                want[b] = xa * theta.sin() + xb * theta.cos();
+            }
+        }
+    }
+    want
+}
+
 #[test]
 fn rope_both_layouts() {
     let mut r = Rng(4);
     let (n, heads, d, pos, base) = (3, 2, 8, 5, 10000.0f64);
     let x = r.vec(n * heads * d);
     for neox in [false, true] {
-        let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-        for i in 0..n {
-            for h in 0..heads {
-                let o = i * heads * d + h * d;
-                for j in 0..d / 2 {
-                    let theta = (pos + i) as f64 * base.powf(-2.0 * j as f64 / d as f64);
-                    let (a, b) = if neox {
-                        (o + j, o + j + d / 2)
-                    } else {
-                        (o + 2 * j, o + 2 * j + 1)
-                    };
-                    let (xa, xb) = (f64::from(x[a]), f64::from(x[b]));
-                    want[a] = xa * theta.cos() - xb * theta.sin();
-                    want[b] = xa * theta.sin() + xb * theta.cos();
-                }
-            }
-        }
+        let want = ref_rope(&x, n, heads, d, pos, base, neox);
         let got = cpu::rope(&t(&[n, heads * d], x.clone()), pos, d, base as f32, neox).unwrap();
         close(&vals(&got), &want, 1e-5, 1.0, &format!("rope neox={neox}"));
     }
+}
+
+/// Causal grouped-query attention in f64, queries at positions pos.. .
+#[allow(clippy::too_many_arguments)]
+fn ref_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    n: usize,
+    pos: usize,
+    window: usize,
+) -> Vec<f64> {
+    let scale = 1.0 / (d as f64).sqrt();
+    let mut want = vec![0f64; n * heads * d];
+    for i in 0..n {
+        for h in 0..heads {
+            let kh = h / (heads / kv_heads);
+            let last = pos + i;
+            let first = if window > 0 {
+                (last + 1).saturating_sub(window)
+            } else {
+                0
+            };
+            let scores: Vec<f64> = (first..=last)
+                .map(|s| {
+                    (0..d)
+                        .map(|c| {
+                            f64::from(q[i * heads * d + h * d + c])
+                                * f64::from(k[s * kv_heads * d + kh * d + c])
+                        })
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for (idx, s) in (first..=last).enumerate() {
+                for c in 0..d {
+                    want[i * heads * d + h * d + c] +=
+                        e[idx] / z * f64::from(v[s * kv_heads * d + kh * d + c]);
+                }
+            }
+        }
+    }
+    want
 }
 
 #[test]
@@ -410,38 +485,7 @@ fn attention_grouped_causal_windowed() {
     );
     for window in [0usize, 4] {
         let scale = 1.0 / (d as f64).sqrt();
-        let mut want = vec![0f64; n * heads * d];
-        for i in 0..n {
-            for h in 0..heads {
-                let kh = h / (heads / kv_heads);
-                let last = pos + i;
-                let first = if window > 0 {
-                    (last + 1).saturating_sub(window)
-                } else {
-                    0
-                };
-                let scores: Vec<f64> = (first..=last)
-                    .map(|s| {
-                        (0..d)
-                            .map(|c| {
-                                f64::from(q[i * heads * d + h * d + c])
-                                    * f64::from(k[s * kv_heads * d + kh * d + c])
-                            })
-                            .sum::<f64>()
-                            * scale
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for (idx, s) in (first..=last).enumerate() {
-                    for c in 0..d {
-                        want[i * heads * d + h * d + c] +=
-                            e[idx] / z * f64::from(v[s * kv_heads * d + kh * d + c]);
-                    }
-                }
-            }
-        }
+        let want = ref_attention(&q, &k, &v, heads, kv_heads, d, n, pos, window);
         let spec = cpu::AttentionSpec {
             n_heads: heads,
             n_kv_heads: kv_heads,
@@ -562,4 +606,358 @@ fn gpu_leaves_weights_larger_than_a_binding_to_the_cpu() {
         !g.supports(&x, &weight(1 << 22)),
         "a 2.7 GiB weight fits nowhere"
     );
+}
+
+/// The wgpu backend's element-wise, row, RoPE, attention, copy and argmax kernels against
+/// the same references as the CPU's, on lavapipe in CI. Results stay on the device; `vals`
+/// reads them back.
+#[cfg(feature = "wgpu")]
+mod gpu_kernels {
+    use super::*;
+    use apiary_tensor::gpu::{AdapterPolicy, BinaryOp, Gpu, RowOp, UnaryOp};
+    use apiary_tensor::{TensorError, cpu::AttentionSpec};
+
+    const NO: Deadline = Deadline::NONE;
+
+    #[test]
+    fn elementwise_norms_and_activations() {
+        let Some(g) = gpu() else { return };
+        // 300 columns: more than one pass of each workgroup's threads over a row.
+        for (seed, rows, cols) in [(3, 3, 37), (30, 2, 300)] {
+            let mut r = Rng(seed);
+            let x = r.vec(rows * cols);
+            let w = r.vec(cols);
+            let b = r.vec(cols);
+            let (xt, wt, bt) = (
+                t(&[rows, cols], x.clone()),
+                t(&[cols], w.clone()),
+                t(&[cols], b.clone()),
+            );
+            let f = |v: f32| f64::from(v);
+            let add: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| f(*v) + f(w[i % cols]))
+                .collect();
+            let mul: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, v)| f(*v) * f(w[i % cols]))
+                .collect();
+            let same: Vec<f64> = x.iter().map(|v| f(*v) * 2.0).collect();
+            let (silu, gelu) = ref_silu_gelu(&x);
+            let (softmax, rms, ln) = ref_rows(&x, &w, &b, cols);
+            let checks: Vec<(&str, apiary_tensor::Result<Tensor>, Vec<f64>)> = vec![
+                ("add broadcast", g.binary(BinaryOp::Add, &xt, &wt, NO), add),
+                ("mul broadcast", g.binary(BinaryOp::Mul, &xt, &wt, NO), mul),
+                (
+                    "add same shape",
+                    g.binary(BinaryOp::Add, &xt, &xt, NO),
+                    same,
+                ),
+                (
+                    "scale",
+                    g.unary(UnaryOp::Scale(0.5), &xt, NO),
+                    x.iter().map(|v| f(*v) * 0.5).collect(),
+                ),
+                ("silu", g.unary(UnaryOp::Silu, &xt, NO), silu),
+                ("gelu", g.unary(UnaryOp::Gelu, &xt, NO), gelu),
+                (
+                    "softmax",
+                    g.rows(RowOp::Softmax, &xt, None, None, NO),
+                    softmax,
+                ),
+                (
+                    "rms-norm",
+                    g.rows(RowOp::RmsNorm { eps: 1e-5 }, &xt, Some(&wt), None, NO),
+                    rms,
+                ),
+                (
+                    "layer-norm",
+                    g.rows(
+                        RowOp::LayerNorm { eps: 1e-5 },
+                        &xt,
+                        Some(&wt),
+                        Some(&bt),
+                        NO,
+                    ),
+                    ln,
+                ),
+            ];
+            for (what, got, want) in checks {
+                close(
+                    &vals(&got.unwrap()),
+                    &want,
+                    1e-5,
+                    1.0,
+                    &format!("gpu {what} {cols}"),
+                );
+            }
+            // Misuse is an error value, as on the CPU.
+            assert!(matches!(
+                g.binary(BinaryOp::Add, &xt, &t(&[5], r.vec(5)), NO),
+                Err(TensorError::Shape(_))
+            ));
+            assert!(matches!(
+                g.rows(
+                    RowOp::RmsNorm { eps: 1e-5 },
+                    &xt,
+                    Some(&t(&[3], r.vec(3))),
+                    None,
+                    NO
+                ),
+                Err(TensorError::Shape(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn rope_both_layouts() {
+        let Some(g) = gpu() else { return };
+        let mut r = Rng(4);
+        let (n, heads, d, pos, base) = (3, 2, 8, 5, 10000.0f64);
+        let x = r.vec(n * heads * d);
+        for neox in [false, true] {
+            let want = ref_rope(&x, n, heads, d, pos, base, neox);
+            let got = g
+                .rope(
+                    &t(&[n, heads * d], x.clone()),
+                    pos,
+                    d,
+                    base as f32,
+                    neox,
+                    NO,
+                )
+                .unwrap();
+            close(
+                &vals(&got),
+                &want,
+                1e-5,
+                1.0,
+                &format!("gpu rope neox={neox}"),
+            );
+        }
+        assert!(g.rope(&t(&[1, 6], r.vec(6)), 0, 4, 1e4, false, NO).is_err());
+    }
+
+    #[test]
+    fn attention_grouped_causal_windowed() {
+        let Some(g) = gpu() else { return };
+        let mut r = Rng(5);
+        // The parity shape of the CPU test, then a decode step over more keys than a
+        // workgroup has threads, with Gemma's head width and one kv head.
+        for (heads, kv_heads, d, t_len, n) in [(6, 2, 8, 9, 3), (4, 1, 256, 100, 1)] {
+            let pos = t_len - n;
+            let (q, k, v) = (
+                r.vec(n * heads * d),
+                r.vec(t_len * kv_heads * d),
+                r.vec(t_len * kv_heads * d),
+            );
+            for window in [0usize, 4] {
+                let want = ref_attention(&q, &k, &v, heads, kv_heads, d, n, pos, window);
+                let spec = AttentionSpec {
+                    n_heads: heads,
+                    n_kv_heads: kv_heads,
+                    pos,
+                    scale: 1.0 / (d as f32).sqrt(),
+                    window,
+                };
+                let (qt, kt, vt) = (
+                    t(&[n, heads * d], q.clone()),
+                    t(&[t_len, kv_heads * d], k.clone()),
+                    t(&[t_len, kv_heads * d], v.clone()),
+                );
+                assert!(g.supports_attention(&qt, &kt, &vt, &spec));
+                let got = g.attention(&qt, &kt, &vt, spec, NO).unwrap();
+                assert_eq!(got.shape, vec![n, heads * d]);
+                close(
+                    &vals(&got),
+                    &want,
+                    1e-5,
+                    1.0,
+                    &format!("gpu attention d={d} window={window}"),
+                );
+                let past = AttentionSpec {
+                    pos: pos + 1,
+                    ..spec
+                };
+                assert!(matches!(
+                    g.attention(&qt, &kt, &vt, past, NO),
+                    Err(TensorError::Shape(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn argmax_reads_back_the_first_largest_of_the_last_row() {
+        let Some(g) = gpu() else { return };
+        let mut r = Rng(8);
+        for cols in [1, 7, 1000, 49_152] {
+            let mut v = r.vec(2 * cols);
+            // A tie in the last row: the first index wins, as on the CPU.
+            v[cols + cols / 3] = 5.0;
+            v[cols + cols - 1] = 5.0;
+            v[0] = 9.0; // the first row is ignored
+            let x = t(&[2, cols], v);
+            assert_eq!(
+                g.argmax(&x, NO).unwrap(),
+                cpu::argmax(&x).unwrap(),
+                "{cols} columns"
+            );
+        }
+    }
+
+    #[test]
+    fn append_grows_on_the_device_and_never_changes_another_handle() {
+        let Some(g) = gpu() else { return };
+        let mut r = Rng(9);
+        let w = 4;
+        let mut cache = t(&[0, w], vec![]);
+        let mut want: Vec<f32> = Vec::new();
+        // Past the first capacity (64 rows), so the buffer grows and is copied.
+        for rows in [1usize, 5, 60, 30] {
+            let x = r.vec(rows * w);
+            // Alternate host and device rows.
+            let x = if rows % 2 == 0 {
+                g.unary(UnaryOp::Scale(1.0), &t(&[rows, w], x.clone()), NO)
+                    .unwrap()
+            } else {
+                t(&[rows, w], x)
+            };
+            want.extend(vals(&x));
+            g.append_rows(&mut cache, &x, NO).unwrap();
+            assert!(matches!(cache.storage, Storage::Device(_)));
+            assert_eq!(cache.shape, vec![want.len() / w, w]);
+            assert_eq!(vals(&cache), want);
+        }
+        // A reshape shares the buffer; appending to each keeps the other's rows.
+        let mut other = cpu::reshape(&cache, cache.shape.clone()).unwrap();
+        let (a, b) = (r.vec(w), r.vec(w));
+        g.append_rows(&mut cache, &t(&[1, w], a.clone()), NO)
+            .unwrap();
+        g.append_rows(&mut other, &t(&[1, w], b.clone()), NO)
+            .unwrap();
+        assert_eq!(vals(&cache)[want.len()..], a[..]);
+        assert_eq!(vals(&other)[want.len()..], b[..]);
+        let part = g.slice_rows(&cache, 3, 2, NO).unwrap();
+        assert_eq!(vals(&part), want[3 * w..5 * w]);
+        assert!(g.slice_rows(&cache, 90, 20, NO).is_err());
+        assert!(
+            g.append_rows(&mut cache, &t(&[1, 3], r.vec(3)), NO)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn no_work_is_recorded_after_the_deadline() {
+        let Some(g) = gpu() else { return };
+        let past = Deadline(Some(std::time::Instant::now()));
+        let x = t(&[1, 4], vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            g.unary(UnaryOp::Silu, &x, past).unwrap_err(),
+            TensorError::Deadline
+        );
+        assert_eq!(g.argmax(&x, past).unwrap_err(), TensorError::Deadline);
+        assert_eq!(g.argmax(&x, NO).unwrap(), 3);
+    }
+
+    /// One decode step of a small transformer layer, every kernel on the device: only the
+    /// token id comes back, in one submission, and it matches the CPU backend.
+    #[test]
+    fn a_decode_step_is_one_submission_and_matches_the_cpu() {
+        // A device of its own: other tests submit to the shared one concurrently.
+        static OWN: std::sync::OnceLock<Option<Gpu>> = std::sync::OnceLock::new();
+        let Some(g) = OWN
+            .get_or_init(|| Gpu::open(AdapterPolicy::AllowSoftware).ok())
+            .as_ref()
+        else {
+            return;
+        };
+        let _mode = MODE.lock().unwrap_or_else(|p| p.into_inner());
+        set_exact_activations(true);
+        let mut r = Rng(10);
+        let (dim, heads, kv_heads, d, vocab, past) = (64, 4, 2, 16, 96, 7);
+        let kv = kv_heads * d;
+        let (wq, _) = quantized(DType::Q8_0, dim, dim, &mut r);
+        let (wk, _) = quantized(DType::Q4_K, kv, 256, &mut r);
+        let (wo, _) = quantized(DType::Q6_K, dim, 256, &mut r);
+        let (out, _) = quantized(DType::Q4_1, vocab, dim, &mut r);
+        let norm = t(&[dim], r.vec(dim));
+        let x = t(&[1, dim], r.vec(dim));
+        let (k0, v0) = (r.vec(past * kv), r.vec(past * kv));
+        let spec = AttentionSpec {
+            n_heads: heads,
+            n_kv_heads: kv_heads,
+            pos: past,
+            scale: 0.25,
+            window: 0,
+        };
+        // The same step with the kernels of one backend or the other.
+        struct K<'a> {
+            mm: &'a dyn Fn(&Tensor, &Tensor) -> Tensor,
+            rms: &'a dyn Fn(&Tensor, &Tensor) -> Tensor,
+            rope: &'a dyn Fn(&Tensor) -> Tensor,
+            add: &'a dyn Fn(&Tensor, &Tensor) -> Tensor,
+            append: &'a dyn Fn(&mut Tensor, &Tensor),
+            attn: &'a dyn Fn(&Tensor, &Tensor, &Tensor) -> Tensor,
+        }
+        let step = |k: &K, kc: &mut Tensor, vc: &mut Tensor| -> Tensor {
+            let h = (k.rms)(&x, &norm);
+            let q = (k.rope)(&(k.mm)(&h, &wq));
+            // 256-wide K-quant rows: pad h to 256 by a matmul with a host identity.
+            let pad = t(
+                &[dim, 256],
+                (0..dim * 256)
+                    .map(|i| f32::from(i % 256 == i / 256))
+                    .collect(),
+            );
+            let h256 = (k.mm)(&h, &pad);
+            let kr = (k.rope)(&(k.mm)(&h256, &wk));
+            (k.append)(kc, &kr);
+            (k.append)(vc, &(k.mm)(&h256, &wk));
+            let a = (k.attn)(&q, kc, vc);
+            let a256 = (k.mm)(&a, &pad);
+            let o = (k.add)(&x, &(k.mm)(&a256, &wo));
+            (k.mm)(&(k.rms)(&o, &norm), &out)
+        };
+        let cpu_k = K {
+            mm: &|a, b| {
+                let tb = b.dtype != DType::F32;
+                cpu::matmul(a, b, tb, NO).unwrap()
+            },
+            rms: &|a, w| cpu::rms_norm(a, w, 1e-5).unwrap(),
+            rope: &|a| cpu::rope(a, past, d, 1e4, false).unwrap(),
+            add: &|a, b| cpu::add(a, b).unwrap(),
+            append: &|c, x| cpu::append_rows(c, x).unwrap(),
+            attn: &|q, k, v| cpu::attention(q, k, v, spec, NO).unwrap(),
+        };
+        let gpu_k = K {
+            mm: &|a, b| {
+                let tb = b.dtype != DType::F32;
+                g.matmul(a, b, tb, NO).unwrap()
+            },
+            rms: &|a, w| {
+                g.rows(RowOp::RmsNorm { eps: 1e-5 }, a, Some(w), None, NO)
+                    .unwrap()
+            },
+            rope: &|a| g.rope(a, past, d, 1e4, false, NO).unwrap(),
+            add: &|a, b| g.binary(BinaryOp::Add, a, b, NO).unwrap(),
+            append: &|c, x| g.append_rows(c, x, NO).unwrap(),
+            attn: &|q, k, v| g.attention(q, k, v, spec, NO).unwrap(),
+        };
+        let (mut kc, mut vc) = (t(&[past, kv], k0.clone()), t(&[past, kv], v0.clone()));
+        let want = step(&cpu_k, &mut kc, &mut vc);
+        let (mut kg, mut vg) = (t(&[past, kv], k0), t(&[past, kv], v0));
+        let before = g.submissions();
+        let logits = step(&gpu_k, &mut kg, &mut vg);
+        assert_eq!(g.submissions(), before, "nothing submitted before a read");
+        let token = g.argmax(&logits, NO).unwrap();
+        assert_eq!(g.submissions(), before + 1, "one submission for the step");
+        set_exact_activations(false);
+        assert_eq!(token, cpu::argmax(&want).unwrap());
+        let want: Vec<f64> = vals(&want).iter().map(|&v| f64::from(v)).collect();
+        close(&vals(&logits), &want, 1e-4, 1.0, "gpu decode-step logits");
+        assert!(matches!(logits.storage, Storage::Device(_)));
+    }
 }

@@ -9,7 +9,7 @@ use crate::sandbox::PluginState;
 use crate::sandbox::bindings::apiary::plugin::tensor as wit;
 use apiary_tensor::gguf::Value;
 use apiary_tensor::weights::{self, WeightsFile};
-use apiary_tensor::{Tensor, TensorError, cpu};
+use apiary_tensor::{Tensor, TensorError, backend, cpu};
 use std::sync::Arc;
 use wasmtime::component::Resource;
 
@@ -152,11 +152,8 @@ impl wit::HostTensor for PluginState {
     }
 
     fn read(&mut self, this: Resource<Tensor>) -> Ret<Vec<f32>> {
-        Ok(self
-            .tensor(&this)?
-            .to_f32()
-            .map(|v| v.into_owned())
-            .map_err(Into::into))
+        let dl = self.tensors.deadline;
+        Ok(backend::read(self.tensor(&this)?, dl).map_err(Into::into))
     }
 
     fn drop(&mut self, this: Resource<Tensor>) -> wasmtime::Result<()> {
@@ -205,25 +202,27 @@ impl wit::Host for PluginState {
         transpose_b: bool,
     ) -> Ret<Resource<Tensor>> {
         let dl = self.tensors.deadline;
-        self.binary(a, b, |a, b| {
-            apiary_tensor::backend::matmul(a, b, transpose_b, dl)
-        })
+        self.binary(a, b, |a, b| backend::matmul(a, b, transpose_b, dl))
     }
 
     fn add(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        self.binary(a, b, cpu::add)
+        let dl = self.tensors.deadline;
+        self.binary(a, b, |a, b| backend::add(a, b, dl))
     }
 
     fn mul(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        self.binary(a, b, cpu::mul)
+        let dl = self.tensors.deadline;
+        self.binary(a, b, |a, b| backend::mul(a, b, dl))
     }
 
     fn scale(&mut self, a: Resource<Tensor>, factor: f32) -> Ret<Resource<Tensor>> {
-        self.unary(a, |a| cpu::scale(a, factor))
+        let dl = self.tensors.deadline;
+        self.unary(a, |a| backend::scale(a, factor, dl))
     }
 
     fn softmax(&mut self, a: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        self.unary(a, cpu::softmax)
+        let dl = self.tensors.deadline;
+        self.unary(a, |a| backend::softmax(a, dl))
     }
 
     fn rms_norm(
@@ -232,7 +231,8 @@ impl wit::Host for PluginState {
         weight: Resource<Tensor>,
         eps: f32,
     ) -> Ret<Resource<Tensor>> {
-        self.binary(x, weight, |x, w| cpu::rms_norm(x, w, eps))
+        let dl = self.tensors.deadline;
+        self.binary(x, weight, |x, w| backend::rms_norm(x, w, eps, dl))
     }
 
     fn layer_norm(
@@ -247,17 +247,20 @@ impl wit::Host for PluginState {
                 Some(b) => Some(self.tensor(b)?),
                 None => None,
             };
-            cpu::layer_norm(self.tensor(&x)?, self.tensor(&weight)?, bias, eps)
+            let dl = self.tensors.deadline;
+            backend::layer_norm(self.tensor(&x)?, self.tensor(&weight)?, bias, eps, dl)
         };
         self.keep(r)
     }
 
     fn silu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        self.unary(x, cpu::silu)
+        let dl = self.tensors.deadline;
+        self.unary(x, |x| backend::silu(x, dl))
     }
 
     fn gelu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        self.unary(x, cpu::gelu)
+        let dl = self.tensors.deadline;
+        self.unary(x, |x| backend::gelu(x, dl))
     }
 
     fn rope(
@@ -268,8 +271,9 @@ impl wit::Host for PluginState {
         base: f32,
         neox: bool,
     ) -> Ret<Resource<Tensor>> {
+        let dl = self.tensors.deadline;
         self.unary(x, |x| {
-            cpu::rope(x, pos as usize, head_dim as usize, base, neox)
+            backend::rope(x, pos as usize, head_dim as usize, base, neox, dl)
         })
     }
 
@@ -288,7 +292,7 @@ impl wit::Host for PluginState {
             window: spec.window as usize,
         };
         let dl = self.tensors.deadline;
-        let r = cpu::attention(
+        let r = backend::attention(
             self.tensor(&q)?,
             self.tensor(&k)?,
             self.tensor(&v)?,
@@ -308,32 +312,39 @@ impl wit::Host for PluginState {
                 self.tensors.quota >> 20
             ))));
         }
+        let dl = self.tensors.deadline;
         let cache = self.table.get_mut(&cache)?;
         let before = cache.owned_bytes();
-        let r = cpu::append_rows(cache, &x);
+        let r = backend::append_rows(cache, &x, dl);
         let after = cache.owned_bytes();
         self.tensors.used = self.tensors.used + after - before.min(after);
         Ok(r.map_err(Into::into))
     }
 
     fn embedding(&mut self, table: Resource<Tensor>, ids: Vec<u32>) -> Ret<Resource<Tensor>> {
-        self.unary(table, |t| cpu::embedding(t, &ids))
+        let dl = self.tensors.deadline;
+        self.unary(table, |t| backend::embedding(t, &ids, dl))
     }
 
     fn slice_rows(&mut self, x: Resource<Tensor>, start: u32, count: u32) -> Ret<Resource<Tensor>> {
-        self.unary(x, |x| cpu::slice_rows(x, start as usize, count as usize))
+        let dl = self.tensors.deadline;
+        self.unary(x, |x| {
+            backend::slice_rows(x, start as usize, count as usize, dl)
+        })
     }
 
     fn reshape(&mut self, x: Resource<Tensor>, shape: Vec<u32>) -> Ret<Resource<Tensor>> {
-        self.unary(x, |x| cpu::reshape(x, dims(&shape)))
+        self.unary(x, |x| backend::reshape(x, dims(&shape)))
     }
 
     fn token_logprobs(&mut self, logits: Resource<Tensor>, ids: Vec<u32>) -> Ret<Vec<f32>> {
-        Ok(cpu::token_logprobs(self.tensor(&logits)?, &ids).map_err(Into::into))
+        let dl = self.tensors.deadline;
+        Ok(backend::token_logprobs(self.tensor(&logits)?, &ids, dl).map_err(Into::into))
     }
 
     fn argmax(&mut self, x: Resource<Tensor>) -> Ret<u32> {
-        Ok(cpu::argmax(self.tensor(&x)?).map_err(Into::into))
+        let dl = self.tensors.deadline;
+        Ok(backend::argmax(self.tensor(&x)?, dl).map_err(Into::into))
     }
 
     fn sample(
@@ -344,7 +355,11 @@ impl wit::Host for PluginState {
         top_p: f32,
         seed: u64,
     ) -> Ret<u32> {
-        Ok(cpu::sample(self.tensor(&x)?, temperature, top_k, top_p, seed).map_err(Into::into))
+        let dl = self.tensors.deadline;
+        Ok(
+            backend::sample(self.tensor(&x)?, temperature, top_k, top_p, seed, dl)
+                .map_err(Into::into),
+        )
     }
 
     fn backend(&mut self) -> wasmtime::Result<String> {
