@@ -274,3 +274,38 @@ fn rounds_are_recorded_verified_and_tampering_is_caught() {
         stdout(&o)
     );
 }
+
+/// `--tensor-backend wgpu` end to end: SmolLM2 in the sandbox with its activations, KV
+/// cache and logits held on the device (lavapipe where there is no GPU: slow, so the
+/// plugin is given the ceiling's two minutes), answering as it does on the CPU.
+#[test]
+fn ask_on_the_wgpu_backend_answers_as_on_the_cpu() {
+    let folder = Folder::new();
+    let dir = folder.add(&plugin("smollm"), "smollm");
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
+    let manifest = manifest.replace("answer-ms = 60000", "answer-ms = 120000");
+    std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let plugins = folder.path().display().to_string();
+    let o = apiary(
+        &[
+            "ask",
+            "What is the capital of France?",
+            "--plugins",
+            &plugins,
+            "--tensor-backend",
+            "wgpu",
+        ],
+        cache.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success()
+        && err.contains("no GPU adapter")
+        && std::env::var_os("APIARY_REQUIRE_WGPU").is_none()
+    {
+        eprintln!("skipping: {err}");
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    assert_eq!(stdout(&o), "The capital of France is Paris.\n", "{err}");
+}
