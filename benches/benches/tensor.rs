@@ -14,21 +14,12 @@ use apiary::round;
 use apiary::sandbox::{Sandbox, SandboxConfig};
 use apiary_tensor::{Deadline, Storage, Tensor, cpu, weights};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::hint::black_box;
-use std::path::PathBuf;
-use std::time::Duration;
 
-fn target(p: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target")
-        .join(p);
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/build-plugins.sh",
-        p.display()
-    );
-    p
-}
+#[path = "common.rs"]
+mod common;
+use common::target;
+use std::hint::black_box;
+use std::time::Duration;
 
 fn matrix(rows: usize, cols: usize, seed: usize) -> Tensor {
     let data = (0..rows * cols)
@@ -109,34 +100,7 @@ fn sandbox_vs_host(c: &mut Criterion) {
 }
 
 fn smollm(c: &mut Criterion) {
-    let prompt = "Write a short poem about bees.";
-    let mut req = round::request(prompt, 0);
-    req.max_tokens = 32;
-    let mut g = c.benchmark_group("smollm-answer-32-tokens");
-    g.sample_size(10).measurement_time(Duration::from_secs(20));
-
-    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
-    let plugin = loader::load(&sandbox, None, &target("plugins/smollm")).unwrap();
-    let mut session = plugin.session(&sandbox, 0).unwrap();
-    session.answer(&req).unwrap(); // load the model once in this instance
-    g.bench_function("plugin-through-host-kernels", |b| {
-        b.iter(|| black_box(session.answer(&req).unwrap()))
-    });
-
-    apiary_plugin_api::tensor::set_weights_dir(target("plugins/smollm/weights"));
-    let engine = smollm::load().unwrap();
-    let native_req = apiary_plugin_api::Request {
-        prompt: prompt.into(),
-        domain: None,
-        choices: vec![],
-        max_tokens: 32,
-        temperature: 0.0,
-        seed: 0,
-    };
-    g.bench_function("native-same-code", |b| {
-        b.iter(|| black_box(engine.generate(&native_req).unwrap()))
-    });
-    g.finish();
+    common::smollm_answer(c, "smollm-answer-32-tokens");
 }
 
 /// K-quant products from Gemma 3's file (Q4_K attention output, Q6_K FFN down), with
