@@ -619,6 +619,43 @@ mod gpu_kernels {
 
     const NO: Deadline = Deadline::NONE;
 
+    /// A device of the test's own, for tests that count submissions (others submit to
+    /// the shared one concurrently). Leaked: it lives as long as the test process.
+    fn own_gpu() -> Option<&'static Gpu> {
+        gpu()?;
+        Some(Box::leak(Box::new(
+            Gpu::open(AdapterPolicy::AllowSoftware).expect("a second device"),
+        )))
+    }
+
+    /// Work nobody reads is never submitted; a kernel over two chains of work submits the
+    /// other chain first and sees both chains' results.
+    #[test]
+    fn only_work_that_is_read_reaches_the_gpu() {
+        let Some(g) = own_gpu() else { return };
+        let x = t(&[1, 4], vec![1.0, -2.0, 3.0, -4.0]);
+        let unread = g.unary(UnaryOp::Scale(3.0), &x, NO).unwrap();
+        let unread = g.unary(UnaryOp::Silu, &unread, NO).unwrap();
+        drop(unread);
+        assert_eq!(
+            g.submissions(),
+            0,
+            "dropped before any read: never submitted"
+        );
+        let a = g.unary(UnaryOp::Scale(2.0), &x, NO).unwrap();
+        let b = g.unary(UnaryOp::Scale(10.0), &x, NO).unwrap();
+        let sum = g.binary(BinaryOp::Add, &a, &b, NO).unwrap();
+        assert_eq!(
+            g.submissions(),
+            1,
+            "b's chain submitted before the add joins a's"
+        );
+        assert_eq!(vals(&sum), vec![12.0, -24.0, 36.0, -48.0]);
+        assert_eq!(g.submissions(), 2);
+        assert_eq!(vals(&b), vec![10.0, -20.0, 30.0, -40.0]);
+        assert_eq!(vals(&a), vec![2.0, -4.0, 6.0, -8.0]);
+    }
+
     #[test]
     fn elementwise_norms_and_activations() {
         let Some(g) = gpu() else { return };
@@ -866,14 +903,7 @@ mod gpu_kernels {
     /// token id comes back, in one submission, and it matches the CPU backend.
     #[test]
     fn a_decode_step_is_one_submission_and_matches_the_cpu() {
-        // A device of its own: other tests submit to the shared one concurrently.
-        static OWN: std::sync::OnceLock<Option<Gpu>> = std::sync::OnceLock::new();
-        let Some(g) = OWN
-            .get_or_init(|| Gpu::open(AdapterPolicy::AllowSoftware).ok())
-            .as_ref()
-        else {
-            return;
-        };
+        let Some(g) = own_gpu() else { return };
         let _mode = MODE.lock().unwrap_or_else(|p| p.into_inner());
         set_exact_activations(true);
         let mut r = Rng(10);

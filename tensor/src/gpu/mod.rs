@@ -6,13 +6,22 @@
 //! the CPU backend. Pipelines are built once per device.
 //!
 //! **Residency.** Results stay on the device ([`Storage::Device`]) and the next kernel
-//! reads them there, so a decode step moves only the token's embedding row up and the
+//! reads them there, so a decode step moves only the token's embedding row up and one
 //! logits row down (once: the token and its log-probability are both taken from that
-//! copy). Kernels are *recorded* into one pending command
-//! encoder rather than submitted one by one: the encoder is submitted when a value is
-//! read back (`read`, `argmax`, logits for sampling or scoring) or, to bound latency
-//! and memory, after [`MAX_PENDING`] dispatches. A greedy decode step is therefore one
-//! submission. Weights stay resident after first use.
+//! copy).
+//!
+//! **Streams.** Kernels are *recorded*, not submitted one by one, into the command
+//! encoder of a [`Stream`]: the chain of work a result depends on. A kernel joins the
+//! stream of its first device operand (a kernel on host values only starts a new one),
+//! and a device buffer remembers the stream that last wrote it. Reading a value back
+//! submits that stream (and, so a long prompt does not build one huge command buffer,
+//! a stream is also submitted after [`MAX_PENDING`] dispatches); a kernel whose
+//! operands come from two streams submits the other one first, which keeps every read
+//! after its writes. A greedy decode step is therefore one submission. Tensors belong to
+//! one plugin instance, so streams are never shared between plugins: one plugin's read
+//! never runs or waits for another's work, and recorded work nobody can read any more
+//! (the instance ended, or its deadline passed before it read) is dropped with its
+//! stream without ever reaching the GPU.
 //!
 //! **Errors.** Shapes are validated on the host before anything is recorded. Device
 //! errors (out of memory, a lost device, a validation error that slipped through) are
@@ -20,7 +29,9 @@
 //! and returned as [`TensorError`]s, never fatal to the host.
 //!
 //! **Budget.** No new work is recorded or submitted once the call's deadline has passed,
-//! and waiting for a result stops at the deadline.
+//! and waiting for a result stops at the deadline. Work already submitted cannot be
+//! cancelled (wgpu has no way to); what one submission holds is bounded by
+//! [`MAX_PENDING`] dispatches over tensors within the plugin's quota.
 
 mod ops;
 
@@ -33,8 +44,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use wgpu::util::DeviceExt;
 
-/// Dispatches recorded before the pending encoder is submitted even though nothing has
-/// been read yet (a long prompt): keeps the first results coming and the encoder small.
+/// Dispatches recorded before a stream is submitted even though nothing has been read
+/// yet (a long prompt): keeps the first results coming and the encoder small.
 pub const MAX_PENDING: u32 = 512;
 
 /// Which adapters may be chosen.
@@ -59,6 +70,8 @@ pub struct DeviceBuffer {
     gpu: &'static Gpu,
     buf: wgpu::Buffer,
     capacity: usize,
+    /// The stream whose recorded work last wrote this buffer.
+    writer: Arc<Stream>,
     /// The values as last read back (at most `capacity`, so a plugin's host memory stays
     /// within what its quota already counts). Cleared when the buffer is written.
     host: std::sync::OnceLock<Vec<f32>>,
@@ -76,7 +89,7 @@ impl DeviceBuffer {
         if let Some(v) = self.host.get().filter(|v| v.len() >= len) {
             return Ok(v[..len].to_vec());
         }
-        let words = self.gpu.read_words(&self.buf, 0, len, dl)?;
+        let words = self.gpu.read_words(&self.writer, &self.buf, 0, len, dl)?;
         let v: Vec<f32> = words.into_iter().map(f32::from_bits).collect();
         if len <= HOST_COPY_MAX {
             let _ = self.host.set(v.clone());
@@ -84,11 +97,17 @@ impl DeviceBuffer {
         Ok(v)
     }
 
-    fn new(gpu: &'static Gpu, buf: wgpu::Buffer, capacity: usize) -> DeviceBuffer {
+    fn new(
+        gpu: &'static Gpu,
+        buf: wgpu::Buffer,
+        capacity: usize,
+        writer: Arc<Stream>,
+    ) -> DeviceBuffer {
         DeviceBuffer {
             gpu,
             buf,
             capacity,
+            writer,
             host: std::sync::OnceLock::new(),
         }
     }
@@ -100,6 +119,14 @@ struct Pending {
     dispatches: u32,
 }
 
+/// Recorded, not yet submitted work on which some device tensors depend. Dropping it
+/// (when the last tensor written by it goes) discards what was never submitted.
+#[derive(Default)]
+pub struct Stream {
+    pending: Mutex<Pending>,
+}
+
+
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -110,9 +137,6 @@ pub struct Gpu {
     /// mapping (a reloaded file) while the entry exists, and tells when the mapping is
     /// gone, so the entry and its GPU memory can be dropped.
     resident: Mutex<ResidentWeights>,
-    /// Recorded, not yet submitted work, shared by every caller: submitting another
-    /// plugin's recorded kernels early is harmless, and one encoder keeps their order.
-    pending: Mutex<Pending>,
     submissions: AtomicU64,
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -181,7 +205,6 @@ impl Gpu {
             info,
             pipelines,
             resident: Mutex::new(HashMap::new()),
-            pending: Mutex::new(Pending::default()),
             submissions: AtomicU64::new(0),
             errors,
         })
@@ -254,18 +277,58 @@ impl Gpu {
             })
     }
 
-    /// Wrap a buffer as a device tensor.
-    fn tensor(&'static self, shape: Vec<usize>, buf: wgpu::Buffer, capacity: usize) -> Tensor {
+    /// Wrap a buffer written by `stream` as a device tensor.
+    fn tensor(
+        &'static self,
+        stream: &Arc<Stream>,
+        shape: Vec<usize>,
+        buf: wgpu::Buffer,
+        capacity: usize,
+    ) -> Tensor {
         Tensor {
             shape,
             dtype: DType::F32,
-            storage: Storage::Device(Arc::new(DeviceBuffer::new(self, buf, capacity))),
+            storage: Storage::Device(Arc::new(DeviceBuffer::new(
+                self,
+                buf,
+                capacity,
+                stream.clone(),
+            ))),
         }
+    }
+
+    /// The stream a kernel over `operands` records into: that of an operand with work
+    /// still recorded (the first such), after submitting the other operands' streams so
+    /// their writes come first, or a new one. Preferring recorded work matters: a KV
+    /// cache's stream was submitted at the last step's read, and joining it instead of
+    /// the step's own would submit once per layer.
+    fn stream_for(&self, operands: &[&Tensor]) -> Result<Arc<Stream>> {
+        let mut streams: Vec<&Arc<Stream>> = Vec::new();
+        for t in operands {
+            if let Storage::Device(d) = &t.storage
+                && std::ptr::eq(d.gpu, self)
+                && !streams.iter().any(|s| Arc::ptr_eq(s, &d.writer))
+            {
+                streams.push(&d.writer);
+            }
+        }
+        let busy = |s: &Arc<Stream>| lock(&s.pending).encoder.is_some();
+        let chosen = streams.iter().position(|s| busy(s)).unwrap_or(0);
+        for (i, s) in streams.iter().enumerate() {
+            if i != chosen {
+                self.submit(&mut lock(&s.pending))?;
+            }
+        }
+        Ok(streams
+            .get(chosen)
+            .map(|s| Arc::clone(s))
+            .unwrap_or_default())
     }
 
     /// Record one dispatch of `pipeline` with `buffers` bound in order.
     fn dispatch(
         &self,
+        stream: &Stream,
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
@@ -288,7 +351,7 @@ impl Gpu {
             entries: &entries,
         });
         self.take_error()?;
-        let mut pending = lock(&self.pending);
+        let mut pending = lock(&stream.pending);
         let encoder = self.encoder(&mut pending);
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -309,6 +372,7 @@ impl Gpu {
     /// Record a copy of `len` f32 values between device buffers.
     fn copy(
         &self,
+        stream: &Stream,
         src: &wgpu::Buffer,
         src_at: usize,
         dst: &wgpu::Buffer,
@@ -318,7 +382,7 @@ impl Gpu {
         if len == 0 {
             return;
         }
-        let mut pending = lock(&self.pending);
+        let mut pending = lock(&stream.pending);
         self.encoder(&mut pending).copy_buffer_to_buffer(
             src,
             (src_at * 4) as u64,
@@ -350,10 +414,11 @@ impl Gpu {
         Ok(Some(index))
     }
 
-    /// Submit everything recorded and copy `len` 32-bit words from `buf` (starting at word
-    /// `at`) back to the host, waiting at most until the deadline.
+    /// Submit `stream` (which last wrote `buf`) and copy `len` 32-bit words from `buf`
+    /// (starting at word `at`) back to the host, waiting at most until the deadline.
     fn read_words(
         &self,
+        stream: &Stream,
         buf: &wgpu::Buffer,
         at: usize,
         len: usize,
@@ -368,7 +433,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let index = {
-            let mut pending = lock(&self.pending);
+            let mut pending = lock(&stream.pending);
             if len > 0 {
                 self.encoder(&mut pending).copy_buffer_to_buffer(
                     buf,

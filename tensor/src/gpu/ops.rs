@@ -1,5 +1,5 @@
 //! The kernels of the wgpu backend. Each validates shapes on the host (the same checks,
-//! and messages, as the CPU backend), records its dispatch into the pending encoder and
+//! and messages, as the CPU backend), records its dispatch into its operands' stream and
 //! returns a device tensor; nothing is read back here except by `argmax`.
 
 use super::{DeviceBuffer, Gpu, bytemuck_f32};
@@ -181,6 +181,7 @@ impl Gpu {
         let n = a.numel() / k;
         let mut shape = a.shape.clone();
         *shape.last_mut().expect("non-empty") = m;
+        let stream = self.stream_for(&[a, b])?;
         let a_buf = self.operand(a, dl)?;
         let out = self.buffer(n * m, "matmul");
         match b.dtype {
@@ -189,6 +190,7 @@ impl Gpu {
                 let params = self.uniform(&[n as u32, k as u32, m as u32, u32::from(transpose_b)]);
                 let groups = ((m as u32).div_ceil(32), (n as u32).div_ceil(32), 1);
                 self.dispatch(
+                    &stream,
                     &self.pipelines.matmul,
                     &[&params, &a_buf, &b_buf, &out],
                     groups,
@@ -229,6 +231,7 @@ impl Gpu {
                 // One workgroup per output row; rows past 65,535 go to the second dimension.
                 let groups = ((m as u32).min(65_535), (m as u32).div_ceil(65_535), 1);
                 self.dispatch(
+                    &stream,
                     &self.pipelines.matvec,
                     &[&params, &a_buf, &w, &out],
                     groups,
@@ -242,7 +245,7 @@ impl Gpu {
                 )));
             }
         }
-        Ok(self.tensor(shape, out, n * m))
+        Ok(self.tensor(&stream, shape, out, n * m))
     }
 
     /// `a + b` or `a * b`, `b` the same size as `a` or one row broadcast over its rows.
@@ -259,6 +262,7 @@ impl Gpu {
         };
         cpu::same_or_row_broadcast(a, b, name)?;
         let n = a.numel();
+        let stream = self.stream_for(&[a, b])?;
         let (a_buf, b_buf) = (self.operand(a, dl)?, self.operand(b, dl)?);
         let code = match op {
             BinaryOp::Add => 0,
@@ -267,17 +271,19 @@ impl Gpu {
         let params = self.uniform(&[n as u32, b.numel() as u32, code, 0]);
         let out = self.buffer(n, name);
         self.dispatch(
+            &stream,
             &self.pipelines.elementwise,
             &[&params, &a_buf, &b_buf, &out],
             grid(n.div_ceil(256)),
             dl,
         )?;
-        Ok(self.tensor(a.shape.clone(), out, n))
+        Ok(self.tensor(&stream, a.shape.clone(), out, n))
     }
 
     /// Scale, SiLU or GELU of every element.
     pub fn unary(&'static self, op: UnaryOp, a: &Tensor, dl: Deadline) -> Result<Tensor> {
         let n = a.numel();
+        let stream = self.stream_for(&[a])?;
         let a_buf = self.operand(a, dl)?;
         let (code, s) = match op {
             UnaryOp::Scale(s) => (2, s),
@@ -287,12 +293,13 @@ impl Gpu {
         let params = self.uniform(&[n as u32, n as u32, code, s.to_bits()]);
         let out = self.buffer(n, "unary");
         self.dispatch(
+            &stream,
             &self.pipelines.elementwise,
             &[&params, &a_buf, &a_buf, &out],
             grid(n.div_ceil(256)),
             dl,
         )?;
-        Ok(self.tensor(a.shape.clone(), out, n))
+        Ok(self.tensor(&stream, a.shape.clone(), out, n))
     }
 
     /// Softmax, RMS norm (`w`) or layer norm (`w`, optional `b`) of each row.
@@ -316,6 +323,7 @@ impl Gpu {
             RowOp::RmsNorm { .. } => "rms-norm",
             RowOp::LayerNorm { .. } => "layer-norm",
         };
+        let stream = self.stream_for(&[Some(x), w, b].into_iter().flatten().collect::<Vec<_>>())?;
         let x_buf = self.operand(x, dl)?;
         let w_buf = match w {
             Some(w) => {
@@ -337,12 +345,13 @@ impl Gpu {
         let w_ref: &wgpu::Buffer = w_buf.as_deref().unwrap_or(&x_buf);
         let b_ref: &wgpu::Buffer = b_buf.as_deref().unwrap_or(w_ref);
         self.dispatch(
+            &stream,
             &self.pipelines.rows,
             &[&params, &x_buf, w_ref, b_ref, &out],
             grid(rows),
             dl,
         )?;
-        Ok(self.tensor(x.shape.clone(), out, x.numel()))
+        Ok(self.tensor(&stream, x.shape.clone(), out, x.numel()))
     }
 
     /// Rotary position embedding, as [`cpu::rope`].
@@ -357,6 +366,7 @@ impl Gpu {
     ) -> Result<Tensor> {
         let (rows, cols) = x.rows_cols();
         cpu::check_rope(cols, head_dim)?;
+        let stream = self.stream_for(&[x])?;
         let x_buf = self.operand(x, dl)?;
         let params = self.uniform(&[
             rows as u32,
@@ -370,12 +380,13 @@ impl Gpu {
         ]);
         let out = self.buffer(x.numel(), "rope");
         self.dispatch(
+            &stream,
             &self.pipelines.rope,
             &[&params, &x_buf, &out],
             grid((rows * cols / 2).div_ceil(256)),
             dl,
         )?;
-        Ok(self.tensor(x.shape.clone(), out, x.numel()))
+        Ok(self.tensor(&stream, x.shape.clone(), out, x.numel()))
     }
 
     /// Whether [`Gpu::attention`] can run these operands (the head fits workgroup memory;
@@ -408,6 +419,7 @@ impl Gpu {
         if d > MAX_HEAD {
             return shape_err(format!("gpu attention: heads of {d} (at most {MAX_HEAD})"));
         }
+        let stream = self.stream_for(&[q, k, v])?;
         let (q_buf, k_buf, v_buf) = (
             self.operand(q, dl)?,
             self.operand(k, dl)?,
@@ -428,12 +440,13 @@ impl Gpu {
         let capacity = n * qcols + n * spec.n_heads * t;
         let out = self.buffer(capacity, "attention");
         self.dispatch(
+            &stream,
             &self.pipelines.attention,
             &[&params, &q_buf, &k_buf, &v_buf, &out],
             grid(n * spec.n_heads),
             dl,
         )?;
-        Ok(self.tensor(vec![n, qcols], out, capacity))
+        Ok(self.tensor(&stream, vec![n, qcols], out, capacity))
     }
 
     /// Append the rows of `x` to `cache`, moving the cache to the device. The buffer
@@ -450,6 +463,7 @@ impl Gpu {
         }
         dl.check()?;
         let (have, add) = (cache.numel(), x.numel());
+        let stream = self.stream_for(&[cache, x])?;
         let x_buf = self.operand(x, dl)?;
         let in_place = match &mut cache.storage {
             Storage::Device(d) if std::ptr::eq(d.gpu, self) => {
@@ -459,7 +473,8 @@ impl Gpu {
         };
         if let Some(d) = in_place {
             d.host.take();
-            self.copy(&x_buf, 0, &d.buf, have, add);
+            d.writer = stream.clone();
+            self.copy(&stream, &x_buf, 0, &d.buf, have, add);
         } else {
             let capacity = (2 * (have + add)).max(64 * w);
             if !self.fits(capacity * 4) {
@@ -470,10 +485,11 @@ impl Gpu {
             }
             let grown = self.buffer(capacity, "cache");
             let old = self.operand(cache, dl)?;
-            self.copy(&old, 0, &grown, 0, have);
-            self.copy(&x_buf, 0, &grown, have, add);
+            self.copy(&stream, &old, 0, &grown, 0, have);
+            self.copy(&stream, &x_buf, 0, &grown, have, add);
             drop(old);
-            cache.storage = Storage::Device(Arc::new(DeviceBuffer::new(self, grown, capacity)));
+            cache.storage =
+                Storage::Device(Arc::new(DeviceBuffer::new(self, grown, capacity, stream)));
         }
         cache.shape = vec![have / w.max(1) + n, w];
         Ok(())
@@ -490,10 +506,11 @@ impl Gpu {
         let (rows, cols) = x.rows_cols();
         cpu::check_slice(rows, start, count)?;
         dl.check()?;
+        let stream = self.stream_for(&[x])?;
         let src = self.operand(x, dl)?;
         let out = self.buffer(count * cols, "slice");
-        self.copy(&src, start * cols, &out, 0, count * cols);
-        Ok(self.tensor(vec![count, cols], out, count * cols))
+        self.copy(&stream, &src, start * cols, &out, 0, count * cols);
+        Ok(self.tensor(&stream, vec![count, cols], out, count * cols))
     }
 
     /// Index of the largest value of the last row, reading back only the index (for
@@ -503,16 +520,18 @@ impl Gpu {
         if rows == 0 || cols == 0 {
             return shape_err("argmax of an empty tensor");
         }
+        let stream = self.stream_for(&[x])?;
         let x_buf = self.operand(x, dl)?;
         let params = self.uniform(&[((rows - 1) * cols) as u32, cols as u32]);
         let out = self.buffer(1, "argmax");
         self.dispatch(
+            &stream,
             &self.pipelines.argmax,
             &[&params, &x_buf, &out],
             (1, 1, 1),
             dl,
         )?;
-        let words = self.read_words(&out, 0, 1, dl)?;
+        let words = self.read_words(&stream, &out, 0, 1, dl)?;
         words
             .first()
             .copied()
