@@ -126,7 +126,6 @@ pub struct Stream {
     pending: Mutex<Pending>,
 }
 
-
 pub struct Gpu {
     device: wgpu::Device,
     queue: wgpu::Queue,
