@@ -12,8 +12,8 @@
 //!
 //! **Streams.** Kernels are *recorded*, not submitted one by one, into the command
 //! encoder of a [`Stream`]: the chain of work a result depends on. A kernel joins the
-//! stream of its first device operand (a kernel on host values only starts a new one),
-//! and a device buffer remembers the stream that last wrote it. Reading a value back
+//! stream of a device operand that still has work recorded (a kernel on host values
+//! only starts a new one), and a device buffer remembers the stream that last wrote it. Reading a value back
 //! submits that stream (and, so a long prompt does not build one huge command buffer,
 //! a stream is also submitted after [`MAX_PENDING`] dispatches); a kernel whose
 //! operands come from two streams submits the other one first, which keeps every read
