@@ -70,6 +70,27 @@ fn pick(choice: Choice) -> std::result::Result<Backend, String> {
     }
 }
 
+/// For test suites that run model code on the GPU: choose the wgpu backend (a software
+/// adapter such as lavapipe allowed) and say whether it is in use. Without an adapter
+/// the caller skips, unless `APIARY_REQUIRE_WGPU` is set (CI sets it where lavapipe is
+/// installed), in which case this panics with the reason.
+pub fn wgpu_for_tests() -> bool {
+    match init(Choice::Wgpu) {
+        Ok(name) if name.starts_with("wgpu") => {
+            eprintln!("backend: {name}");
+            true
+        }
+        Ok(name) => panic!("another backend was chosen first: {name}"),
+        Err(e) if std::env::var_os("APIARY_REQUIRE_WGPU").is_some() => {
+            panic!("APIARY_REQUIRE_WGPU is set but: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping the wgpu backend: {e}");
+            false
+        }
+    }
+}
+
 fn current() -> &'static Backend {
     BACKEND.get_or_init(|| Backend::Cpu)
 }

@@ -6,20 +6,13 @@
 //! on the device. Its own test binary: the backend is chosen once per process.
 
 use apiary_plugin_api::Request;
-use apiary_tensor::backend::{self, Choice};
+use apiary_tensor::backend;
 use std::path::Path;
 
 #[test]
 fn greedy_output_and_option_scores_on_the_gpu_match_the_cpu() {
-    match backend::init(Choice::Wgpu) {
-        Ok(name) => eprintln!("backend: {name}"),
-        Err(e) if std::env::var_os("APIARY_REQUIRE_WGPU").is_some() => {
-            panic!("APIARY_REQUIRE_WGPU is set but: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            return;
-        }
+    if !backend::wgpu_for_tests() {
+        return;
     }
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/gemma/weights");
     apiary_plugin_api::tensor::set_weights_dir(weights);

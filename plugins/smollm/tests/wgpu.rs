@@ -4,20 +4,13 @@
 //! since the backend is chosen once per process.
 
 use apiary_plugin_api::Request;
-use apiary_tensor::backend::{self, Choice};
+use apiary_tensor::backend;
 use std::path::Path;
 
 #[test]
 fn greedy_output_on_the_gpu_matches_the_reference_in_one_submission_per_token() {
-    match backend::init(Choice::Wgpu) {
-        Ok(name) => eprintln!("backend: {name}"),
-        Err(e) if std::env::var_os("APIARY_REQUIRE_WGPU").is_some() => {
-            panic!("APIARY_REQUIRE_WGPU is set but: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            return;
-        }
+    if !backend::wgpu_for_tests() {
+        return;
     }
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins/smollm/weights");
     apiary_plugin_api::tensor::set_weights_dir(weights);
