@@ -485,15 +485,19 @@ impl Gpu {
         };
         let key = (Arc::as_ptr(file) as usize, *start);
         let mut cache = lock(&self.resident);
-        // Mappings dropped since (an unloaded plugin, a replaced file) free their buffers.
-        cache.retain(|_, (weak, _)| weak.strong_count() > 0);
-        if let Some((_, buf)) = cache.get(&key) {
+        // A live entry is this mapping's (its `Weak` keeps the address from being reused).
+        if let Some((weak, buf)) = cache.get(&key)
+            && weak.strong_count() > 0
+        {
             return Ok(buf.clone());
         }
         let bytes = b
             .bytes()
             .ok_or_else(|| TensorError::InvalidFile("mapping too short".into()))?;
         let buf = Arc::new(self.upload(bytes, "weights"));
+        // Only on a miss (not on every kernel's lookup): mappings dropped since (an
+        // unloaded plugin, a replaced file) free their buffers.
+        cache.retain(|_, (weak, _)| weak.strong_count() > 0);
         cache.insert(key, (Arc::downgrade(file), buf.clone()));
         Ok(buf)
     }
