@@ -12,7 +12,7 @@
 use apiary::plugins::loader;
 use apiary::round;
 use apiary::sandbox::{Sandbox, SandboxConfig};
-use apiary_tensor::{Deadline, Storage, Tensor, cpu, weights};
+use apiary_tensor::{Budget, Storage, Tensor, cpu, weights};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 #[path = "common.rs"]
@@ -36,7 +36,7 @@ fn kernels(c: &mut Criterion) {
         let (a, b) = (matrix(n, n, 1), matrix(n, n, 2));
         g.throughput(Throughput::Elements((2 * n * n * n) as u64)); // FLOPs
         g.bench_function(format!("{n}x{n}x{n}"), |bch| {
-            bch.iter(|| black_box(cpu::matmul(&a, &b, false, Deadline::NONE).unwrap()))
+            bch.iter(|| black_box(cpu::matmul(&a, &b, false, Budget::NONE).unwrap()))
         });
     }
     g.finish();
@@ -56,7 +56,7 @@ fn kernels(c: &mut Criterion) {
         (2 * down.shape[0] * down.shape[1]) as u64,
     ));
     g.bench_function(format!("{}x{}", down.shape[0], down.shape[1]), |bch| {
-        bch.iter(|| black_box(cpu::matmul(&x, &down, true, Deadline::NONE).unwrap()))
+        bch.iter(|| black_box(cpu::matmul(&x, &down, true, Budget::NONE).unwrap()))
     });
     let row = down.bytes().unwrap()[..4096 / 32 * 20].to_vec();
     let big: Vec<u8> = row.iter().copied().cycle().take(4096 * row.len()).collect();
@@ -75,7 +75,7 @@ fn kernels(c: &mut Criterion) {
     let x = matrix(1, 4096, 4);
     g.throughput(Throughput::Elements(2 * 4096 * 4096));
     g.bench_function("4096x4096", |bch| {
-        bch.iter(|| black_box(cpu::matmul(&x, &w, true, Deadline::NONE).unwrap()))
+        bch.iter(|| black_box(cpu::matmul(&x, &w, true, Budget::NONE).unwrap()))
     });
     g.finish();
     let _ = std::fs::remove_file(file);
@@ -94,7 +94,7 @@ fn sandbox_vs_host(c: &mut Criterion) {
     });
     let (a, bm) = (matrix(256, 256, 1), matrix(256, 256, 2));
     g.bench_function("host-kernel", |b| {
-        b.iter(|| black_box(cpu::matmul(&a, &bm, false, Deadline::NONE).unwrap()))
+        b.iter(|| black_box(cpu::matmul(&a, &bm, false, Budget::NONE).unwrap()))
     });
     g.finish();
 }
@@ -123,7 +123,7 @@ fn kquants(c: &mut Criterion) {
                 "q8-activations"
             };
             g.bench_function(format!("{label}/{path}"), |bch| {
-                bch.iter(|| black_box(cpu::matmul(&x, &w, true, Deadline::NONE).unwrap()))
+                bch.iter(|| black_box(cpu::matmul(&x, &w, true, Budget::NONE).unwrap()))
             });
         }
         apiary_tensor::quant::set_exact_activations(false);

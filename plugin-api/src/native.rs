@@ -128,7 +128,8 @@ impl Weights {
     }
 }
 
-const NO_DEADLINE: k::Deadline = k::Deadline::NONE;
+/// Native model code runs unbudgeted: no deadline, no quota (it is not sandboxed).
+const NO_DEADLINE: k::Budget = k::Budget::NONE;
 
 pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> R<Tensor> {
     wrap(k::backend::matmul(
@@ -216,7 +217,7 @@ pub fn slice_rows(x: &Tensor, start: u32, count: u32) -> R<Tensor> {
     ))
 }
 pub fn reshape(x: &Tensor, shape: &[u32]) -> R<Tensor> {
-    wrap(k::backend::reshape(&x.0.borrow(), dims(shape)))
+    wrap(k::backend::reshape(&x.0.borrow(), dims(shape), NO_DEADLINE))
 }
 pub fn token_logprobs(logits: &Tensor, ids: &[u32]) -> R<Vec<f32>> {
     k::backend::token_logprobs(&logits.0.borrow(), ids, NO_DEADLINE).map_err(err)

@@ -9,7 +9,7 @@
 
 #[cfg(feature = "wgpu")]
 use crate::gpu::{BinaryOp, RowOp, UnaryOp};
-use crate::{Deadline, Result, Tensor, cpu};
+use crate::{Budget, Result, Tensor, cpu};
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,44 +141,49 @@ macro_rules! on_gpu {
 }
 
 /// `a · b` (or `a · bᵀ`) on the chosen backend.
-pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.supports(a, b) => g.matmul(a, b, transpose_b, dl));
-    cpu::matmul(&*a.on_host(dl)?, &*b.on_host(dl)?, transpose_b, dl)
+pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.supports(a, b) => g.matmul(a, b, transpose_b, budget));
+    cpu::matmul(
+        &*a.on_host(budget)?,
+        &*b.on_host(budget)?,
+        transpose_b,
+        budget,
+    )
 }
 
-pub fn add(a: &Tensor, b: &Tensor, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(a) && g.takes(b) => g.binary(BinaryOp::Add, a, b, dl));
-    cpu::add(&*a.on_host(dl)?, &*b.on_host(dl)?)
+pub fn add(a: &Tensor, b: &Tensor, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) && g.takes(b) => g.binary(BinaryOp::Add, a, b, budget));
+    cpu::add(&*a.on_host(budget)?, &*b.on_host(budget)?, budget)
 }
 
-pub fn mul(a: &Tensor, b: &Tensor, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(a) && g.takes(b) => g.binary(BinaryOp::Mul, a, b, dl));
-    cpu::mul(&*a.on_host(dl)?, &*b.on_host(dl)?)
+pub fn mul(a: &Tensor, b: &Tensor, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) && g.takes(b) => g.binary(BinaryOp::Mul, a, b, budget));
+    cpu::mul(&*a.on_host(budget)?, &*b.on_host(budget)?, budget)
 }
 
-pub fn scale(a: &Tensor, factor: f32, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Scale(factor), a, dl));
-    cpu::scale(&*a.on_host(dl)?, factor)
+pub fn scale(a: &Tensor, factor: f32, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Scale(factor), a, budget));
+    cpu::scale(&*a.on_host(budget)?, factor, budget)
 }
 
-pub fn silu(a: &Tensor, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Silu, a, dl));
-    cpu::silu(&*a.on_host(dl)?)
+pub fn silu(a: &Tensor, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Silu, a, budget));
+    cpu::silu(&*a.on_host(budget)?, budget)
 }
 
-pub fn gelu(a: &Tensor, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Gelu, a, dl));
-    cpu::gelu(&*a.on_host(dl)?)
+pub fn gelu(a: &Tensor, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.unary(UnaryOp::Gelu, a, budget));
+    cpu::gelu(&*a.on_host(budget)?, budget)
 }
 
-pub fn softmax(a: &Tensor, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(a) => g.rows(RowOp::Softmax, a, None, None, dl));
-    cpu::softmax(&*a.on_host(dl)?)
+pub fn softmax(a: &Tensor, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(a) => g.rows(RowOp::Softmax, a, None, None, budget));
+    cpu::softmax(&*a.on_host(budget)?, budget)
 }
 
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(x) && g.takes(w) => g.rows(RowOp::RmsNorm { eps }, x, Some(w), None, dl));
-    cpu::rms_norm(&*x.on_host(dl)?, &*w.on_host(dl)?, eps)
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| g.takes(x) && g.takes(w) => g.rows(RowOp::RmsNorm { eps }, x, Some(w), None, budget));
+    cpu::rms_norm(&*x.on_host(budget)?, &*w.on_host(budget)?, eps, budget)
 }
 
 pub fn layer_norm(
@@ -186,12 +191,18 @@ pub fn layer_norm(
     w: &Tensor,
     b: Option<&Tensor>,
     eps: f32,
-    dl: Deadline,
+    budget: Budget,
 ) -> Result<Tensor> {
     on_gpu!(|g| g.takes(x) && g.takes(w) && b.is_none_or(|b| g.takes(b))
-        => g.rows(RowOp::LayerNorm { eps }, x, Some(w), b, dl));
-    let b = b.map(|b| b.on_host(dl)).transpose()?;
-    cpu::layer_norm(&*x.on_host(dl)?, &*w.on_host(dl)?, b.as_deref(), eps)
+        => g.rows(RowOp::LayerNorm { eps }, x, Some(w), b, budget));
+    let b = b.map(|b| b.on_host(budget)).transpose()?;
+    cpu::layer_norm(
+        &*x.on_host(budget)?,
+        &*w.on_host(budget)?,
+        b.as_deref(),
+        eps,
+        budget,
+    )
 }
 
 pub fn rope(
@@ -200,10 +211,10 @@ pub fn rope(
     head_dim: usize,
     base: f32,
     neox: bool,
-    dl: Deadline,
+    budget: Budget,
 ) -> Result<Tensor> {
-    on_gpu!(|g| g.takes(x) => g.rope(x, pos, head_dim, base, neox, dl));
-    cpu::rope(&*x.on_host(dl)?, pos, head_dim, base, neox)
+    on_gpu!(|g| g.takes(x) => g.rope(x, pos, head_dim, base, neox, budget));
+    cpu::rope(&*x.on_host(budget)?, pos, head_dim, base, neox, budget)
 }
 
 pub fn attention(
@@ -211,54 +222,54 @@ pub fn attention(
     k: &Tensor,
     v: &Tensor,
     spec: cpu::AttentionSpec,
-    dl: Deadline,
+    budget: Budget,
 ) -> Result<Tensor> {
-    on_gpu!(|g| g.supports_attention(q, k, v, &spec) => g.attention(q, k, v, spec, dl));
+    on_gpu!(|g| g.supports_attention(q, k, v, &spec) => g.attention(q, k, v, spec, budget));
     cpu::attention(
-        &*q.on_host(dl)?,
-        &*k.on_host(dl)?,
-        &*v.on_host(dl)?,
+        &*q.on_host(budget)?,
+        &*k.on_host(budget)?,
+        &*v.on_host(budget)?,
         spec,
-        dl,
+        budget,
     )
 }
 
 /// Append rows to a cache. On the GPU backend a cache moves to the device with the
 /// first device rows appended to it, and stays there.
-pub fn append_rows(cache: &mut Tensor, x: &Tensor, dl: Deadline) -> Result<()> {
-    on_gpu!(|g| g.takes(x) && (on_device(cache) || on_device(x)) => g.append_rows(cache, x, dl));
-    let x = x.on_host(dl)?;
-    if let std::borrow::Cow::Owned(host) = cache.on_host(dl)? {
+pub fn append_rows(cache: &mut Tensor, x: &Tensor, budget: Budget) -> Result<()> {
+    on_gpu!(|g| g.takes(x) && (on_device(cache) || on_device(x)) => g.append_rows(cache, x, budget));
+    let x = x.on_host(budget)?;
+    if let std::borrow::Cow::Owned(host) = cache.on_host(budget)? {
         *cache = host;
     }
-    cpu::append_rows(cache, &x)
+    cpu::append_rows(cache, &x, budget)
 }
 
 /// Rows of an embedding table, gathered on the CPU (tables are mapped weights, often
 /// larger than one GPU binding; a few rows cost nothing to upload).
-pub fn embedding(table: &Tensor, ids: &[u32], dl: Deadline) -> Result<Tensor> {
-    cpu::embedding(&*table.on_host(dl)?, ids)
+pub fn embedding(table: &Tensor, ids: &[u32], budget: Budget) -> Result<Tensor> {
+    cpu::embedding(&*table.on_host(budget)?, ids, budget)
 }
 
-pub fn slice_rows(x: &Tensor, start: usize, count: usize, dl: Deadline) -> Result<Tensor> {
-    on_gpu!(|g| on_device(x) => g.slice_rows(x, start, count, dl));
-    cpu::slice_rows(&*x.on_host(dl)?, start, count)
+pub fn slice_rows(x: &Tensor, start: usize, count: usize, budget: Budget) -> Result<Tensor> {
+    on_gpu!(|g| on_device(x) => g.slice_rows(x, start, count, budget));
+    cpu::slice_rows(&*x.on_host(budget)?, start, count, budget)
 }
 
-pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
-    cpu::reshape(x, shape)
+pub fn reshape(x: &Tensor, shape: Vec<usize>, budget: Budget) -> Result<Tensor> {
+    cpu::reshape(x, shape, budget)
 }
 
-pub fn token_logprobs(logits: &Tensor, ids: &[u32], dl: Deadline) -> Result<Vec<f32>> {
-    cpu::token_logprobs(&*logits.on_host(dl)?, ids)
+pub fn token_logprobs(logits: &Tensor, ids: &[u32], budget: Budget) -> Result<Vec<f32>> {
+    cpu::token_logprobs(&*logits.on_host(budget)?, ids, budget)
 }
 
 /// The largest value's index in the last row. A one-row device tensor (a decode step's
 /// logits) is read back whole, since the caller usually wants the token's
 /// log-probability next and the copy is kept; of more rows only the index comes back.
-pub fn argmax(x: &Tensor, dl: Deadline) -> Result<u32> {
-    on_gpu!(|g| on_device(x) && x.rows_cols().0 > 1 => g.argmax(x, dl));
-    cpu::argmax(&*x.on_host(dl)?)
+pub fn argmax(x: &Tensor, budget: Budget) -> Result<u32> {
+    on_gpu!(|g| on_device(x) && x.rows_cols().0 > 1 => g.argmax(x, budget));
+    cpu::argmax(&*x.on_host(budget)?)
 }
 
 pub fn sample(
@@ -267,15 +278,24 @@ pub fn sample(
     top_k: u32,
     top_p: f32,
     seed: u64,
-    dl: Deadline,
+    budget: Budget,
 ) -> Result<u32> {
     if temperature <= 0.0 || !temperature.is_finite() {
-        return argmax(x, dl);
+        return argmax(x, budget);
     }
-    cpu::sample(&*x.on_host(dl)?, temperature, top_k, top_p, seed)
+    cpu::sample(
+        &*x.on_host(budget)?,
+        temperature,
+        top_k,
+        top_p,
+        seed,
+        budget,
+    )
 }
 
 /// A tensor's values on the host.
-pub fn read(x: &Tensor, dl: Deadline) -> Result<Vec<f32>> {
-    Ok(x.on_host(dl)?.to_f32()?.into_owned())
+pub fn read(x: &Tensor, budget: Budget) -> Result<Vec<f32>> {
+    // A device read-back, a dequantized mapping or the copy of owned values: one buffer.
+    budget.reserve(crate::f32_bytes(x.numel()))?;
+    Ok(x.on_host(budget)?.to_f32()?.into_owned())
 }

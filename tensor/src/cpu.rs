@@ -6,11 +6,16 @@
 //! layer is `matmul(x, w, transpose_b = true)`.
 
 use crate::quant::{Q8Activations, block_sums, dot_row, dot_row_q8, has_q8_path, quantize_q8};
-use crate::{DType, Deadline, Result, Storage, Tensor, TensorError, numel, shape_err};
+use crate::{
+    Budget, DType, Result, Storage, Tensor, TensorError, checked_numel, f32_bytes, shape_err,
+    total_bytes,
+};
 use rayon::prelude::*;
 
 /// Output rows computed between two deadline checks in a matrix product.
 const ROW_CHUNK: usize = 64;
+/// Multiply-adds of an f32 product between two deadline checks (tens of ms on one core).
+const BAND_FLOPS: usize = 1 << 27;
 
 fn out(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
     Tensor {
@@ -24,7 +29,7 @@ fn out(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
 /// (f32 or quantized, shared by every leading index of `a`) or, when both are 3-D f32, a
 /// batch of matrices matching `a`'s batch. Quantized `b` requires `transpose_b`
 /// (weights are stored one output feature per row).
-pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result<Tensor> {
+pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, budget: Budget) -> Result<Tensor> {
     let av = a.owned()?;
     let k = *a.shape.last().unwrap_or(&0);
     if b.shape.len() == 3 && a.shape.len() == 3 {
@@ -35,7 +40,6 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result
             ));
         }
         let batch = a.shape[0];
-        let bv = b.to_f32()?;
         let (bk, m) = if transpose_b {
             (b.shape[2], b.shape[1])
         } else {
@@ -48,9 +52,15 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result
             ));
         }
         let n = a.shape[1];
-        let mut data = vec![0f32; batch * n * m];
+        let out_len = batch.checked_mul(n).and_then(|x| x.checked_mul(m));
+        budget.reserve(total_bytes(&[
+            out_len.and_then(f32_bytes),
+            mapped_copy_bytes(b),
+        ]))?;
+        let bv = b.to_f32()?;
+        let mut data = budget.zeros(out_len.unwrap_or(usize::MAX))?;
         for i in 0..batch {
-            dl.check()?;
+            budget.check()?;
             sgemm(
                 &av[i * n * k..(i + 1) * n * k],
                 &bv[i * bk * m..(i + 1) * bk * m],
@@ -78,6 +88,15 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result
         ));
     }
     let n = av.len() / k.max(1);
+    // Every buffer below is paid for before any is allocated: result, the quantized
+    // path's band scratch (as large again) and activation copies, or a dequantized `b`.
+    let out_len = n.checked_mul(m);
+    let scratch = if b.dtype.is_quantized() || b.dtype == DType::F16 {
+        total_bytes(&[out_len.and_then(f32_bytes), av.len().checked_mul(2)])
+    } else {
+        mapped_copy_bytes(b)
+    };
+    budget.reserve(total_bytes(&[out_len.and_then(f32_bytes), scratch]))?;
     let mut shape = a.shape.clone();
     *shape.last_mut().expect("non-empty") = m;
     if b.dtype.is_quantized()
@@ -101,15 +120,16 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result
         })?;
         return Ok(out(
             shape,
-            matvec_rows(b.dtype, bytes, row_bytes, av, n, k, m, dl)?,
+            matvec_rows(b.dtype, bytes, row_bytes, av, n, k, m, budget)?,
         ));
     }
     let bv = b.to_f32()?;
-    let mut data = vec![0f32; n * m];
-    // Large products are split into row bands so the deadline is checked in between.
-    let band = (ROW_CHUNK * 16).max(1);
+    let mut data = budget.zeros(n * m)?;
+    // Large products are split into row bands of about BAND_FLOPS multiply-adds, so the
+    // deadline is checked every few milliseconds whatever the shapes.
+    let band = (BAND_FLOPS / k.saturating_mul(m).max(1)).clamp(1, ROW_CHUNK * 16);
     for start in (0..n).step_by(band) {
-        dl.check()?;
+        budget.check()?;
         let rows = band.min(n - start);
         sgemm(
             &av[start * k..(start + rows) * k],
@@ -122,6 +142,14 @@ pub fn matmul(a: &Tensor, b: &Tensor, transpose_b: bool, dl: Deadline) -> Result
         );
     }
     Ok(out(shape, data))
+}
+
+/// Bytes `b.to_f32()` allocates: a copy for mapped weights, nothing for owned values.
+fn mapped_copy_bytes(b: &Tensor) -> Option<usize> {
+    match b.storage {
+        Storage::Owned(_) => Some(0),
+        _ => checked_numel(&b.shape).and_then(f32_bytes),
+    }
 }
 
 fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], n: usize, k: usize, m: usize, transpose_b: bool) {
@@ -161,9 +189,9 @@ fn matvec_rows(
     n: usize,
     k: usize,
     m: usize,
-    dl: Deadline,
+    budget: Budget,
 ) -> Result<Vec<f32>> {
-    if w.len() < row_bytes * m {
+    if row_bytes.checked_mul(m).is_none_or(|need| w.len() < need) {
         return Err(TensorError::InvalidFile(
             "weights shorter than their shape".into(),
         ));
@@ -183,7 +211,7 @@ fn matvec_rows(
     let bands: Vec<Result<Vec<f32>>> = (0..m.div_ceil(ROW_CHUNK))
         .into_par_iter()
         .map(|band| {
-            dl.check()?;
+            budget.check()?;
             let r0 = band * ROW_CHUNK;
             let r1 = (r0 + ROW_CHUNK).min(m);
             let mut local = vec![0f32; n * (r1 - r0)];
@@ -223,63 +251,110 @@ pub(crate) fn same_or_row_broadcast(a: &Tensor, b: &Tensor, op: &str) -> Result<
     }
 }
 
-fn binary(a: &Tensor, b: &Tensor, op: &str, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
-    same_or_row_broadcast(a, b, op)?;
+/// Elements processed between two deadline checks in element-wise and row kernels.
+const ELEM_CHUNK: usize = 1 << 16;
+
+/// A copy of `a`'s values, paid for from the budget (plus `extra` bytes of scratch).
+fn copy_of(a: &Tensor, extra: Option<usize>, budget: Budget) -> Result<Vec<f32>> {
     let av = a.owned()?;
+    budget.reserve(total_bytes(&[f32_bytes(av.len()), extra]))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(av.len())
+        .map_err(|_| TensorError::Quota("the host could not allocate the result".into()))?;
+    v.extend_from_slice(av);
+    Ok(v)
+}
+
+/// Apply `f` to rows of `cols` values, checking the deadline every [`ELEM_CHUNK`]
+/// values. Zero-width rows have nothing to do (and `chunks_mut(0)` would panic).
+fn for_rows(
+    data: &mut [f32],
+    cols: usize,
+    budget: Budget,
+    mut f: impl FnMut(usize, &mut [f32]),
+) -> Result<()> {
+    if cols == 0 {
+        return Ok(());
+    }
+    let rows_per_check = (ELEM_CHUNK / cols).max(1);
+    for (c, block) in data.chunks_mut(rows_per_check * cols).enumerate() {
+        budget.check()?;
+        for (i, row) in block.chunks_mut(cols).enumerate() {
+            f(c * rows_per_check + i, row);
+        }
+    }
+    Ok(())
+}
+
+fn binary(
+    a: &Tensor,
+    b: &Tensor,
+    op: &str,
+    budget: Budget,
+    f: impl Fn(f32, f32) -> f32,
+) -> Result<Tensor> {
+    same_or_row_broadcast(a, b, op)?;
+    let mut data = copy_of(a, mapped_copy_bytes(b), budget)?;
     let bv = b.to_f32()?;
-    let data = if bv.len() == av.len() {
-        av.iter().zip(bv.iter()).map(|(x, y)| f(*x, *y)).collect()
+    if bv.is_empty() {
+        return Ok(out(a.shape.clone(), data));
+    }
+    if bv.len() == data.len() {
+        for (xs, ys) in data.chunks_mut(ELEM_CHUNK).zip(bv.chunks(ELEM_CHUNK)) {
+            budget.check()?;
+            for (x, y) in xs.iter_mut().zip(ys) {
+                *x = f(*x, *y);
+            }
+        }
     } else {
-        av.chunks(bv.len())
-            .flat_map(|row| {
-                row.iter()
-                    .zip(bv.iter())
-                    .map(|(x, y)| f(*x, *y))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
+        for_rows(&mut data, bv.len(), budget, |_, row| {
+            for (x, y) in row.iter_mut().zip(bv.iter()) {
+                *x = f(*x, *y);
+            }
+        })?;
+    }
     Ok(out(a.shape.clone(), data))
 }
 
-pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(a, b, "add", |x, y| x + y)
+pub fn add(a: &Tensor, b: &Tensor, budget: Budget) -> Result<Tensor> {
+    binary(a, b, "add", budget, |x, y| x + y)
 }
 
-pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary(a, b, "mul", |x, y| x * y)
+pub fn mul(a: &Tensor, b: &Tensor, budget: Budget) -> Result<Tensor> {
+    binary(a, b, "mul", budget, |x, y| x * y)
 }
 
-fn unary(a: &Tensor, f: impl Fn(f32) -> f32) -> Result<Tensor> {
-    Ok(out(
-        a.shape.clone(),
-        a.owned()?.iter().map(|&x| f(x)).collect(),
-    ))
+fn unary(a: &Tensor, budget: Budget, f: impl Fn(f32) -> f32) -> Result<Tensor> {
+    let mut data = copy_of(a, Some(0), budget)?;
+    for_rows(&mut data, ELEM_CHUNK, budget, |_, row| {
+        for x in row.iter_mut() {
+            *x = f(*x);
+        }
+    })?;
+    Ok(out(a.shape.clone(), data))
 }
 
-pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
-    unary(a, |x| x * s)
+pub fn scale(a: &Tensor, s: f32, budget: Budget) -> Result<Tensor> {
+    unary(a, budget, |x| x * s)
 }
 
-pub fn silu(a: &Tensor) -> Result<Tensor> {
-    unary(a, |x| x / (1.0 + (-x).exp()))
+pub fn silu(a: &Tensor, budget: Budget) -> Result<Tensor> {
+    unary(a, budget, |x| x / (1.0 + (-x).exp()))
 }
 
 /// GELU, tanh approximation (what GPT-2-style and Gemma models use).
-pub fn gelu(a: &Tensor) -> Result<Tensor> {
+pub fn gelu(a: &Tensor, budget: Budget) -> Result<Tensor> {
     const C: f32 = 0.797_884_6; // sqrt(2/π)
-    unary(a, |x| {
+    unary(a, budget, |x| {
         0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh())
     })
 }
 
 /// Softmax over the last dimension, numerically stable.
-pub fn softmax(a: &Tensor) -> Result<Tensor> {
+pub fn softmax(a: &Tensor, budget: Budget) -> Result<Tensor> {
     let (_, cols) = a.rows_cols();
-    let mut data = a.owned()?.to_vec();
-    for row in data.chunks_mut(cols) {
-        softmax_in_place(row);
-    }
+    let mut data = copy_of(a, Some(0), budget)?;
+    for_rows(&mut data, cols, budget, |_, row| softmax_in_place(row))?;
     Ok(out(a.shape.clone(), data))
 }
 
@@ -313,55 +388,75 @@ fn norm_weight(w: &Tensor, cols: usize, what: &str) -> Result<Vec<f32>> {
 }
 
 /// x / rms(x) · w, per row.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32, budget: Budget) -> Result<Tensor> {
     let (_, cols) = x.rows_cols();
+    check_norm_weight(w, cols, "rms-norm")?;
+    let mut data = copy_of(x, f32_bytes(cols), budget)?;
     let w = norm_weight(w, cols, "rms-norm")?;
-    let mut data = x.owned()?.to_vec();
-    for row in data.chunks_mut(cols) {
+    for_rows(&mut data, cols, budget, |_, row| {
         let ms = row.iter().map(|v| v * v).sum::<f32>() / cols as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         for (v, g) in row.iter_mut().zip(&w) {
             *v *= inv * g;
         }
-    }
+    })?;
     Ok(out(x.shape.clone(), data))
 }
 
 /// (x − mean) / std · w + b, per row.
-pub fn layer_norm(x: &Tensor, w: &Tensor, b: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+pub fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    eps: f32,
+    budget: Budget,
+) -> Result<Tensor> {
     let (_, cols) = x.rows_cols();
+    check_norm_weight(w, cols, "layer-norm")?;
+    if let Some(b) = b {
+        check_norm_weight(b, cols, "layer-norm bias")?;
+    }
+    let mut data = copy_of(x, cols.checked_mul(8), budget)?;
     let w = norm_weight(w, cols, "layer-norm")?;
     let b = match b {
         Some(b) => norm_weight(b, cols, "layer-norm bias")?,
         None => vec![0.0; cols],
     };
-    let mut data = x.owned()?.to_vec();
-    for row in data.chunks_mut(cols) {
+    for_rows(&mut data, cols, budget, |_, row| {
         let mean = row.iter().sum::<f32>() / cols as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
         let inv = 1.0 / (var + eps).sqrt();
         for ((v, g), bb) in row.iter_mut().zip(&w).zip(&b) {
             *v = (*v - mean) * inv * g + bb;
         }
-    }
+    })?;
     Ok(out(x.shape.clone(), data))
 }
 
 /// Rotary position embedding on `[n, heads·head_dim]`, row `i` at position `pos + i`.
 /// `neox` rotates pairs (j, j + head_dim/2) (GPT-NeoX, Gemma); otherwise adjacent pairs
 /// (2j, 2j + 1) (llama.cpp's layout for llama models).
-pub fn rope(x: &Tensor, pos: usize, head_dim: usize, base: f32, neox: bool) -> Result<Tensor> {
-    let (rows, cols) = x.rows_cols();
+pub fn rope(
+    x: &Tensor,
+    pos: usize,
+    head_dim: usize,
+    base: f32,
+    neox: bool,
+    budget: Budget,
+) -> Result<Tensor> {
+    let (_, cols) = x.rows_cols();
     check_rope(cols, head_dim)?;
     let half = head_dim / 2;
+    // inv_freq, sin and cos: three half-heads of scratch.
+    let mut data = copy_of(x, half.checked_mul(12), budget)?;
     let inv_freq: Vec<f32> = (0..half)
         .map(|j| base.powf(-((2 * j) as f32) / head_dim as f32))
         .collect();
-    let mut data = x.owned()?.to_vec();
-    for r in 0..rows {
-        let p = (pos + r) as f32;
+    for_rows(&mut data, cols, budget, |r, row| {
+        // Positions past f32's exact integers only lose precision, never panic.
+        let p = pos.saturating_add(r) as f32;
         let (sin, cos): (Vec<f32>, Vec<f32>) = inv_freq.iter().map(|f| (p * f).sin_cos()).unzip();
-        for head in data[r * cols..(r + 1) * cols].chunks_mut(head_dim) {
+        for head in row.chunks_mut(head_dim) {
             for j in 0..half {
                 let (i0, i1) = if neox {
                     (j, j + half)
@@ -373,7 +468,7 @@ pub fn rope(x: &Tensor, pos: usize, head_dim: usize, base: f32, neox: bool) -> R
                 head[i1] = a * sin[j] + b * cos[j];
             }
         }
-    }
+    })?;
     Ok(out(x.shape.clone(), data))
 }
 
@@ -406,7 +501,7 @@ pub fn attention(
     k: &Tensor,
     v: &Tensor,
     spec: AttentionSpec,
-    dl: Deadline,
+    budget: Budget,
 ) -> Result<Tensor> {
     let (n, qcols, _, d) = attention_dims(q, k, v, &spec)?;
     let AttentionSpec {
@@ -419,10 +514,20 @@ pub fn attention(
     let kcols = n_kv_heads * d;
     let (qv, kv, vv) = (q.owned()?, k.owned()?, v.owned()?);
     let group = n_heads / n_kv_heads;
-    dl.check()?;
+    // Per-head outputs and their concatenation, plus one row of scores per worker.
+    let (_, _, t, _) = attention_dims(q, k, v, &spec)?;
+    let out_bytes = n.checked_mul(qcols).and_then(f32_bytes);
+    let scores = t
+        .checked_mul(rayon::current_num_threads())
+        .and_then(f32_bytes);
+    budget.reserve(total_bytes(&[out_bytes, out_bytes, scores]))?;
+    budget.check()?;
     let heads: Vec<Vec<f32>> = (0..n * n_heads)
         .into_par_iter()
         .map(|job| {
+            if budget.check().is_err() {
+                return Vec::new();
+            }
             let (i, h) = (job / n_heads, job % n_heads);
             let kvh = h / group;
             let qrow = &qv[i * qcols + h * d..i * qcols + (h + 1) * d];
@@ -449,6 +554,8 @@ pub fn attention(
             o
         })
         .collect();
+    // A job that saw the deadline pass left its head empty.
+    budget.check()?;
     Ok(out(vec![n, qcols], heads.concat()))
 }
 
@@ -482,10 +589,9 @@ pub(crate) fn attention_dims(
             n_kv_heads * d
         ));
     }
-    if pos + n > t {
+    if pos.checked_add(n).is_none_or(|end| end > t) {
         return shape_err(format!(
-            "attention: queries reach position {} but the cache holds {t}",
-            pos + n
+            "attention: queries reach position {pos} + {n} but the cache holds {t}"
         ));
     }
     Ok((n, qcols, t, d))
@@ -493,15 +599,25 @@ pub(crate) fn attention_dims(
 
 /// Append the rows of `x` to a cache `[t, w]` (an empty cache is `[0, w]`-like: created
 /// from the first append).
-pub fn append_rows(cache: &mut Tensor, x: &Tensor) -> Result<()> {
+pub fn append_rows(cache: &mut Tensor, x: &Tensor, budget: Budget) -> Result<()> {
     let (_, w) = cache.rows_cols();
     let (n, xw) = x.rows_cols();
-    if w != xw {
-        return shape_err(format!("append: cache rows of {w}, new rows of {xw}"));
+    if w != xw || w == 0 {
+        return shape_err(format!(
+            "append: cache rows of {w}, new rows of {xw} (both must be the same, non-zero)"
+        ));
     }
-    let xv = x.owned()?.to_vec();
+    let xv = x.owned()?;
     match &mut cache.storage {
-        Storage::Owned(v) => v.extend_from_slice(&xv),
+        Storage::Owned(v) => {
+            // Growth doubles at most: pay for the new capacity before asking for it.
+            let need = v.len().checked_add(xv.len());
+            let grow = need.map(|need| need.max(v.capacity().saturating_mul(2)) - v.capacity());
+            budget.reserve(grow.and_then(f32_bytes))?;
+            v.try_reserve(xv.len())
+                .map_err(|_| TensorError::Quota("the host could not grow the cache".into()))?;
+            v.extend_from_slice(xv);
+        }
         Storage::Mapped { .. } => {
             return Err(TensorError::Dtype("cannot append to mapped weights".into()));
         }
@@ -518,7 +634,7 @@ pub fn append_rows(cache: &mut Tensor, x: &Tensor) -> Result<()> {
 }
 
 /// Rows `ids` of an embedding table `[vocab, dim]` (any dtype) as f32 `[len(ids), dim]`.
-pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
+pub fn embedding(table: &Tensor, ids: &[u32], budget: Budget) -> Result<Tensor> {
     if table.shape.len() != 2 {
         return shape_err(format!(
             "embedding table must be [vocab, dim], got {:?}",
@@ -526,7 +642,19 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
         ));
     }
     let (vocab, dim) = (table.shape[0], table.shape[1]);
-    let mut data = vec![0f32; ids.len() * dim];
+    let mut data = budget.zeros(ids.len().checked_mul(dim).unwrap_or(usize::MAX))?;
+    if let Storage::Mapped { .. } = table.storage {
+        let need = table
+            .dtype
+            .bytes_for(dim)
+            .and_then(|r| r.checked_mul(vocab));
+        let have = table.bytes().map(<[u8]>::len);
+        if need.is_none() || have < need {
+            return Err(TensorError::InvalidFile(
+                "embedding table shorter than its shape".into(),
+            ));
+        }
+    }
     for (i, &id) in ids.iter().enumerate() {
         let id = id as usize;
         if id >= vocab {
@@ -559,17 +687,17 @@ pub fn embedding(table: &Tensor, ids: &[u32]) -> Result<Tensor> {
 }
 
 /// Rows `start..start + count` of `x`.
-pub fn slice_rows(x: &Tensor, start: usize, count: usize) -> Result<Tensor> {
+pub fn slice_rows(x: &Tensor, start: usize, count: usize, budget: Budget) -> Result<Tensor> {
     let (rows, cols) = x.rows_cols();
     check_slice(rows, start, count)?;
-    Ok(out(
-        vec![count, cols],
-        x.owned()?[start * cols..(start + count) * cols].to_vec(),
-    ))
+    let src = &x.owned()?[start * cols..(start + count) * cols];
+    let mut data = budget.zeros(src.len())?;
+    data.copy_from_slice(src);
+    Ok(out(vec![count, cols], data))
 }
 
 pub(crate) fn check_slice(rows: usize, start: usize, count: usize) -> Result<()> {
-    if count == 0 || start + count > rows {
+    if count == 0 || start.checked_add(count).is_none_or(|end| end > rows) {
         return shape_err(format!(
             "rows {start}..{} of a tensor with {rows}",
             start + count
@@ -578,28 +706,40 @@ pub(crate) fn check_slice(rows: usize, start: usize, count: usize) -> Result<()>
     Ok(())
 }
 
-pub fn reshape(x: &Tensor, shape: Vec<usize>) -> Result<Tensor> {
-    if numel(&shape) != x.numel() || shape.is_empty() || shape.len() > 4 {
+/// The same values under another shape (the same rules as `from_f32`: 1 to 4
+/// dimensions, only the first may be 0). Owned values are copied, and paid for.
+pub fn reshape(x: &Tensor, shape: Vec<usize>, budget: Budget) -> Result<Tensor> {
+    // The row width must be representable too: an empty tensor of rows wider than
+    // memory would overflow every kernel's index arithmetic.
+    if checked_numel(&shape) != Some(x.numel())
+        || shape.is_empty()
+        || shape.len() > 4
+        || shape[1..].contains(&0)
+        || checked_numel(&shape[1..]).is_none()
+    {
         return shape_err(format!("cannot reshape {:?} to {shape:?}", x.shape));
     }
+    budget.reserve(Some(x.owned_bytes()))?;
     Ok(Tensor { shape, ..x.clone() })
 }
 
 /// log softmax(row i)[ids[i]] for each row i of `logits`.
-pub fn token_logprobs(logits: &Tensor, ids: &[u32]) -> Result<Vec<f32>> {
+pub fn token_logprobs(logits: &Tensor, ids: &[u32], budget: Budget) -> Result<Vec<f32>> {
     let (rows, cols) = logits.rows_cols();
     if ids.len() != rows {
         return shape_err(format!("token-logprobs: {} ids for {rows} rows", ids.len()));
     }
     let v = logits.owned()?;
+    budget.reserve(f32_bytes(ids.len()))?;
     ids.iter()
         .enumerate()
         .map(|(i, &id)| {
-            let row = &v[i * cols..(i + 1) * cols];
             let id = id as usize;
             if id >= cols {
                 return shape_err(format!("token id {id} out of range ({cols} logits)"));
             }
+            budget.check()?;
+            let row = &v[i * cols..(i + 1) * cols];
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
             Ok(row[id] - lse)
@@ -626,7 +766,14 @@ pub fn argmax(x: &Tensor) -> Result<u32> {
 /// Sample a token from the last row of logits: temperature, then top-k, then top-p
 /// (nucleus), with a draw derived from `seed` (splitmix64) so a round replays exactly.
 /// Temperature 0 is greedy.
-pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -> Result<u32> {
+pub fn sample(
+    x: &Tensor,
+    temperature: f32,
+    top_k: u32,
+    top_p: f32,
+    seed: u64,
+    budget: Budget,
+) -> Result<u32> {
     if temperature <= 0.0 || !temperature.is_finite() {
         return argmax(x);
     }
@@ -635,6 +782,8 @@ pub fn sample(x: &Tensor, temperature: f32, top_k: u32, top_p: f32, seed: u64) -
         return shape_err("sample from an empty tensor");
     }
     let v = &x.owned()?[(rows - 1) * cols..];
+    // The index permutation and the probabilities.
+    budget.reserve(cols.checked_mul(12))?;
     let mut idx: Vec<usize> = (0..cols).collect();
     idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
     let k = if top_k == 0 {
@@ -692,15 +841,15 @@ mod tests {
         let a = t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
         let b = t(&[3, 2], &[7., 8., 9., 10., 11., 12.]);
         assert_eq!(
-            vals(&matmul(&a, &b, false, Deadline::NONE).unwrap()),
+            vals(&matmul(&a, &b, false, Budget::NONE).unwrap()),
             vec![58., 64., 139., 154.]
         );
         let bt = t(&[2, 3], &[7., 9., 11., 8., 10., 12.]);
         assert_eq!(
-            vals(&matmul(&a, &bt, true, Deadline::NONE).unwrap()),
+            vals(&matmul(&a, &bt, true, Budget::NONE).unwrap()),
             vec![58., 64., 139., 154.]
         );
-        assert!(matmul(&a, &a, false, Deadline::NONE).is_err());
+        assert!(matmul(&a, &a, false, Budget::NONE).is_err());
     }
 
     #[test]
@@ -708,7 +857,7 @@ mod tests {
         let a = t(&[2, 1, 2], &[1., 2., 3., 4.]);
         let b = t(&[2, 2, 1], &[5., 6., 7., 8.]);
         assert_eq!(
-            vals(&matmul(&a, &b, false, Deadline::NONE).unwrap()),
+            vals(&matmul(&a, &b, false, Budget::NONE).unwrap()),
             vec![17., 53.]
         );
     }
@@ -717,16 +866,18 @@ mod tests {
     fn norms_and_activations() {
         let x = t(&[1, 4], &[1., 2., 3., 4.]);
         let w = t(&[4], &[1., 1., 1., 2.]);
-        let r = vals(&rms_norm(&x, &w, 0.0).unwrap());
+        let r = vals(&rms_norm(&x, &w, 0.0, Budget::NONE).unwrap());
         let rms = (30f32 / 4.0).sqrt();
         assert!((r[3] - 8.0 / rms).abs() < 1e-6);
-        let l = vals(&layer_norm(&x, &t(&[4], &[1.; 4]), None, 0.0).unwrap());
+        let l = vals(&layer_norm(&x, &t(&[4], &[1.; 4]), None, 0.0, Budget::NONE).unwrap());
         assert!(l.iter().sum::<f32>().abs() < 1e-5);
-        let s = vals(&softmax(&t(&[1, 3], &[1., 2., 3.])).unwrap());
+        let s = vals(&softmax(&t(&[1, 3], &[1., 2., 3.]), Budget::NONE).unwrap());
         assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6 && s[2] > s[1]);
-        assert!((vals(&silu(&t(&[1], &[1.0])).unwrap())[0] - 0.731_058_6).abs() < 1e-6);
-        assert!((vals(&gelu(&t(&[1], &[1.0])).unwrap())[0] - 0.841_192).abs() < 1e-4);
-        assert!(rms_norm(&x, &t(&[3], &[1.; 3]), 1e-5).is_err());
+        assert!(
+            (vals(&silu(&t(&[1], &[1.0]), Budget::NONE).unwrap())[0] - 0.731_058_6).abs() < 1e-6
+        );
+        assert!((vals(&gelu(&t(&[1], &[1.0]), Budget::NONE).unwrap())[0] - 0.841_192).abs() < 1e-4);
+        assert!(rms_norm(&x, &t(&[3], &[1.; 3]), 1e-5, Budget::NONE).is_err());
     }
 
     #[test]
@@ -734,16 +885,16 @@ mod tests {
         let x = t(&[1, 4], &[1., 0., 1., 0.]);
         // Position 0 is the identity.
         assert_eq!(
-            vals(&rope(&x, 0, 4, 10000.0, false).unwrap()),
+            vals(&rope(&x, 0, 4, 10000.0, false, Budget::NONE).unwrap()),
             vec![1., 0., 1., 0.]
         );
         // Position 1, first pair rotates by 1 radian.
-        let r = vals(&rope(&x, 1, 4, 10000.0, false).unwrap());
+        let r = vals(&rope(&x, 1, 4, 10000.0, false, Budget::NONE).unwrap());
         assert!((r[0] - 1f32.cos()).abs() < 1e-6 && (r[1] - 1f32.sin()).abs() < 1e-6);
         let x = t(&[1, 4], &[1., 0., 0., 0.]);
-        let n = vals(&rope(&x, 1, 4, 10000.0, true).unwrap());
+        let n = vals(&rope(&x, 1, 4, 10000.0, true, Budget::NONE).unwrap());
         assert!((n[0] - 1f32.cos()).abs() < 1e-6 && (n[2] - 1f32.sin()).abs() < 1e-6);
-        assert!(rope(&x, 0, 3, 10000.0, false).is_err());
+        assert!(rope(&x, 0, 3, 10000.0, false, Budget::NONE).is_err());
     }
 
     #[test]
@@ -759,45 +910,45 @@ mod tests {
             scale: 1.0,
             window: 0,
         };
-        let o = vals(&attention(&q, &k, &v, spec, Deadline::NONE).unwrap());
+        let o = vals(&attention(&q, &k, &v, spec, Budget::NONE).unwrap());
         // Equal scores: mean of the visible values.
         assert_eq!(o, vec![1., 1., 1.5, 1.5, 2., 2.]);
         let w = AttentionSpec { window: 1, ..spec };
         assert_eq!(
-            vals(&attention(&q, &k, &v, w, Deadline::NONE).unwrap()),
+            vals(&attention(&q, &k, &v, w, Budget::NONE).unwrap()),
             vec![1., 1., 2., 2., 3., 3.]
         );
         let too_far = AttentionSpec { pos: 1, ..spec };
-        assert!(attention(&q, &k, &v, too_far, Deadline::NONE).is_err());
+        assert!(attention(&q, &k, &v, too_far, Budget::NONE).is_err());
     }
 
     #[test]
     fn cache_append_embedding_and_sampling() {
         let mut cache = t(&[1, 2], &[1., 2.]);
-        append_rows(&mut cache, &t(&[2, 2], &[3., 4., 5., 6.])).unwrap();
+        append_rows(&mut cache, &t(&[2, 2], &[3., 4., 5., 6.]), Budget::NONE).unwrap();
         assert_eq!(cache.shape, vec![3, 2]);
-        assert!(append_rows(&mut cache, &t(&[1, 3], &[0.; 3])).is_err());
+        assert!(append_rows(&mut cache, &t(&[1, 3], &[0.; 3]), Budget::NONE).is_err());
         let table = t(&[3, 2], &[0., 1., 10., 11., 20., 21.]);
         assert_eq!(
-            vals(&embedding(&table, &[2, 0]).unwrap()),
+            vals(&embedding(&table, &[2, 0], Budget::NONE).unwrap()),
             vec![20., 21., 0., 1.]
         );
-        assert!(embedding(&table, &[3]).is_err());
+        assert!(embedding(&table, &[3], Budget::NONE).is_err());
         let logits = t(&[1, 4], &[0.1, 3.0, 0.2, 2.9]);
         assert_eq!(argmax(&logits).unwrap(), 1);
-        let lp = token_logprobs(&t(&[2, 2], &[0., 0., 5., 5.]), &[0, 1]).unwrap();
+        let lp = token_logprobs(&t(&[2, 2], &[0., 0., 5., 5.]), &[0, 1], Budget::NONE).unwrap();
         assert!((lp[0] - 0.5f32.ln()).abs() < 1e-6 && (lp[1] - 0.5f32.ln()).abs() < 1e-6);
-        assert!(token_logprobs(&logits, &[9]).is_err());
-        assert_eq!(sample(&logits, 0.0, 0, 1.0, 9).unwrap(), 1);
-        let a = sample(&logits, 1.0, 2, 1.0, 42).unwrap();
+        assert!(token_logprobs(&logits, &[9], Budget::NONE).is_err());
+        assert_eq!(sample(&logits, 0.0, 0, 1.0, 9, Budget::NONE).unwrap(), 1);
+        let a = sample(&logits, 1.0, 2, 1.0, 42, Budget::NONE).unwrap();
         assert!(a == 1 || a == 3, "top-k 2 keeps only the two best");
         assert_eq!(
             a,
-            sample(&logits, 1.0, 2, 1.0, 42).unwrap(),
+            sample(&logits, 1.0, 2, 1.0, 42, Budget::NONE).unwrap(),
             "same seed, same token"
         );
         assert_eq!(
-            sample(&logits, 1.0, 0, 0.01, 5).unwrap(),
+            sample(&logits, 1.0, 0, 0.01, 5, Budget::NONE).unwrap(),
             1,
             "tiny top-p keeps the best"
         );
@@ -806,12 +957,85 @@ mod tests {
     #[test]
     fn deadline_stops_long_kernels() {
         let a = t(&[1, 4], &[1.; 4]);
-        let past = Deadline(Some(
-            std::time::Instant::now() - std::time::Duration::from_millis(1),
-        ));
+        let past = Budget::until(std::time::Instant::now() - std::time::Duration::from_millis(1));
         assert_eq!(
             matmul(&a, &t(&[4, 1], &[1.; 4]), false, past).unwrap_err(),
             TensorError::Deadline
         );
+    }
+
+    #[test]
+    fn zero_width_and_empty_tensors_are_handled() {
+        let none = Budget::NONE;
+        let empty = t(&[0], &[]);
+        let rows0 = t(&[0, 4], &[]);
+        assert_eq!(softmax(&empty, none).unwrap().shape, vec![0]);
+        assert_eq!(softmax(&rows0, none).unwrap().shape, vec![0, 4]);
+        assert_eq!(rms_norm(&empty, &empty, 1e-5, none).unwrap().shape, vec![0]);
+        assert_eq!(
+            layer_norm(&empty, &empty, None, 1e-5, none).unwrap().shape,
+            vec![0]
+        );
+        assert_eq!(
+            rope(&rows0, 0, 4, 1e4, false, none).unwrap().shape,
+            vec![0, 4]
+        );
+        assert!(rope(&rows0, usize::MAX, 4, 1e4, false, none).is_ok());
+        assert!(append_rows(&mut empty.clone(), &empty, none).is_err());
+        assert!(argmax(&rows0).is_err());
+        assert!(slice_rows(&rows0, 0, 1, none).is_err());
+        assert!(slice_rows(&t(&[1, 1], &[1.]), usize::MAX, 2, none).is_err());
+        let b = t(&[4, 1], &[1.; 4]);
+        assert_eq!(matmul(&rows0, &b, false, none).unwrap().shape, vec![0, 1]);
+    }
+
+    #[test]
+    fn overflowing_shapes_are_refused() {
+        let none = Budget::NONE;
+        let empty = t(&[0], &[]);
+        // 2^16 four times is 2^64: the product wraps to 0 in unchecked arithmetic.
+        let wraps = vec![1 << 16; 4];
+        assert!(reshape(&empty, wraps, none).is_err());
+        assert!(reshape(&empty, vec![0, usize::MAX, usize::MAX], none).is_err());
+        assert!(Tensor::from_f32(vec![0, 1 << 32, 1 << 32], vec![]).is_err());
+        assert_eq!(crate::numel(&[usize::MAX, 2]), usize::MAX);
+    }
+
+    #[test]
+    fn the_quota_is_checked_before_anything_is_allocated() {
+        // [2^20, 2] · [2, 2^20] would be 4 TiB: refused by the budget, not the allocator.
+        let a = t(&[1 << 20, 2], &vec![1.; 2 << 20]);
+        let b = t(&[2, 1 << 20], &vec![1.; 2 << 20]);
+        let small = Budget::new(None, 512 << 20);
+        assert!(matches!(
+            matmul(&a, &b, false, small),
+            Err(TensorError::Quota(_))
+        ));
+        let x = t(&[4, 4], &[1.; 16]);
+        let tight = Budget::new(None, 63);
+        assert!(matches!(softmax(&x, tight), Err(TensorError::Quota(_))));
+        assert!(softmax(&x, Budget::new(None, 64)).is_ok());
+        assert!(matches!(
+            embedding(&x, &vec![0; 1 << 20], tight),
+            Err(TensorError::Quota(_))
+        ));
+    }
+
+    #[test]
+    fn long_products_stop_at_the_deadline_within_one_band() {
+        let n = 1024;
+        let a = t(&[n, n], &vec![0.5; n * n]);
+        let started = std::time::Instant::now();
+        let soon = Budget::until(started + std::time::Duration::from_millis(20));
+        let mut stopped = false;
+        for _ in 0..200 {
+            if matmul(&a, &a, false, soon).is_err() {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped, "200 products of 1024³ finished within 20 ms?");
+        // One band is 2^27 multiply-adds: well under a second on any machine we run.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -60,7 +60,10 @@ impl DType {
     /// Bytes needed for `elems` values, if that is a whole number of blocks.
     pub fn bytes_for(self, elems: usize) -> Option<usize> {
         let (per, bytes) = self.block();
-        elems.is_multiple_of(per).then(|| elems / per * bytes)
+        elems
+            .is_multiple_of(per)
+            .then(|| (elems / per).checked_mul(bytes))
+            .flatten()
     }
 
     pub fn name(self) -> &'static str {

@@ -85,19 +85,30 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// Elements of a tensor of `shape`; `usize::MAX` when the product overflows, which no
+/// real buffer can hold, so every length comparison against it fails safely.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    checked_numel(shape).unwrap_or(usize::MAX)
+}
+
+/// Elements of a tensor of `shape`, or `None` when the product overflows.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 impl Tensor {
     pub fn from_f32(shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor> {
         // A leading 0 is allowed: an empty cache that rows are appended to.
-        if shape.is_empty() || shape.len() > 4 || shape[1..].contains(&0) {
+        if shape.is_empty()
+            || shape.len() > 4
+            || shape[1..].contains(&0)
+            || checked_numel(&shape[1..]).is_none()
+        {
             return shape_err(format!(
                 "shape {shape:?}: 1 to 4 dimensions, only the first may be 0"
             ));
         }
-        if numel(&shape) != data.len() {
+        if checked_numel(&shape) != Some(data.len()) {
             return shape_err(format!(
                 "shape {shape:?} holds {} values, got {}",
                 numel(&shape),
@@ -135,7 +146,9 @@ impl Tensor {
     /// The raw bytes of a mapped tensor.
     pub fn bytes(&self) -> Option<&[u8]> {
         match &self.storage {
-            Storage::Mapped { file, start, len } => file.bytes().get(*start..*start + *len),
+            Storage::Mapped { file, start, len } => {
+                file.bytes().get(*start..start.checked_add(*len)?)
+            }
             _ => None,
         }
     }
@@ -147,30 +160,36 @@ impl Tensor {
             Storage::Mapped { .. } => {
                 let bytes = self
                     .bytes()
+                    .filter(|b| {
+                        self.dtype
+                            .bytes_for(self.numel())
+                            .is_some_and(|n| n <= b.len())
+                    })
                     .ok_or_else(|| TensorError::InvalidFile("mapping too short".into()))?;
-                let mut out = vec![0f32; self.numel()];
+                let mut out = Budget::NONE.zeros(self.numel())?;
                 quant::dequantize(self.dtype, bytes, &mut out);
                 Ok(std::borrow::Cow::Owned(out))
             }
             #[cfg(feature = "wgpu")]
-            Storage::Device(d) => Ok(std::borrow::Cow::Owned(
-                d.read(self.numel(), Deadline::NONE)?,
-            )),
+            Storage::Device(d) => Ok(std::borrow::Cow::Owned(d.read(self.numel(), Budget::NONE)?)),
         }
     }
 
     /// This tensor with its values in host memory (device values are read back, waiting
-    /// at most until `dl`); host tensors are borrowed.
-    pub fn on_host(&self, dl: Deadline) -> Result<std::borrow::Cow<'_, Tensor>> {
+    /// at most until `budget`); host tensors are borrowed.
+    pub fn on_host(&self, budget: Budget) -> Result<std::borrow::Cow<'_, Tensor>> {
         match &self.storage {
             #[cfg(feature = "wgpu")]
             Storage::Device(d) => Ok(std::borrow::Cow::Owned(Tensor {
-                shape: self.shape.clone(),
+                shape: {
+                    budget.reserve(f32_bytes(self.numel()))?;
+                    self.shape.clone()
+                },
                 dtype: DType::F32,
-                storage: Storage::Owned(d.read(self.numel(), dl)?),
+                storage: Storage::Owned(d.read(self.numel(), budget)?),
             })),
             _ => {
-                let _ = dl;
+                let _ = budget;
                 Ok(std::borrow::Cow::Borrowed(self))
             }
         }
@@ -192,19 +211,97 @@ impl Tensor {
     }
 }
 
-/// A deadline checked by kernels between chunks of work.
+/// What one host call may spend in the kernels: time until its deadline, and bytes of
+/// new tensor memory (host or device) it may create.
+///
+/// Why both travel together: a kernel is a host call, which epoch interruption cannot stop
+/// and the wasm memory limiter does not see. So every kernel checks the deadline between
+/// chunks of work, and computes the bytes of every buffer it will create (with checked
+/// arithmetic, before allocating any) and asks [`Budget::reserve`] first. A request the
+/// plugin's quota cannot cover is a `Quota` error before the allocator is reached, whatever
+/// the shapes say. Plain values (`Copy`): no hidden shared state between kernels.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(pub Option<Instant>);
+pub struct Budget {
+    until: Option<Instant>,
+    bytes: usize,
+}
 
-impl Deadline {
-    pub const NONE: Deadline = Deadline(None);
+impl Budget {
+    /// No deadline and no memory cap (native model code, benches, tests).
+    pub const NONE: Budget = Budget {
+        until: None,
+        bytes: usize::MAX,
+    };
 
+    pub fn new(until: Option<Instant>, bytes: usize) -> Budget {
+        Budget { until, bytes }
+    }
+
+    /// A deadline and no memory cap.
+    pub fn until(t: Instant) -> Budget {
+        Budget {
+            until: Some(t),
+            bytes: usize::MAX,
+        }
+    }
+
+    /// The deadline, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.until
+    }
+
+    /// Bytes of new tensor memory this call may still create.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// `Err(Deadline)` once the deadline has passed.
     pub fn check(&self) -> Result<()> {
-        match self.0 {
+        match self.until {
             Some(t) if Instant::now() > t => Err(TensorError::Deadline),
             _ => Ok(()),
         }
     }
+
+    /// Refuse unless `bytes` of new buffers fit what the call may create. `None` means
+    /// the size itself overflowed.
+    pub fn reserve(&self, bytes: Option<usize>) -> Result<()> {
+        match bytes {
+            Some(b) if b <= self.bytes => Ok(()),
+            Some(b) => Err(TensorError::Quota(format!(
+                "this operation needs {} MiB of new tensor memory, {} MiB are left of the quota",
+                b.div_ceil(1 << 20),
+                self.bytes >> 20
+            ))),
+            None => Err(TensorError::Quota(
+                "this operation's result size overflows; check the shapes".into(),
+            )),
+        }
+    }
+
+    /// A zeroed buffer of `n` f32 values, after [`Budget::reserve`] and without aborting
+    /// the process if the allocator says no.
+    pub fn zeros(&self, n: usize) -> Result<Vec<f32>> {
+        self.reserve(n.checked_mul(4))?;
+        let mut v = Vec::new();
+        v.try_reserve_exact(n).map_err(|_| {
+            TensorError::Quota(format!("the host could not allocate {} MiB", (n * 4) >> 20))
+        })?;
+        v.resize(n, 0.0);
+        Ok(v)
+    }
+}
+
+/// Bytes of `n` f32 values, `None` on overflow.
+pub fn f32_bytes(n: usize) -> Option<usize> {
+    n.checked_mul(4)
+}
+
+/// Sum of byte counts, `None` if any is `None` or the sum overflows.
+pub fn total_bytes(parts: &[Option<usize>]) -> Option<usize> {
+    parts
+        .iter()
+        .try_fold(0usize, |acc, p| p.and_then(|p| acc.checked_add(p)))
 }
 
 /// What runs the kernels, for logs, `apiary plugins list` and a plugin's `backend()`.

@@ -12,7 +12,9 @@
 //! feature the GPU backend (lavapipe on machines without a GPU, shapes kept small for it).
 
 use apiary_tensor::quant::{dequantize, set_exact_activations};
-use apiary_tensor::{DType, Deadline, Storage, Tensor, cpu, weights::MappedFile};
+use apiary_tensor::{Budget, DType, Storage, Tensor, cpu, weights::MappedFile};
+
+const NO: Budget = Budget::NONE;
 use std::sync::{Arc, Mutex};
 
 type MatmulFn = Box<dyn Fn(&Tensor, &Tensor, bool) -> apiary_tensor::Result<Tensor>>;
@@ -46,13 +48,13 @@ fn backends() -> Vec<Backend> {
     #[allow(unused_mut)]
     let mut v = vec![Backend {
         name: "cpu".into(),
-        matmul: Box::new(|a, b, t| cpu::matmul(a, b, t, Deadline::NONE)),
+        matmul: Box::new(|a, b, t| cpu::matmul(a, b, t, Budget::NONE)),
     }];
     #[cfg(feature = "wgpu")]
     if let Some(g) = gpu() {
         v.push(Backend {
             name: g.name(),
-            matmul: Box::new(move |a, b, t| g.matmul(a, b, t, Deadline::NONE)),
+            matmul: Box::new(move |a, b, t| g.matmul(a, b, t, Budget::NONE)),
         });
     }
     v
@@ -331,7 +333,7 @@ fn elementwise_norms_and_activations() {
         .map(|(i, v)| f(*v) + f(w[i % cols]))
         .collect();
     close(
-        &vals(&cpu::add(&xt, &t(&[cols], w.clone())).unwrap()),
+        &vals(&cpu::add(&xt, &t(&[cols], w.clone()), NO).unwrap()),
         &want,
         1e-6,
         1.0,
@@ -343,32 +345,44 @@ fn elementwise_norms_and_activations() {
         .map(|(i, v)| f(*v) * f(w[i % cols]))
         .collect();
     close(
-        &vals(&cpu::mul(&xt, &t(&[cols], w.clone())).unwrap()),
+        &vals(&cpu::mul(&xt, &t(&[cols], w.clone()), NO).unwrap()),
         &want,
         1e-6,
         1.0,
         "mul broadcast",
     );
     close(
-        &vals(&cpu::scale(&xt, 0.5).unwrap()),
+        &vals(&cpu::scale(&xt, 0.5, NO).unwrap()),
         &x.iter().map(|v| f(*v) * 0.5).collect::<Vec<_>>(),
         1e-6,
         1.0,
         "scale",
     );
     let (silu, gelu) = ref_silu_gelu(&x);
-    close(&vals(&cpu::silu(&xt).unwrap()), &silu, 1e-6, 1.0, "silu");
-    close(&vals(&cpu::gelu(&xt).unwrap()), &gelu, 1e-5, 1.0, "gelu");
+    close(
+        &vals(&cpu::silu(&xt, NO).unwrap()),
+        &silu,
+        1e-6,
+        1.0,
+        "silu",
+    );
+    close(
+        &vals(&cpu::gelu(&xt, NO).unwrap()),
+        &gelu,
+        1e-5,
+        1.0,
+        "gelu",
+    );
     let (softmax, rms, ln) = ref_rows(&x, &w, &b, cols);
     close(
-        &vals(&cpu::softmax(&xt).unwrap()),
+        &vals(&cpu::softmax(&xt, NO).unwrap()),
         &softmax,
         1e-6,
         1.0,
         "softmax",
     );
     close(
-        &vals(&cpu::rms_norm(&xt, &t(&[cols], w.clone()), 1e-5).unwrap()),
+        &vals(&cpu::rms_norm(&xt, &t(&[cols], w.clone()), 1e-5, NO).unwrap()),
         &rms,
         1e-5,
         1.0,
@@ -379,6 +393,7 @@ fn elementwise_norms_and_activations() {
         &t(&[cols], w.clone()),
         Some(&t(&[cols], b.clone())),
         1e-5,
+        NO,
     )
     .unwrap();
     close(&vals(&got), &ln, 1e-5, 1.0, "layer-norm");
@@ -420,7 +435,15 @@ fn rope_both_layouts() {
     let x = r.vec(n * heads * d);
     for neox in [false, true] {
         let want = ref_rope(&x, n, heads, d, pos, base, neox);
-        let got = cpu::rope(&t(&[n, heads * d], x.clone()), pos, d, base as f32, neox).unwrap();
+        let got = cpu::rope(
+            &t(&[n, heads * d], x.clone()),
+            pos,
+            d,
+            base as f32,
+            neox,
+            NO,
+        )
+        .unwrap();
         close(&vals(&got), &want, 1e-5, 1.0, &format!("rope neox={neox}"));
     }
 }
@@ -499,7 +522,7 @@ fn attention_grouped_causal_windowed() {
             &t(&[t_len, kv_heads * d], k.clone()),
             &t(&[t_len, kv_heads * d], v.clone()),
             spec,
-            Deadline::NONE,
+            Budget::NONE,
         )
         .unwrap();
         close(
@@ -518,7 +541,7 @@ fn embedding_logprobs_and_sampling() {
     let mut r = Rng(6);
     for dtype in [DType::Q8_0, DType::Q4_K] {
         let (table, deq) = quantized(dtype, 10, 256, &mut r);
-        let got = vals(&cpu::embedding(&table, &[7, 0, 7]).unwrap());
+        let got = vals(&cpu::embedding(&table, &[7, 0, 7], NO).unwrap());
         let want: Vec<f64> = [7usize, 0, 7]
             .iter()
             .flat_map(|&id| deq[id * 256..(id + 1) * 256].iter().map(|&v| f64::from(v)))
@@ -542,7 +565,7 @@ fn embedding_logprobs_and_sampling() {
         })
         .collect();
     close(
-        &cpu::token_logprobs(&t(&[2, 11], logits.clone()), &ids).unwrap(),
+        &cpu::token_logprobs(&t(&[2, 11], logits.clone()), &ids, NO).unwrap(),
         &want,
         1e-6,
         1.0,
@@ -552,7 +575,7 @@ fn embedding_logprobs_and_sampling() {
     let row = t(&[1, 4], vec![2.0, 1.0, 0.0, -9.0]);
     let mut counts = [0usize; 4];
     for seed in 0..4000 {
-        counts[cpu::sample(&row, 1.0, 3, 1.0, seed).unwrap() as usize] += 1;
+        counts[cpu::sample(&row, 1.0, 3, 1.0, seed, NO).unwrap() as usize] += 1;
     }
     let z = 2f64.exp() + 1f64.exp() + 1.0;
     for (i, want) in [2f64.exp() / z, 1f64.exp() / z, 1.0 / z].iter().enumerate() {
@@ -563,7 +586,7 @@ fn embedding_logprobs_and_sampling() {
 }
 
 /// GPU work may not outlive the call's budget: with the deadline already past, nothing
-/// is submitted and the kernel reports `Deadline` (work in flight is bounded by a wait
+/// is submitted and the kernel reports `Budget` (work in flight is bounded by a wait
 /// that times out at the deadline).
 #[cfg(feature = "wgpu")]
 #[test]
@@ -572,7 +595,7 @@ fn gpu_wait_stops_at_the_deadline() {
     let mut r = Rng(7);
     let n = 256;
     let (a, b) = (t(&[n, n], r.vec(n * n)), t(&[n, n], r.vec(n * n)));
-    let past = Deadline(Some(std::time::Instant::now()));
+    let past = Budget::until(std::time::Instant::now());
     assert_eq!(
         g.matmul(&a, &b, false, past).unwrap_err(),
         apiary_tensor::TensorError::Deadline
@@ -583,7 +606,7 @@ fn gpu_wait_stops_at_the_deadline() {
             &t(&[1, 2], vec![1.0, 2.0]),
             &t(&[2, 1], vec![3.0, 4.0]),
             false,
-            Deadline::NONE
+            Budget::NONE
         )
         .is_ok()
     );
@@ -617,8 +640,6 @@ mod gpu_kernels {
     use super::*;
     use apiary_tensor::gpu::{AdapterPolicy, BinaryOp, Gpu, RowOp, UnaryOp};
     use apiary_tensor::{TensorError, cpu::AttentionSpec};
-
-    const NO: Deadline = Deadline::NONE;
 
     /// A device of the test's own, for tests that count submissions (others submit to
     /// the shared one concurrently). Leaked: it lives as long as the test process.
@@ -870,7 +891,7 @@ mod gpu_kernels {
             assert_eq!(vals(&cache), want);
         }
         // A reshape shares the buffer; appending to each keeps the other's rows.
-        let mut other = cpu::reshape(&cache, cache.shape.clone()).unwrap();
+        let mut other = cpu::reshape(&cache, cache.shape.clone(), NO).unwrap();
         let (a, b) = (r.vec(w), r.vec(w));
         g.append_rows(&mut cache, &t(&[1, w], a.clone()), NO)
             .unwrap();
@@ -890,7 +911,7 @@ mod gpu_kernels {
     #[test]
     fn no_work_is_recorded_after_the_deadline() {
         let Some(g) = gpu() else { return };
-        let past = Deadline(Some(std::time::Instant::now()));
+        let past = Budget::until(std::time::Instant::now());
         let x = t(&[1, 4], vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(
             g.unary(UnaryOp::Silu, &x, past).unwrap_err(),
@@ -957,10 +978,10 @@ mod gpu_kernels {
                 let tb = b.dtype != DType::F32;
                 cpu::matmul(a, b, tb, NO).unwrap()
             },
-            rms: &|a, w| cpu::rms_norm(a, w, 1e-5).unwrap(),
-            rope: &|a| cpu::rope(a, past, d, 1e4, false).unwrap(),
-            add: &|a, b| cpu::add(a, b).unwrap(),
-            append: &|c, x| cpu::append_rows(c, x).unwrap(),
+            rms: &|a, w| cpu::rms_norm(a, w, 1e-5, NO).unwrap(),
+            rope: &|a| cpu::rope(a, past, d, 1e4, false, NO).unwrap(),
+            add: &|a, b| cpu::add(a, b, NO).unwrap(),
+            append: &|c, x| cpu::append_rows(c, x, NO).unwrap(),
             attn: &|q, k, v| cpu::attention(q, k, v, spec, NO).unwrap(),
         };
         let gpu_k = K {

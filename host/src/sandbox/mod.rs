@@ -243,12 +243,26 @@ pub enum CallError {
     AnswerTooLarge { size: usize, limit_kib: u64 },
     #[error("{call} trapped: {message}")]
     Trap { call: CallKind, message: String },
+    /// The host itself panicked while serving this call (a host bug the plugin reached).
+    /// Caught at the boundary, so it costs this plugin this call and nothing more.
+    #[error("{call} made the host fail ({message}); the plugin is charged with a fault")]
+    HostPanic { call: CallKind, message: String },
     #[error("cannot start the plugin: {message}")]
     Instantiate { message: String },
     #[error("skipped: this plugin's instance faulted earlier in the round")]
     Poisoned,
     #[error("declined: {0}")]
     Declined(String),
+}
+
+/// The text of a caught panic's payload, cut short.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".into());
+    text.chars().take(200).collect()
 }
 
 impl CallError {
@@ -319,13 +333,22 @@ impl Session {
                 used: 0,
                 quota: spec.limits.tensor_bytes(),
                 weights_dir: spec.weights.map(Path::to_path_buf),
-                deadline: crate::tensor::Deadline::NONE,
+                deadline: None,
             },
         };
         let mut store = Store::new(sandbox.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(ticks(spec.limits.budget(CallKind::Assess)));
-        let bindings = spec.pre.instantiate(&mut store).map_err(|e| {
+        let budget = spec.limits.budget(CallKind::Assess);
+        store.set_epoch_deadline(ticks(budget));
+        store.data_mut().tensors.deadline = Some(Instant::now() + budget);
+        let instantiated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            spec.pre.instantiate(&mut store)
+        }))
+        .map_err(|panic| CallError::HostPanic {
+            call: CallKind::Describe,
+            message: panic_message(&*panic),
+        })?;
+        let bindings = instantiated.map_err(|e| {
             match classify(e, CallKind::Describe, &spec.limits, store.data()) {
                 CallError::Trap { message, .. } => CallError::Instantiate { message },
                 other => other,
@@ -347,15 +370,30 @@ impl Session {
         if self.poisoned {
             return Err(CallError::Poisoned);
         }
-        self.store
-            .set_epoch_deadline(ticks(self.limits.budget(kind)));
+        let budget = self.limits.budget(kind);
+        self.store.set_epoch_deadline(ticks(budget));
         let started = Instant::now();
-        let out = f(&self.bindings, &mut self.store);
+        // Host kernels are not interrupted by epochs: they stop at this deadline instead.
+        self.store.data_mut().tensors.deadline = Some(started + budget);
+        // The last line of defence: a panic anywhere below (a host function, wasmtime)
+        // unwinds to here and becomes this call's fault. The store is then never
+        // re-entered (poisoned), so no state a panic interrupted is observed.
+        let (bindings, store) = (&self.bindings, &mut self.store);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(bindings, store)));
         tracing::trace!(plugin = %self.store.data().plugin, %kind, elapsed = ?started.elapsed());
-        out.map_err(|e| {
-            self.poisoned = true;
-            classify(e, kind, &self.limits, self.store.data())
-        })
+        match out {
+            Ok(out) => out.map_err(|e| {
+                self.poisoned = true;
+                classify(e, kind, &self.limits, self.store.data())
+            }),
+            Err(panic) => {
+                self.poisoned = true;
+                Err(CallError::HostPanic {
+                    call: kind,
+                    message: panic_message(&*panic),
+                })
+            }
+        }
     }
 
     pub fn describe(&mut self) -> Result<WitManifest, CallError> {
@@ -527,5 +565,35 @@ mod tests {
             }
             .is_fault()
         );
+    }
+
+    /// A host panic inside a call (what a host bug reached by a plugin would do) ends as
+    /// that call's fault, with the instance poisoned, and the process goes on.
+    #[test]
+    fn a_host_panic_inside_a_call_is_this_calls_fault() {
+        let harmless =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures/harmless");
+        assert!(
+            harmless.is_dir(),
+            "{} is missing: run scripts/build-plugins.sh first",
+            harmless.display()
+        );
+        let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+        let plugin = crate::plugins::loader::load(&sandbox, None, &harmless).expect("loads");
+        let mut session = plugin.session(&sandbox, 1).expect("instance");
+        let out: Result<(), CallError> =
+            session.call(CallKind::Answer, |_, _| panic!("injected host bug"));
+        match out {
+            Err(CallError::HostPanic { call, message }) => {
+                assert_eq!(call, CallKind::Answer);
+                assert!(message.contains("injected host bug"), "{message}");
+            }
+            other => panic!("expected a host panic fault, got {other:?}"),
+        }
+        assert!(session.is_poisoned());
+        assert!(matches!(session.describe(), Err(CallError::Poisoned)));
+        // A fresh instance of the same plugin works.
+        let mut again = plugin.session(&sandbox, 2).expect("instance");
+        assert!(again.describe().is_ok());
     }
 }

@@ -25,6 +25,39 @@ pub struct PluginState {
 }
 
 impl PluginState {
+    /// A state outside any wasm instance, for driving the host interfaces directly (the
+    /// tensor fuzz target, tests): empty WASI context, default limits but `tensor_quota`.
+    pub fn detached(name: &str, tensor_quota: usize, weights: Option<std::path::PathBuf>) -> Self {
+        let limits = Limits::default();
+        let stdout = MemoryOutputPipe::new(limits.output_bytes());
+        let stderr = MemoryOutputPipe::new(limits.output_bytes());
+        PluginState {
+            plugin: name.to_string(),
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter::new(&limits),
+            log: LogSink::new(limits.log_lines as usize),
+            stdout,
+            stderr,
+            tensors: crate::tensor::TensorState {
+                used: 0,
+                quota: tensor_quota,
+                weights_dir: weights,
+                deadline: None,
+            },
+        }
+    }
+
+    /// Start a host call that must end by `deadline` (kernels stop near it).
+    pub fn set_call_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.tensors.deadline = deadline;
+    }
+
+    /// Bytes of tensor memory this instance holds now.
+    pub fn tensor_bytes_in_use(&self) -> usize {
+        self.tensors.used
+    }
+
     /// The last `n` bytes the plugin wrote to stderr, lossily decoded (e.g. a panic message).
     pub fn stderr_tail(&self, n: usize) -> String {
         let bytes = self.stderr.contents();

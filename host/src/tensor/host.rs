@@ -152,8 +152,8 @@ impl wit::HostTensor for PluginState {
     }
 
     fn read(&mut self, this: Resource<Tensor>) -> Ret<Vec<f32>> {
-        let dl = self.tensors.deadline;
-        Ok(backend::read(self.tensor(&this)?, dl).map_err(Into::into))
+        let budget = self.tensors.budget();
+        Ok(backend::read(self.tensor(&this)?, budget).map_err(Into::into))
     }
 
     fn drop(&mut self, this: Resource<Tensor>) -> wasmtime::Result<()> {
@@ -201,28 +201,28 @@ impl wit::Host for PluginState {
         b: Resource<Tensor>,
         transpose_b: bool,
     ) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.binary(a, b, |a, b| backend::matmul(a, b, transpose_b, dl))
+        let budget = self.tensors.budget();
+        self.binary(a, b, |a, b| backend::matmul(a, b, transpose_b, budget))
     }
 
     fn add(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.binary(a, b, |a, b| backend::add(a, b, dl))
+        let budget = self.tensors.budget();
+        self.binary(a, b, |a, b| backend::add(a, b, budget))
     }
 
     fn mul(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.binary(a, b, |a, b| backend::mul(a, b, dl))
+        let budget = self.tensors.budget();
+        self.binary(a, b, |a, b| backend::mul(a, b, budget))
     }
 
     fn scale(&mut self, a: Resource<Tensor>, factor: f32) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.unary(a, |a| backend::scale(a, factor, dl))
+        let budget = self.tensors.budget();
+        self.unary(a, |a| backend::scale(a, factor, budget))
     }
 
     fn softmax(&mut self, a: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.unary(a, |a| backend::softmax(a, dl))
+        let budget = self.tensors.budget();
+        self.unary(a, |a| backend::softmax(a, budget))
     }
 
     fn rms_norm(
@@ -231,8 +231,8 @@ impl wit::Host for PluginState {
         weight: Resource<Tensor>,
         eps: f32,
     ) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.binary(x, weight, |x, w| backend::rms_norm(x, w, eps, dl))
+        let budget = self.tensors.budget();
+        self.binary(x, weight, |x, w| backend::rms_norm(x, w, eps, budget))
     }
 
     fn layer_norm(
@@ -247,20 +247,20 @@ impl wit::Host for PluginState {
                 Some(b) => Some(self.tensor(b)?),
                 None => None,
             };
-            let dl = self.tensors.deadline;
-            backend::layer_norm(self.tensor(&x)?, self.tensor(&weight)?, bias, eps, dl)
+            let budget = self.tensors.budget();
+            backend::layer_norm(self.tensor(&x)?, self.tensor(&weight)?, bias, eps, budget)
         };
         self.keep(r)
     }
 
     fn silu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.unary(x, |x| backend::silu(x, dl))
+        let budget = self.tensors.budget();
+        self.unary(x, |x| backend::silu(x, budget))
     }
 
     fn gelu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.unary(x, |x| backend::gelu(x, dl))
+        let budget = self.tensors.budget();
+        self.unary(x, |x| backend::gelu(x, budget))
     }
 
     fn rope(
@@ -271,9 +271,9 @@ impl wit::Host for PluginState {
         base: f32,
         neox: bool,
     ) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
+        let budget = self.tensors.budget();
         self.unary(x, |x| {
-            backend::rope(x, pos as usize, head_dim as usize, base, neox, dl)
+            backend::rope(x, pos as usize, head_dim as usize, base, neox, budget)
         })
     }
 
@@ -291,60 +291,63 @@ impl wit::Host for PluginState {
             scale: spec.scale,
             window: spec.window as usize,
         };
-        let dl = self.tensors.deadline;
+        let budget = self.tensors.budget();
         let r = backend::attention(
             self.tensor(&q)?,
             self.tensor(&k)?,
             self.tensor(&v)?,
             spec,
-            dl,
+            budget,
         );
         self.keep(r)
     }
 
     fn append_rows(&mut self, cache: Resource<Tensor>, x: Resource<Tensor>) -> Ret<()> {
-        let x = self.tensor(&x)?.clone();
-        let grow = x.numel() * 4;
-        if self.tensors.used + grow > self.tensors.quota {
-            return Ok(Err(wit::TensorError::Quota(format!(
-                "appending {} KiB would pass the {} MiB quota",
-                grow >> 10,
-                self.tensors.quota >> 20
-            ))));
+        let budget = self.tensors.budget();
+        // The rows are copied out first (they may be the cache itself); that copy is paid
+        // for like any buffer, and the growth of the cache by the kernel.
+        let x = self.tensor(&x)?;
+        if let Err(e) = budget.reserve(Some(x.owned_bytes())) {
+            return Ok(Err(e.into()));
         }
-        let dl = self.tensors.deadline;
+        let x = x.clone();
+        let budget = apiary_tensor::Budget::new(
+            budget.deadline(),
+            budget.bytes().saturating_sub(x.owned_bytes()),
+        );
         let cache = self.table.get_mut(&cache)?;
         let before = cache.owned_bytes();
-        let r = backend::append_rows(cache, &x, dl);
+        let r = backend::append_rows(cache, &x, budget);
         let after = cache.owned_bytes();
         self.tensors.used = self.tensors.used + after - before.min(after);
         Ok(r.map_err(Into::into))
     }
 
     fn embedding(&mut self, table: Resource<Tensor>, ids: Vec<u32>) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
-        self.unary(table, |t| backend::embedding(t, &ids, dl))
+        let budget = self.tensors.budget();
+        self.unary(table, |t| backend::embedding(t, &ids, budget))
     }
 
     fn slice_rows(&mut self, x: Resource<Tensor>, start: u32, count: u32) -> Ret<Resource<Tensor>> {
-        let dl = self.tensors.deadline;
+        let budget = self.tensors.budget();
         self.unary(x, |x| {
-            backend::slice_rows(x, start as usize, count as usize, dl)
+            backend::slice_rows(x, start as usize, count as usize, budget)
         })
     }
 
     fn reshape(&mut self, x: Resource<Tensor>, shape: Vec<u32>) -> Ret<Resource<Tensor>> {
-        self.unary(x, |x| backend::reshape(x, dims(&shape)))
+        let budget = self.tensors.budget();
+        self.unary(x, |x| backend::reshape(x, dims(&shape), budget))
     }
 
     fn token_logprobs(&mut self, logits: Resource<Tensor>, ids: Vec<u32>) -> Ret<Vec<f32>> {
-        let dl = self.tensors.deadline;
-        Ok(backend::token_logprobs(self.tensor(&logits)?, &ids, dl).map_err(Into::into))
+        let budget = self.tensors.budget();
+        Ok(backend::token_logprobs(self.tensor(&logits)?, &ids, budget).map_err(Into::into))
     }
 
     fn argmax(&mut self, x: Resource<Tensor>) -> Ret<u32> {
-        let dl = self.tensors.deadline;
-        Ok(backend::argmax(self.tensor(&x)?, dl).map_err(Into::into))
+        let budget = self.tensors.budget();
+        Ok(backend::argmax(self.tensor(&x)?, budget).map_err(Into::into))
     }
 
     fn sample(
@@ -355,9 +358,9 @@ impl wit::Host for PluginState {
         top_p: f32,
         seed: u64,
     ) -> Ret<u32> {
-        let dl = self.tensors.deadline;
+        let budget = self.tensors.budget();
         Ok(
-            backend::sample(self.tensor(&x)?, temperature, top_k, top_p, seed, dl)
+            backend::sample(self.tensor(&x)?, temperature, top_k, top_p, seed, budget)
                 .map_err(Into::into),
         )
     }

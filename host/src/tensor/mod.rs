@@ -13,6 +13,14 @@ pub struct TensorState {
     pub quota: usize,
     /// The plugin's own `weights/` folder, the only place `weights.open` looks.
     pub weights_dir: Option<std::path::PathBuf>,
-    /// End of the current call's budget.
-    pub deadline: Deadline,
+    /// End of the current host call's time budget (set before every export call).
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl TensorState {
+    /// What a kernel called now may spend: time to the call's deadline, and the bytes
+    /// left of the quota.
+    pub fn budget(&self) -> Budget {
+        Budget::new(self.deadline, self.quota.saturating_sub(self.used))
+    }
 }

@@ -38,7 +38,7 @@ mod ops;
 pub use ops::{BinaryOp, RowOp, UnaryOp};
 
 use crate::weights::MappedFile;
-use crate::{DType, Deadline, Result, Storage, Tensor, TensorError};
+use crate::{Budget, DType, Result, Storage, Tensor, TensorError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -85,11 +85,13 @@ impl DeviceBuffer {
 
     /// Copy the first `len` values back to the host (submits pending work, then waits at
     /// most until the deadline).
-    pub fn read(&self, len: usize, dl: Deadline) -> Result<Vec<f32>> {
+    pub fn read(&self, len: usize, budget: Budget) -> Result<Vec<f32>> {
         if let Some(v) = self.host.get().filter(|v| v.len() >= len) {
             return Ok(v[..len].to_vec());
         }
-        let words = self.gpu.read_words(&self.writer, &self.buf, 0, len, dl)?;
+        let words = self
+            .gpu
+            .read_words(&self.writer, &self.buf, 0, len, budget)?;
         let v: Vec<f32> = words.into_iter().map(f32::from_bits).collect();
         if len <= HOST_COPY_MAX {
             let _ = self.host.set(v.clone());
@@ -238,16 +240,19 @@ impl Gpu {
         }
     }
 
-    /// A new, zeroed device buffer of `capacity` f32 values.
-    fn buffer(&self, capacity: usize, label: &str) -> wgpu::Buffer {
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+    /// A new, zeroed device buffer of `capacity` f32 values, paid for from the call's
+    /// budget first (device memory counts towards the plugin's quota like host memory).
+    fn buffer(&self, capacity: usize, label: &str, budget: Budget) -> Result<wgpu::Buffer> {
+        let bytes = crate::f32_bytes(capacity.max(1));
+        budget.reserve(bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (capacity.max(1) * 4) as u64,
+            size: bytes.unwrap_or(4) as u64,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })
+        }))
     }
 
     /// A device buffer holding `data` (uploaded now: creation is ordered before any
@@ -331,10 +336,10 @@ impl Gpu {
         pipeline: &wgpu::ComputePipeline,
         buffers: &[&wgpu::Buffer],
         groups: (u32, u32, u32),
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<()> {
         // No new GPU work once the call's budget is spent.
-        dl.check()?;
+        budget.check()?;
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
@@ -421,9 +426,9 @@ impl Gpu {
         buf: &wgpu::Buffer,
         at: usize,
         len: usize,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Vec<u32>> {
-        dl.check()?;
+        budget.check()?;
         let size = (len.max(1) * 4) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -453,8 +458,9 @@ impl Gpu {
             let _ = tx.send(r);
         });
         // GPU work may not outlive the call's budget: wait at most until the deadline.
-        let timeout =
-            dl.0.map(|t| t.saturating_duration_since(std::time::Instant::now()));
+        let timeout = budget
+            .deadline()
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()));
         match self.device.poll(wgpu::PollType::Wait {
             submission_index: index,
             timeout,

@@ -4,7 +4,7 @@
 
 use super::{DeviceBuffer, Gpu, bytemuck_f32};
 use crate::cpu::{self, AttentionSpec};
-use crate::{DType, Deadline, Result, Storage, Tensor, TensorError, shape_err};
+use crate::{Budget, DType, Result, Storage, Tensor, TensorError, shape_err};
 use std::sync::Arc;
 
 const MATMUL_WGSL: &str = include_str!("matmul.wgsl");
@@ -136,12 +136,12 @@ impl Gpu {
     }
 
     /// The device buffer of an operand, uploading host values when needed.
-    fn operand<'t>(&self, t: &'t Tensor, dl: Deadline) -> Result<Operand<'t>> {
+    fn operand<'t>(&self, t: &'t Tensor, budget: Budget) -> Result<Operand<'t>> {
         match &t.storage {
             Storage::Device(d) if std::ptr::eq(d.gpu, self) => Ok(Operand::Borrowed(&d.buf)),
             // Another device's tensor (tests open their own): through the host.
             Storage::Device(d) => Ok(Operand::Uploaded(
-                self.upload(bytemuck_f32(&d.read(t.numel(), dl)?), "operand"),
+                self.upload(bytemuck_f32(&d.read(t.numel(), budget)?), "operand"),
             )),
             Storage::Owned(v) => Ok(Operand::Uploaded(self.upload(bytemuck_f32(v), "operand"))),
             Storage::Mapped { .. } => Ok(Operand::Resident(self.resident_weights(t)?)),
@@ -155,7 +155,7 @@ impl Gpu {
         a: &Tensor,
         b: &Tensor,
         transpose_b: bool,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Tensor> {
         let k = *a.shape.last().unwrap_or(&0);
         if b.shape.len() != 2 {
@@ -182,11 +182,11 @@ impl Gpu {
         let mut shape = a.shape.clone();
         *shape.last_mut().expect("non-empty") = m;
         let stream = self.stream_for(&[a, b])?;
-        let a_buf = self.operand(a, dl)?;
-        let out = self.buffer(n * m, "matmul");
+        let a_buf = self.operand(a, budget)?;
+        let out = self.buffer(n * m, "matmul", budget)?;
         match b.dtype {
             DType::F32 => {
-                let b_buf = self.operand(b, dl)?;
+                let b_buf = self.operand(b, budget)?;
                 let params = self.uniform(&[n as u32, k as u32, m as u32, u32::from(transpose_b)]);
                 let groups = ((m as u32).div_ceil(32), (n as u32).div_ceil(32), 1);
                 self.dispatch(
@@ -194,7 +194,7 @@ impl Gpu {
                     &self.pipelines.matmul,
                     &[&params, &a_buf, &b_buf, &out],
                     groups,
-                    dl,
+                    budget,
                 )?;
             }
             DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q4_K | DType::Q6_K => {
@@ -235,7 +235,7 @@ impl Gpu {
                     &self.pipelines.matvec,
                     &[&params, &a_buf, &w, &out],
                     groups,
-                    dl,
+                    budget,
                 )?;
             }
             other => {
@@ -254,7 +254,7 @@ impl Gpu {
         op: BinaryOp,
         a: &Tensor,
         b: &Tensor,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Tensor> {
         let name = match op {
             BinaryOp::Add => "add",
@@ -263,41 +263,41 @@ impl Gpu {
         cpu::same_or_row_broadcast(a, b, name)?;
         let n = a.numel();
         let stream = self.stream_for(&[a, b])?;
-        let (a_buf, b_buf) = (self.operand(a, dl)?, self.operand(b, dl)?);
+        let (a_buf, b_buf) = (self.operand(a, budget)?, self.operand(b, budget)?);
         let code = match op {
             BinaryOp::Add => 0,
             BinaryOp::Mul => 1,
         };
         let params = self.uniform(&[n as u32, b.numel() as u32, code, 0]);
-        let out = self.buffer(n, name);
+        let out = self.buffer(n, name, budget)?;
         self.dispatch(
             &stream,
             &self.pipelines.elementwise,
             &[&params, &a_buf, &b_buf, &out],
             grid(n.div_ceil(256)),
-            dl,
+            budget,
         )?;
         Ok(self.tensor(&stream, a.shape.clone(), out, n))
     }
 
     /// Scale, SiLU or GELU of every element.
-    pub fn unary(&'static self, op: UnaryOp, a: &Tensor, dl: Deadline) -> Result<Tensor> {
+    pub fn unary(&'static self, op: UnaryOp, a: &Tensor, budget: Budget) -> Result<Tensor> {
         let n = a.numel();
         let stream = self.stream_for(&[a])?;
-        let a_buf = self.operand(a, dl)?;
+        let a_buf = self.operand(a, budget)?;
         let (code, s) = match op {
             UnaryOp::Scale(s) => (2, s),
             UnaryOp::Silu => (3, 0.0),
             UnaryOp::Gelu => (4, 0.0),
         };
         let params = self.uniform(&[n as u32, n as u32, code, s.to_bits()]);
-        let out = self.buffer(n, "unary");
+        let out = self.buffer(n, "unary", budget)?;
         self.dispatch(
             &stream,
             &self.pipelines.elementwise,
             &[&params, &a_buf, &a_buf, &out],
             grid(n.div_ceil(256)),
-            dl,
+            budget,
         )?;
         Ok(self.tensor(&stream, a.shape.clone(), out, n))
     }
@@ -309,7 +309,7 @@ impl Gpu {
         x: &Tensor,
         w: Option<&Tensor>,
         b: Option<&Tensor>,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Tensor> {
         let (rows, cols) = x.rows_cols();
         let (code, eps) = match op {
@@ -324,11 +324,11 @@ impl Gpu {
             RowOp::LayerNorm { .. } => "layer-norm",
         };
         let stream = self.stream_for(&[Some(x), w, b].into_iter().flatten().collect::<Vec<_>>())?;
-        let x_buf = self.operand(x, dl)?;
+        let x_buf = self.operand(x, budget)?;
         let w_buf = match w {
             Some(w) => {
                 cpu::check_norm_weight(w, cols, what)?;
-                Some(self.operand(w, dl)?)
+                Some(self.operand(w, budget)?)
             }
             None if code != 0 => return shape_err(format!("{what}: a weight is needed")),
             None => None,
@@ -336,12 +336,12 @@ impl Gpu {
         let b_buf = match b {
             Some(b) => {
                 cpu::check_norm_weight(b, cols, "layer-norm bias")?;
-                Some(self.operand(b, dl)?)
+                Some(self.operand(b, budget)?)
             }
             None => None,
         };
         let params = self.uniform(&[rows as u32, cols as u32, code, eps.to_bits()]);
-        let out = self.buffer(x.numel(), what);
+        let out = self.buffer(x.numel(), what, budget)?;
         let w_ref: &wgpu::Buffer = w_buf.as_deref().unwrap_or(&x_buf);
         let b_ref: &wgpu::Buffer = b_buf.as_deref().unwrap_or(w_ref);
         self.dispatch(
@@ -349,7 +349,7 @@ impl Gpu {
             &self.pipelines.rows,
             &[&params, &x_buf, w_ref, b_ref, &out],
             grid(rows),
-            dl,
+            budget,
         )?;
         Ok(self.tensor(&stream, x.shape.clone(), out, x.numel()))
     }
@@ -362,12 +362,12 @@ impl Gpu {
         head_dim: usize,
         base: f32,
         neox: bool,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Tensor> {
         let (rows, cols) = x.rows_cols();
         cpu::check_rope(cols, head_dim)?;
         let stream = self.stream_for(&[x])?;
-        let x_buf = self.operand(x, dl)?;
+        let x_buf = self.operand(x, budget)?;
         let params = self.uniform(&[
             rows as u32,
             cols as u32,
@@ -378,13 +378,13 @@ impl Gpu {
             0,
             0,
         ]);
-        let out = self.buffer(x.numel(), "rope");
+        let out = self.buffer(x.numel(), "rope", budget)?;
         self.dispatch(
             &stream,
             &self.pipelines.rope,
             &[&params, &x_buf, &out],
             grid((rows * cols / 2).div_ceil(256)),
-            dl,
+            budget,
         )?;
         Ok(self.tensor(&stream, x.shape.clone(), out, x.numel()))
     }
@@ -413,7 +413,7 @@ impl Gpu {
         k: &Tensor,
         v: &Tensor,
         spec: AttentionSpec,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Tensor> {
         let (n, qcols, t, d) = cpu::attention_dims(q, k, v, &spec)?;
         if d > MAX_HEAD {
@@ -421,9 +421,9 @@ impl Gpu {
         }
         let stream = self.stream_for(&[q, k, v])?;
         let (q_buf, k_buf, v_buf) = (
-            self.operand(q, dl)?,
-            self.operand(k, dl)?,
-            self.operand(v, dl)?,
+            self.operand(q, budget)?,
+            self.operand(k, budget)?,
+            self.operand(v, budget)?,
         );
         let params = self.uniform(&[
             n as u32,
@@ -438,13 +438,13 @@ impl Gpu {
         // The output, then the scores as scratch (one binding fewer than a separate
         // buffer: downlevel devices bind four storage buffers per kernel).
         let capacity = n * qcols + n * spec.n_heads * t;
-        let out = self.buffer(capacity, "attention");
+        let out = self.buffer(capacity, "attention", budget)?;
         self.dispatch(
             &stream,
             &self.pipelines.attention,
             &[&params, &q_buf, &k_buf, &v_buf, &out],
             grid(n * spec.n_heads),
-            dl,
+            budget,
         )?;
         Ok(self.tensor(&stream, vec![n, qcols], out, capacity))
     }
@@ -452,7 +452,12 @@ impl Gpu {
     /// Append the rows of `x` to `cache`, moving the cache to the device. The buffer
     /// grows by doubling; a buffer shared with another tensor (a reshape) is copied
     /// first, so appending never changes what another handle sees.
-    pub fn append_rows(&'static self, cache: &mut Tensor, x: &Tensor, dl: Deadline) -> Result<()> {
+    pub fn append_rows(
+        &'static self,
+        cache: &mut Tensor,
+        x: &Tensor,
+        budget: Budget,
+    ) -> Result<()> {
         let (_, w) = cache.rows_cols();
         let (n, xw) = x.rows_cols();
         if w != xw {
@@ -461,10 +466,10 @@ impl Gpu {
         if cache.dtype != DType::F32 || matches!(cache.storage, Storage::Mapped { .. }) {
             return Err(TensorError::Dtype("cannot append to mapped weights".into()));
         }
-        dl.check()?;
+        budget.check()?;
         let (have, add) = (cache.numel(), x.numel());
         let stream = self.stream_for(&[cache, x])?;
-        let x_buf = self.operand(x, dl)?;
+        let x_buf = self.operand(x, budget)?;
         let in_place = match &mut cache.storage {
             Storage::Device(d) if std::ptr::eq(d.gpu, self) => {
                 Arc::get_mut(d).filter(|d| d.capacity >= have + add)
@@ -483,8 +488,8 @@ impl Gpu {
                     have + add
                 ));
             }
-            let grown = self.buffer(capacity, "cache");
-            let old = self.operand(cache, dl)?;
+            let grown = self.buffer(capacity, "cache", budget)?;
+            let old = self.operand(cache, budget)?;
             self.copy(&stream, &old, 0, &grown, 0, have);
             self.copy(&stream, &x_buf, 0, &grown, have, add);
             drop(old);
@@ -501,37 +506,37 @@ impl Gpu {
         x: &Tensor,
         start: usize,
         count: usize,
-        dl: Deadline,
+        budget: Budget,
     ) -> Result<Tensor> {
         let (rows, cols) = x.rows_cols();
         cpu::check_slice(rows, start, count)?;
-        dl.check()?;
+        budget.check()?;
         let stream = self.stream_for(&[x])?;
-        let src = self.operand(x, dl)?;
-        let out = self.buffer(count * cols, "slice");
+        let src = self.operand(x, budget)?;
+        let out = self.buffer(count * cols, "slice", budget)?;
         self.copy(&stream, &src, start * cols, &out, 0, count * cols);
         Ok(self.tensor(&stream, vec![count, cols], out, count * cols))
     }
 
     /// Index of the largest value of the last row, reading back only the index (for
     /// many rows: the backend reads a single row back, for the log-probability too).
-    pub fn argmax(&'static self, x: &Tensor, dl: Deadline) -> Result<u32> {
+    pub fn argmax(&'static self, x: &Tensor, budget: Budget) -> Result<u32> {
         let (rows, cols) = x.rows_cols();
         if rows == 0 || cols == 0 {
             return shape_err("argmax of an empty tensor");
         }
         let stream = self.stream_for(&[x])?;
-        let x_buf = self.operand(x, dl)?;
+        let x_buf = self.operand(x, budget)?;
         let params = self.uniform(&[((rows - 1) * cols) as u32, cols as u32]);
-        let out = self.buffer(1, "argmax");
+        let out = self.buffer(1, "argmax", budget)?;
         self.dispatch(
             &stream,
             &self.pipelines.argmax,
             &[&params, &x_buf, &out],
             (1, 1, 1),
-            dl,
+            budget,
         )?;
-        let words = self.read_words(&stream, &out, 0, 1, dl)?;
+        let words = self.read_words(&stream, &out, 0, 1, budget)?;
         words
             .first()
             .copied()
