@@ -183,8 +183,9 @@ pub struct ItemResult {
     pub majority_right: bool,
     pub oracle: bool,
     pub right: Vec<String>,
-    /// How the round chose: "none" (no answer), "single", "undecided" (no decisive
-    /// verdict: the most willing answer) or "verdicts".
+    /// How the round chose: "none" (no answer), "single", "undecided" (the fit did not
+    /// separate the best answers: the fallback order of `consensus::fallback`) or
+    /// "verdicts".
     pub decided_by: &'static str,
     pub ms: u64,
 }
@@ -201,9 +202,9 @@ pub struct Report {
 
 /// The refitted winner when the judges in `byzantine` reverse every verdict.
 fn byzantine_winner(r: &RoundReport, byzantine: &[String], clip: f64) -> Option<usize> {
-    let live: Vec<usize> = (0..r.answers.len())
-        .filter(|&i| !r.answers[i].disqualified)
-        .collect();
+    // The round's own fallback order, so ties the flipped verdicts leave go where the
+    // round's rule sends them.
+    let live = &r.order;
     let pos = |a: usize| live.iter().position(|&x| x == a);
     let votes: Vec<Vote> = r
         .verdicts

@@ -437,6 +437,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     config
                         .weights
                         .insert(p.name.clone(), s.vote_weight(&params.reputation));
+                    config.reputation.insert(p.name.clone(), s.reputation);
                     before.push(s);
                 }
             }
@@ -656,7 +657,7 @@ fn print_explain(r: &RoundReport) {
     let how = if r.single_answer {
         "single answer: nothing to compare".to_string()
     } else if r.undecided {
-        "no judge preferred any answer; picked the most willing".to_string()
+        "the verdicts did not separate the best answers; took the one with the most earned reputation (then assess, then the seed)".to_string()
     } else {
         format!("margin P(winner beats runner-up) = {:.2}", r.margin)
     };
@@ -826,7 +827,7 @@ fn ask_node(
                 if a["single_answer"].as_bool() == Some(true) {
                     " (single answer)"
                 } else if a["undecided"].as_bool() == Some(true) {
-                    " (undecided: no verdict separated the answers; took the most willing node's)"
+                    " (undecided: no verdict separated the answers; took the best-reputed node's)"
                 } else {
                     ""
                 }

@@ -9,7 +9,7 @@
 //! A plugin that faults is dropped from the rest of the round and the fault counts
 //! towards its quarantine; the round goes on with the others.
 
-use crate::consensus::{self, FitOptions, Outcome, Vote};
+use crate::consensus::{self, Claim, FitOptions, Outcome, Vote};
 use crate::plugins::Plugin;
 use crate::sandbox::{CallError, Request, Sandbox, Session, Verdict};
 use serde::Serialize;
@@ -28,6 +28,9 @@ pub struct RoundConfig {
     pub weights: std::collections::BTreeMap<String, f64>,
     /// Most support one judge may lend one answer (see `consensus::scoring`).
     pub clip: f64,
+    /// Reputation earned in earlier rounds per plugin name, for rounds the verdicts do
+    /// not decide (`consensus::fallback`); absent means the initial reputation.
+    pub reputation: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for RoundConfig {
@@ -39,6 +42,7 @@ impl Default for RoundConfig {
             fit: FitOptions::default(),
             weights: Default::default(),
             clip: 2.0,
+            reputation: Default::default(),
         }
     }
 }
@@ -94,9 +98,13 @@ pub struct RoundReport {
     pub margin: f64,
     /// Only one answer arrived: nothing was compared.
     pub single_answer: bool,
-    /// Two or more answers but no verdict preferred one: the winner is the most willing
-    /// author's answer (highest assess; then highest confidence).
+    /// Two or more answers and the fit did not separate the best from the rest: the
+    /// winner is the tied answer whose author has the most earned reputation, then the
+    /// highest assess, then the round seed's draw (`consensus::fallback`).
     pub undecided: bool,
+    /// The live answers (indexes into `answers`) in the fallback order the fit used:
+    /// what the verdicts leave tied goes to the first of them.
+    pub order: Vec<usize>,
     pub elapsed_ms: u64,
 }
 
@@ -142,13 +150,30 @@ impl Participant {
     }
 }
 
+impl Participant {
+    /// A panic while serving this plugin (caught in its thread) is its fault for the
+    /// round, like a trap: the round and the process go on without it.
+    fn caught(&mut self, panic: Box<dyn std::any::Any + Send>) {
+        let message = crate::sandbox::panic_message(&*panic);
+        tracing::error!(plugin = %self.member.plugin, "host panic while serving the plugin: {message}");
+        self.member.fault = true;
+        self.session = None;
+        self.member.error = Some(format!("the host failed serving this plugin: {message}"));
+    }
+}
+
 /// Run `f` on each participant in parallel (one thread each: calls are CPU-bound wasm and
-/// the budgets bound them).
+/// the budgets bound them). A panic stays inside its participant's thread.
 fn in_parallel(parts: &mut [Participant], f: impl Fn(&mut Participant) + Sync) {
     std::thread::scope(|s| {
         for p in parts.iter_mut() {
             let f = &f;
-            s.spawn(move || f(p));
+            s.spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *p)));
+                if let Err(panic) = outcome {
+                    p.caught(panic);
+                }
+            });
         }
     });
 }
@@ -289,29 +314,11 @@ pub fn run_local_round(
                 let texts = &texts;
                 handles.push(s.spawn(move || {
                     let mut out = Vec::new();
-                    for a in mine {
-                        let result = match p.session.as_mut() {
-                            Some(sess) => sess.compare(prompt, texts[a.first], texts[a.second]),
-                            None => Err(CallError::Poisoned),
-                        };
-                        let outcome = p.note(result).map(|v| match v {
-                            Verdict::First => Outcome::First,
-                            Verdict::Second => Outcome::Second,
-                            Verdict::Tie => Outcome::Tie,
-                        });
-                        let error = if outcome.is_none() {
-                            p.member.error.clone()
-                        } else {
-                            None
-                        };
-                        out.push(VerdictRecord {
-                            judge: p.member.plugin.clone(),
-                            judge_member: i,
-                            first: a.first,
-                            second: a.second,
-                            outcome,
-                            error,
-                        });
+                    let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        judge_pairs(p, i, &mine, prompt, texts, &mut out)
+                    }));
+                    if let Err(panic) = judged {
+                        p.caught(panic);
                     }
                     out
                 }));
@@ -328,7 +335,22 @@ pub fn run_local_round(
     for a in answers.iter_mut() {
         a.disqualified = parts[a.member].member.fault;
     }
-    let live: Vec<usize> = (0..answers.len())
+    let initial = crate::consensus::scoring::ReputationParams::default().initial;
+    let claims: Vec<Claim<'_>> = answers
+        .iter()
+        .map(|a| {
+            let m = &parts[a.member].member;
+            Claim {
+                reputation: config.reputation.get(&m.plugin).copied().unwrap_or(initial),
+                assess: m.assess.unwrap_or(0.0),
+                text: &a.text,
+            }
+        })
+        .collect();
+    // The fit sees the live answers in fallback order, so what the verdicts leave tied
+    // goes to earned reputation, then assess, then the seed (never the folder order).
+    let live: Vec<usize> = consensus::fallback_order(&claims, request.seed)
+        .into_iter()
         .filter(|&i| !answers[i].disqualified)
         .collect();
     let index_of = |a: usize| live.iter().position(|&x| x == a);
@@ -352,43 +374,14 @@ pub fn run_local_round(
     for (a, score) in live.iter().zip(&fit.scores) {
         answers[*a].score = *score;
     }
-    let eligible: Vec<usize> = (0..answers.len())
-        .filter(|&i| !answers[i].disqualified)
-        .collect();
-    let decisive = votes
-        .iter()
-        .any(|v| weights[v.judge] > 0.0 && matches!(v.outcome, Outcome::First | Outcome::Second));
-    let single_answer = eligible.len() == 1;
-    let undecided = eligible.len() >= 2 && !decisive;
-    // Undecided: the most willing author (highest assess), as in the networked swarm;
-    // its confidence in this particular answer only breaks ties. An answer's own
-    // confidence is the easiest claim to inflate, and `apiary eval` measured it picking
-    // the weaker language model more often than not.
-    let willing = |i: usize| {
-        let m = &parts[answers[i].member].member;
-        (m.assess.unwrap_or(0.0), m.confidence.unwrap_or(0.0))
-    };
-    // Best first; exact ties go to the earlier answer.
-    let rank = |a: &usize, b: &usize| {
-        let (a, b) = (*a, *b);
-        if undecided {
-            let ((sa, ca), (sb, cb)) = (willing(a), willing(b));
-            sb.total_cmp(&sa).then(cb.total_cmp(&ca)).then(a.cmp(&b))
-        } else {
-            answers[b]
-                .score
-                .total_cmp(&answers[a].score)
-                .then(a.cmp(&b))
-        }
-    };
-    let mut order = eligible.clone();
-    order.sort_by(rank);
-    let winner = order.first().copied();
-    let margin = match (undecided, order.as_slice()) {
-        (true, _) => 0.5,
-        (false, [w, r, ..]) => 1.0 / (1.0 + (answers[*r].score - answers[*w].score).exp()),
-        (false, [_]) => 1.0,
-        (false, []) => 0.0,
+    let single_answer = live.len() == 1;
+    let live_texts: Vec<&str> = live.iter().map(|&i| answers[i].text.as_str()).collect();
+    let undecided = live.len() >= 2 && !consensus::decided(&fit.scores, &live_texts);
+    let winner = fit.winner.map(|w| live[w]);
+    let margin = match live.len() {
+        0 => 0.0,
+        1 => 1.0,
+        _ => fit.margin,
     };
     let q = config.quarantine_after;
     for p in &parts {
@@ -404,8 +397,44 @@ pub fn run_local_round(
         margin,
         single_answer,
         undecided,
+        order: live,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Judge `mine` (pairs assigned to participant `i`), appending a record per pair.
+fn judge_pairs(
+    p: &mut Participant,
+    i: usize,
+    mine: &[consensus::Assignment],
+    prompt: &str,
+    texts: &[&str],
+    out: &mut Vec<VerdictRecord>,
+) {
+    for a in mine {
+        let result = match p.session.as_mut() {
+            Some(sess) => sess.compare(prompt, texts[a.first], texts[a.second]),
+            None => Err(CallError::Poisoned),
+        };
+        let outcome = p.note(result).map(|v| match v {
+            Verdict::First => Outcome::First,
+            Verdict::Second => Outcome::Second,
+            Verdict::Tie => Outcome::Tie,
+        });
+        let error = if outcome.is_none() {
+            p.member.error.clone()
+        } else {
+            None
+        };
+        out.push(VerdictRecord {
+            judge: p.member.plugin.clone(),
+            judge_member: i,
+            first: a.first,
+            second: a.second,
+            outcome,
+            error,
+        });
+    }
 }
 
 /// A request with the defaults a plain question gets.

@@ -104,8 +104,8 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
         (&6.into(), &2.into()),
         "{o}"
     );
-    // Where the two language models disagree and no one can judge them, the more
-    // willing (gemma) is taken: here it is wrong.
+    // Where the two language models disagree and no one can judge them, reputation is
+    // equal (no ledger here), so the higher assess (gemma) is taken: here it is wrong.
     assert_eq!(items[3]["swarm"], "A. oxygen");
 }
 

@@ -45,8 +45,12 @@ impl Default for FitOptions {
 pub struct Fit {
     /// Log-strengths, centred to mean 0. Higher is better.
     pub scores: Vec<f64>,
-    /// Index of the best answer (lowest index among exact ties), if any.
+    /// Index of the best answer, if any: the lowest index among those tied at the top
+    /// (within [`SEPARATION`]), so the order of the items decides what the fit cannot.
     pub winner: Option<usize>,
+    /// Whether the best answer's score is above every other's by more than
+    /// [`SEPARATION`]: only then did the comparisons decide.
+    pub separated: bool,
     /// Modelled probability that the winner beats the runner-up (0.5 = no margin; 1 when
     /// there is a single answer).
     pub margin: f64,
@@ -61,6 +65,7 @@ pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
         return Fit {
             scores: vec![],
             winner: None,
+            separated: false,
             margin: 0.0,
             iterations: 0,
             converged: true,
@@ -150,7 +155,13 @@ pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
     let scores: Vec<f64> = pi.iter().map(|p| p.ln() - mean_log).collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let winner = order.first().copied();
+    let tied = top_group(&scores);
+    let separated = tied.len() == 1;
+    let winner = tied.first().copied();
+    if let Some(w) = winner {
+        order.retain(|&i| i != w);
+        order.insert(0, w);
+    }
     let margin = match order.as_slice() {
         [w, r, ..] => pi[*w] / (pi[*w] + pi[*r]),
         [_] => 1.0,
@@ -159,10 +170,23 @@ pub fn fit(n: usize, comparisons: &[Comparison], opts: FitOptions) -> Fit {
     Fit {
         scores,
         winner,
+        separated,
         margin,
         iterations,
         converged,
     }
+}
+
+/// Scores closer than this count as tied: verdicts that cancel each other leave
+/// differences at the fit's tolerance, far below what any one real verdict moves.
+pub const SEPARATION: f64 = 1e-6;
+
+/// The items whose scores are within [`SEPARATION`] of the best, in index order.
+pub fn top_group(scores: &[f64]) -> Vec<usize> {
+    let best = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (0..scores.len())
+        .filter(|&i| scores[i] >= best - SEPARATION)
+        .collect()
 }
 
 /// The log-factor t maximising the prior's likelihood over a common scale of `pi`.
@@ -362,5 +386,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cancelling_comparisons_do_not_separate() {
+        let c = |winner, loser| Comparison {
+            winner,
+            loser,
+            weight: 1.0,
+        };
+        let f = fit(2, &[c(0, 1), c(1, 0)], FitOptions::default());
+        assert!(!f.separated, "{f:?}");
+        assert_eq!(f.winner, Some(0), "ties go to the lowest index");
+        let g = fit(3, &[c(1, 0), c(2, 0)], FitOptions::default());
+        assert!(!g.separated && g.winner == Some(1), "{g:?}");
+        let h = fit(2, &[c(1, 0)], FitOptions::default());
+        assert!(h.separated && h.winner == Some(1), "{h:?}");
     }
 }

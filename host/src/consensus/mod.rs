@@ -4,10 +4,12 @@
 //! transcript anywhere, and every function is tested against hand-computed cases.
 
 pub mod bradley_terry;
+pub mod fallback;
 pub mod pairs;
 pub mod scoring;
 
-pub use bradley_terry::{Comparison, Fit, FitOptions, fit};
+pub use bradley_terry::{Comparison, Fit, FitOptions, SEPARATION, fit, top_group};
+pub use fallback::{Claim, decided, fallback_order};
 pub use pairs::{Assignment, all_pairs_both_orders, balanced_assignment};
 pub use scoring::{Standing, Vote, aggregate, rewards, weighted_comparisons};
 
