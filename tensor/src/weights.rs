@@ -3,9 +3,11 @@
 //!
 //! Opening goes through a cap-std `Dir` for the plugin's folder, so a name like
 //! `../other-plugin/weights/model.gguf`, an absolute path, or a symlink leading out is
-//! refused. Parsed files are cached by the host (keyed by canonical path, size and
-//! modification time), so a fresh plugin instance per round costs a hash-map look-up, not
-//! a re-parse of a 50,000-entry tokenizer.
+//! refused. The file is opened without blocking and must be a regular file, checked on the
+//! opened handle (a named pipe or a device node in `weights/` is an error, not a hang), and
+//! its size is that handle's. Parsed files are cached by the host (keyed by canonical path,
+//! size and modification time), so a fresh plugin instance per round costs a hash-map
+//! look-up, not a re-parse of a 50,000-entry tokenizer.
 
 use crate::gguf::{Gguf, Value};
 use crate::{DType, Result, Storage, Tensor, TensorError};
@@ -16,6 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
+
+/// Largest weights file opened (it is mapped whole).
+pub const MAX_WEIGHTS_FILE_BYTES: u64 = 64 << 30;
 
 /// A read-only memory map of a weights file.
 pub struct MappedFile {
@@ -33,6 +38,16 @@ impl MappedFile {
         // SAFETY: read-only mapping of a file this process controls.
         Ok(MappedFile {
             map: unsafe { Mmap::map(&file)? },
+        })
+    }
+
+    /// A read-only anonymous mapping holding a copy of `bytes`, so that bytes in memory
+    /// (the fuzz targets) are parsed exactly as a mapped file is.
+    pub fn from_bytes(bytes: &[u8]) -> std::io::Result<MappedFile> {
+        let mut map = memmap2::MmapMut::map_anon(bytes.len())?;
+        map.copy_from_slice(bytes);
+        Ok(MappedFile {
+            map: map.make_read_only()?,
         })
     }
 }
@@ -100,7 +115,12 @@ impl WeightsFile {
     /// Parse `bytes` (a mapping of file `name`) as GGUF or safetensors.
     pub fn parse(name: &str, file: Arc<MappedFile>) -> Result<WeightsFile> {
         let bytes = file.bytes();
-        let invalid = |m: String| TensorError::InvalidFile(format!("{name}: {m}"));
+        // Parser messages may quote the file (a tensor's name): keep them short.
+        let invalid = |m: String| {
+            let short: String = m.chars().take(300).collect();
+            let cut = if short.len() < m.len() { "…" } else { "" };
+            TensorError::InvalidFile(format!("{name}: {short}{cut}"))
+        };
         if bytes.starts_with(b"GGUF") {
             let g = Gguf::parse(bytes).map_err(|e| invalid(e.0))?;
             let (tensors, widened) = gguf_entries(&g, bytes).map_err(invalid)?;
@@ -229,9 +249,16 @@ fn parse_safetensors(bytes: &[u8]) -> std::result::Result<SafetensorsIndex, Stri
             ),
             _ => return Err(format!("tensor {name}: bad data_offsets")),
         };
-        let elems: usize = shape.iter().product::<usize>().max(1);
-        let want = elems * dtype.block().1;
-        if end < begin || end - begin != want || data_start + end > bytes.len() {
+        // A scalar (`[]`) holds one value; a shape with a 0 holds none.
+        let want = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|elems| elems.checked_mul(dtype.block().1))
+            .ok_or_else(|| format!("tensor {name}: shape {shape:?} is too large"))?;
+        if end < begin
+            || end - begin != want
+            || data_start.checked_add(end).is_none_or(|e| e > bytes.len())
+        {
             return Err(format!(
                 "tensor {name}: data {begin}..{end} does not fit the file or its shape {shape:?}; the file is truncated or corrupt"
             ));
@@ -272,16 +299,7 @@ pub fn open(weights_dir: Option<&Path>, name: &str) -> Result<Arc<WeightsFile>> 
     }
     let dir = Dir::open_ambient_dir(dir_path, ambient_authority())
         .map_err(|e| TensorError::NotFound(format!("weights folder: {e}")))?;
-    // cap-std refuses anything (e.g. a symlink) that resolves outside `dir`.
-    let file = dir
-        .open(name)
-        .map_err(|e| TensorError::NotFound(format!("{name}: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| TensorError::NotFound(format!("{name}: {e}")))?;
-    if !meta.is_file() {
-        return Err(TensorError::NotFound(format!("{name} is not a file")));
-    }
+    let (file, meta) = open_regular(&dir, name)?;
     let key: CacheKey = (
         dir_path.join(name),
         meta.len(),
@@ -291,10 +309,13 @@ pub fn open(weights_dir: Option<&Path>, name: &str) -> Result<Arc<WeightsFile>> 
         return Ok(hit.clone());
     }
     let std_file = file.into_std();
+    // The length is the one fstat gave for this handle, checked above.
+    let len = usize::try_from(meta.len())
+        .map_err(|_| TensorError::InvalidFile(format!("{name}: too large to map")))?;
     // SAFETY: the mapping is read-only. If another process truncates the file while it is
     // mapped, reads past the new end fault; plugin folders are the operator's, and a
     // changed file gets a new cache key (size, mtime) on the next open.
-    let map = unsafe { Mmap::map(&std_file) }
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(&std_file) }
         .map_err(|e| TensorError::InvalidFile(format!("{name}: cannot map: {e}")))?;
     let parsed = Arc::new(WeightsFile::parse(name, Arc::new(MappedFile { map }))?);
     cache()
@@ -302,6 +323,82 @@ pub fn open(weights_dir: Option<&Path>, name: &str) -> Result<Arc<WeightsFile>> 
         .unwrap_or_else(|p| p.into_inner())
         .insert(key, parsed.clone());
     Ok(parsed)
+}
+
+/// Open `name` inside `dir` (cap-std: nothing that resolves outside it) for mapping:
+/// without blocking (`O_NONBLOCK`, so a named pipe does not wait for a writer), and only
+/// if the opened handle is a regular file of at most [`MAX_WEIGHTS_FILE_BYTES`]. Its type is
+/// also looked at before the open, so a device node is normally not even opened.
+fn open_regular(dir: &Dir, name: &str) -> Result<(cap_std::fs::File, cap_std::fs::Metadata)> {
+    // cap-std refuses anything (e.g. a symlink) that resolves outside `dir`.
+    let looked = dir
+        .metadata(name)
+        .map_err(|e| TensorError::NotFound(format!("{name}: {e}")))?;
+    regular(name, &looked)?;
+    let mut options = cap_std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    cap_std::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = dir
+        .open_with(name, &options)
+        .map_err(|e| TensorError::NotFound(format!("{name}: {e}")))?;
+    let meta = checked_handle(name, &file)?;
+    Ok((file, meta))
+}
+
+/// The metadata of an opened weights file (`fstat`, what counts: the file may have been
+/// swapped since it was looked at), if it is a regular file of a size that can be mapped.
+fn checked_handle(name: &str, file: &cap_std::fs::File) -> Result<cap_std::fs::Metadata> {
+    let meta = file
+        .metadata()
+        .map_err(|e| TensorError::NotFound(format!("{name}: {e}")))?;
+    regular(name, &meta)?;
+    if meta.len() == 0 {
+        return Err(TensorError::InvalidFile(format!(
+            "{name} is empty: neither GGUF nor safetensors"
+        )));
+    }
+    if meta.len() > MAX_WEIGHTS_FILE_BYTES {
+        return Err(TensorError::InvalidFile(format!(
+            "{name} is {} bytes, more than the {MAX_WEIGHTS_FILE_BYTES} byte limit",
+            meta.len()
+        )));
+    }
+    Ok(meta)
+}
+
+/// An error naming what `name` is, unless it is a regular file.
+fn regular(name: &str, meta: &cap_std::fs::Metadata) -> Result<()> {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    use cap_std::fs::FileTypeExt as _;
+    #[cfg(not(unix))]
+    let (is_fifo, is_socket, is_char, is_block) = (false, false, false, false);
+    #[cfg(unix)]
+    let (is_fifo, is_socket, is_char, is_block) = (
+        t.is_fifo(),
+        t.is_socket(),
+        t.is_char_device(),
+        t.is_block_device(),
+    );
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "a folder"
+    } else if is_fifo {
+        "a named pipe (FIFO)"
+    } else if is_socket {
+        "a socket"
+    } else if is_char {
+        "a character device"
+    } else if is_block {
+        "a block device"
+    } else {
+        "a special file"
+    };
+    Err(TensorError::InvalidFile(format!(
+        "{name} is {kind}, not a regular file; weights must be plain files"
+    )))
 }
 
 #[cfg(test)]
@@ -440,6 +537,155 @@ mod tests {
                 matches!(e, TensorError::InvalidFile(_)) && e.to_string().contains(needle),
                 "{name}: {e}"
             );
+        }
+    }
+
+    fn mkfifo(path: &Path) {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+    }
+
+    /// `open` on another thread, failing if it has not returned within 5 s (it takes
+    /// milliseconds; opening a FIFO for reading the ordinary way waits for a writer).
+    fn open_promptly(dir: &Path, name: &str) -> Result<Arc<WeightsFile>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (dir, name2) = (dir.to_path_buf(), name.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(open(Some(&dir), &name2));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("opening {name} hung"))
+    }
+
+    #[test]
+    fn pipes_devices_and_folders_are_errors_not_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        mkfifo(&dir.path().join("pipe.gguf"));
+        mkfifo(&dir.path().join("fed.gguf"));
+        // A FIFO someone keeps writing into (O_RDWR opens it without waiting for a
+        // reader; the thread blocks once the pipe is full and is left behind).
+        let fed = dir.path().join("fed.gguf");
+        std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(fed)
+                .unwrap();
+            let mut block = b"GGUF".to_vec();
+            block.resize(4096, 0);
+            while std::io::Write::write_all(&mut f, &block).is_ok() {}
+        });
+        std::fs::create_dir(dir.path().join("folder.gguf")).unwrap();
+        std::fs::write(dir.path().join("empty.gguf"), b"").unwrap();
+        for (name, needle) in [
+            ("pipe.gguf", "named pipe (FIFO)"),
+            ("fed.gguf", "named pipe (FIFO)"),
+            ("folder.gguf", "a folder"),
+            ("empty.gguf", "empty"),
+        ] {
+            let e = open_promptly(dir.path(), name).err().unwrap();
+            assert!(
+                matches!(e, TensorError::InvalidFile(_)) && e.to_string().contains(needle),
+                "{name}: {e}"
+            );
+        }
+        // A device node inside the folder, where mknod is permitted (root).
+        let c = std::ffi::CString::new(dir.path().join("zero.gguf").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; makedev(1, 5) is /dev/zero.
+        if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, libc::makedev(1, 5)) } == 0 {
+            let e = open_promptly(dir.path(), "zero.gguf").err().unwrap();
+            assert!(
+                matches!(e, TensorError::InvalidFile(_))
+                    && e.to_string().contains("character device"),
+                "{e}"
+            );
+        } else {
+            eprintln!("mknod not permitted here: the device node case is skipped");
+        }
+        // A symlink to /dev/zero leads out of the folder: refused by cap-std.
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("link.gguf")).unwrap();
+        assert!(matches!(
+            open_promptly(dir.path(), "link.gguf"),
+            Err(TensorError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn parser_messages_are_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "n".repeat(100_000);
+        let header = format!(r#"{{"{long}":{{"dtype":"BF16","shape":[1],"data_offsets":[0,2]}}}}"#);
+        write(
+            dir.path(),
+            "long.safetensors",
+            &safetensors(&header, &[0; 2]),
+        );
+        let e = open(Some(dir.path()), "long.safetensors").err().unwrap();
+        assert!(matches!(e, TensorError::InvalidFile(_)), "{e}");
+        assert!(e.to_string().len() < 1000, "{} bytes", e.to_string().len());
+    }
+
+    #[test]
+    fn the_opened_handle_is_checked() {
+        // A name that is a regular file when looked at and a FIFO once opened takes a
+        // race to stage; check the handle directly: an opened FIFO or device is refused,
+        // an opened regular file gives its own size.
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("p.gguf");
+        mkfifo(&fifo);
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let e = checked_handle("p.gguf", &cap_std::fs::File::from_std(opened))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("named pipe"), "{e}");
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        let e = checked_handle("z.gguf", &cap_std::fs::File::from_std(zero))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("character device"), "{e}");
+        let gguf = crate::gguf::tests::tiny_gguf();
+        std::fs::write(dir.path().join("m.gguf"), &gguf).unwrap();
+        let m = std::fs::File::open(dir.path().join("m.gguf")).unwrap();
+        let meta = checked_handle("m.gguf", &cap_std::fs::File::from_std(m)).unwrap();
+        assert_eq!(meta.len(), gguf.len() as u64);
+    }
+
+    /// Found by the `safetensors` fuzz target: a shape with a 0 was taken to hold one
+    /// value, and shape products and offsets could overflow.
+    #[test]
+    fn safetensors_sizes_are_exact_and_checked() {
+        let parse = |header: &str, data: &[u8]| {
+            let file = Arc::new(MappedFile::from_bytes(&safetensors(header, data)).unwrap());
+            WeightsFile::parse("t.safetensors", file)
+        };
+        let empty = r#"{"e":{"dtype":"F32","shape":[0,2],"data_offsets":[0,0]}}"#;
+        let w = parse(empty, &[]).unwrap();
+        let t = w.tensor("e").unwrap();
+        assert_eq!(
+            (t.shape.clone(), t.to_f32().unwrap().len()),
+            (vec![0, 2], 0)
+        );
+        let scalar = r#"{"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}}"#;
+        let w = parse(scalar, &2.5f32.to_le_bytes()).unwrap();
+        assert_eq!(w.tensor("s").unwrap().to_f32().unwrap().as_ref(), &[2.5]);
+        for header in [
+            // Four bytes for no values.
+            r#"{"h":{"dtype":"F32","shape":[0,2],"data_offsets":[0,4]}}"#,
+            // 2^62 × 4 values: the element count overflows.
+            r#"{"h":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#,
+            // 2^62 values of 4 bytes: the byte count overflows (to 0).
+            r#"{"h":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}"#,
+            // An end offset that overflows once the header is added.
+            r#"{"h":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551608,18446744073709551612]}}"#,
+        ] {
+            let e = parse(header, &[0; 4]).err().unwrap();
+            assert!(matches!(e, TensorError::InvalidFile(_)), "{header}: {e}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! the host would load it.
 
 use super::loader::{self, LoadError};
+use super::safe_read::{FileKind, excerpt};
 use crate::sandbox::Sandbox;
 use crate::sandbox::limits::{Clamped, Limits, RequestedLimits};
 use serde::Serialize;
@@ -23,6 +24,10 @@ pub struct WeightFile {
     /// Symlinks inside `/weights` can only resolve inside it (cap-std); listed so a
     /// reviewer sees them.
     pub symlink: bool,
+    /// Set when it is not a regular file (a FIFO, a device...): the tensor API refuses to
+    /// open such a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub special: Option<FileKind>,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,15 +160,16 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
         .imports
         .iter()
         .map(|name| {
+            // Names come from the component: shown short and printable.
             let reason = policy.imports.check(name);
             ImportLine {
-                name: name.clone(),
+                name: excerpt(name, 200),
                 allowed: reason.is_none(),
-                reason,
+                reason: reason.map(|r| excerpt(&r, 300)),
             }
         })
         .collect();
-    r.exports = compiled.exports.clone();
+    r.exports = compiled.exports.iter().map(|e| excerpt(e, 200)).collect();
     match loader::check_contract(sandbox, &compiled) {
         Ok(v) => r.contract = Some(v),
         Err(e) => {
@@ -183,12 +189,24 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
     r
 }
 
+/// The files under `weights/`, by `lstat` only (nothing is opened, so FIFOs and devices
+/// are listed, not read), at most 1,000 of them from at most 10,000 entries looked at.
 fn list_weights(root: &Path, dir: &Path, out: &mut Vec<WeightFile>) {
+    let mut looked = 0;
+    list_weights_within(root, dir, out, &mut looked);
+}
+
+fn list_weights_within(root: &Path, dir: &Path, out: &mut Vec<WeightFile>, looked: &mut usize) {
     const MAX_LISTED: usize = 1000;
+    const MAX_LOOKED: usize = 10_000;
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut entries: Vec<_> = rd.flatten().collect();
+    let mut entries: Vec<_> = rd
+        .flatten()
+        .take(MAX_LOOKED - (*looked).min(MAX_LOOKED))
+        .collect();
+    *looked += entries.len();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         if out.len() >= MAX_LISTED {
@@ -198,18 +216,16 @@ fn list_weights(root: &Path, dir: &Path, out: &mut Vec<WeightFile>) {
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .display()
-            .to_string();
+        let rel = loader::shown(path.strip_prefix(root).unwrap_or(&path));
         if meta.is_dir() {
-            list_weights(root, &path, out);
+            list_weights_within(root, &path, out, looked);
         } else {
+            let t = meta.file_type();
             out.push(WeightFile {
                 path: rel,
                 bytes: meta.len(),
-                symlink: meta.file_type().is_symlink(),
+                symlink: t.is_symlink(),
+                special: FileKind::of_std(&t).filter(|k| *k != FileKind::Symlink),
             });
         }
     }
@@ -346,9 +362,10 @@ impl std::fmt::Display for AuditReport {
                 for x in self.weight_files.iter().take(20) {
                     writeln!(
                         f,
-                        "           {}{} ({} bytes)",
+                        "           {}{}{} ({} bytes)",
                         x.path,
                         if x.symlink { " [symlink]" } else { "" },
+                        x.special.map(|k| format!(" [{k}]")).unwrap_or_default(),
                         x.bytes
                     )?;
                 }

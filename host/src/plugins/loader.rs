@@ -4,9 +4,14 @@
 //!
 //! Plugin folders are opened as capabilities (cap-std `Dir`), so `plugin.toml`, the `.wasm`
 //! and the `weights/` check cannot be tricked by symlinks into reading outside the folder.
+//! Every file is read through [`super::safe_read`]: non-blocking, regular files only
+//! (checked on the opened handle), and capped in size whatever its metadata says. What
+//! errors quote of a folder's content (names, parser and compiler messages) is cut short
+//! and stripped of control characters.
 
 use super::cache::{CacheOutcome, CompileCache};
-use super::manifest::{MANIFEST_FILE, PluginManifest};
+use super::manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, PluginManifest};
+use super::safe_read::{self, FileKind, ReadError, excerpt};
 use crate::sandbox::imports::{CONTRACT_MAJOR, CONTRACT_PACKAGE, HANDLER_INTERFACE, InterfaceName};
 use crate::sandbox::limits::{Clamped, Limits};
 use crate::sandbox::{
@@ -22,6 +27,8 @@ use wasmtime::component::Component;
 
 /// Largest `.wasm` accepted.
 pub const MAX_WASM_BYTES: u64 = 256 << 20;
+/// Longest message from a parser, compiler or the plugin itself kept in a [`LoadError`].
+const MAX_MESSAGE_CHARS: usize = 300;
 /// Name of the data folder inside a plugin folder, mounted read-only at `/weights`.
 pub const WEIGHTS_DIR: &str = "weights";
 
@@ -40,8 +47,20 @@ pub enum LoadError {
         "several .wasm files in {dir} ({found}); name the plugin's with `wasm = \"...\"` in plugin.toml"
     )]
     AmbiguousWasm { dir: String, found: String },
-    #[error("{path} is {size} bytes, larger than the {max} byte limit")]
+    #[error(
+        "{path} is at least {size} bytes, more than the {max} byte limit; plugin.toml and the .wasm must be files of at most that size"
+    )]
     TooLarge { path: String, size: u64, max: u64 },
+    #[error(
+        "{path} is {found}, not a regular file; plugin.toml and the .wasm must be plain files (replace it with the file itself)"
+    )]
+    NotAFile { path: String, found: FileKind },
+    #[error(
+        "loading took longer than {budget} and was abandoned (a file that never finishes reading, or a component too slow to compile); it is retried when the plugin's files change"
+    )]
+    TimedOut { budget: String },
+    #[error("loading the plugin crashed the loader: {message}")]
+    Crashed { message: String },
     #[error(
         "{path} is a core WebAssembly module, not a component; build the plugin with `--target wasm32-wasip2`"
     )]
@@ -81,27 +100,56 @@ pub struct PluginSource {
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> LoadError {
     LoadError::Io {
-        path: path.display().to_string(),
-        message: e.to_string(),
+        path: shown(path),
+        message: excerpt(&e.to_string(), MAX_MESSAGE_CHARS),
     }
+}
+
+/// A failed [`safe_read`] of `path` as a load error.
+fn read_err(path: &Path, e: ReadError) -> LoadError {
+    match e {
+        ReadError::Io(e) => io_err(path, e),
+        ReadError::NotAFile(found) => LoadError::NotAFile {
+            path: shown(path),
+            found,
+        },
+        ReadError::TooLarge { size, max } => LoadError::TooLarge {
+            path: shown(path),
+            size,
+            max,
+        },
+    }
+}
+
+/// A path for a message. Its last parts come from the plugins folder's entries and from
+/// `plugin.toml` (`wasm = ...`): control characters are dropped and a long one is cut in
+/// the middle, keeping the file name.
+pub(crate) fn shown(path: &Path) -> String {
+    let s: Vec<char> = path
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.len() <= 240 {
+        return s.into_iter().collect();
+    }
+    let head: String = s[..100].iter().collect();
+    let tail: String = s[s.len() - 120..].iter().collect();
+    format!("{head}…{tail}")
 }
 
 /// Read a plugin's manifest and wasm bytes from `path` (a folder or a `.wasm` file).
 pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
-    if meta.is_file() {
+    if !meta.is_dir() {
+        // A bare `.wasm`: by plain path (the operator's symlink is followed), but only a
+        // regular file, read without blocking and at most MAX_WASM_BYTES.
         let id = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if meta.len() > MAX_WASM_BYTES {
-            return Err(LoadError::TooLarge {
-                path: path.display().to_string(),
-                size: meta.len(),
-                max: MAX_WASM_BYTES,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+        let bytes = safe_read::read_path(path, MAX_WASM_BYTES).map_err(|e| read_err(path, e))?;
         let source = PluginSource {
             id,
             path: path.to_path_buf(),
@@ -114,16 +162,19 @@ pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
     }
     let dir = Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| io_err(path, e))?;
     let manifest_path = path.join(MANIFEST_FILE);
-    let (manifest, has_manifest) = match dir.read_to_string(MANIFEST_FILE) {
-        Ok(src) => (
-            PluginManifest::parse(&src).map_err(|message| LoadError::Manifest {
-                path: manifest_path.display().to_string(),
+    let (manifest, has_manifest) = match safe_read::read_in(&dir, MANIFEST_FILE, MAX_MANIFEST_BYTES)
+    {
+        Ok(bytes) => {
+            let manifest_err = |message: String| LoadError::Manifest {
+                path: shown(&manifest_path),
                 message,
-            })?,
-            true,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (PluginManifest::default(), false),
-        Err(e) => return Err(io_err(&manifest_path, e)),
+            };
+            let src = String::from_utf8(bytes)
+                .map_err(|e| manifest_err(format!("is not UTF-8 text ({e})")))?;
+            (PluginManifest::parse(&src).map_err(manifest_err)?, true)
+        }
+        Err(e) if e.is_not_found() => (PluginManifest::default(), false),
+        Err(e) => return Err(read_err(&manifest_path, e)),
     };
     let wasm_name = match &manifest.wasm {
         Some(w) => w.clone(),
@@ -138,33 +189,28 @@ pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
             found.sort();
             match found.len() {
                 0 => {
-                    return Err(LoadError::NoWasm {
-                        dir: path.display().to_string(),
-                    });
+                    return Err(LoadError::NoWasm { dir: shown(path) });
                 }
                 1 => found.remove(0),
-                _ => {
+                n => {
+                    const LISTED: usize = 5;
+                    let mut names: Vec<String> =
+                        found.iter().take(LISTED).map(|n| excerpt(n, 64)).collect();
+                    if n > LISTED {
+                        names.push(format!("and {} more", n - LISTED));
+                    }
                     return Err(LoadError::AmbiguousWasm {
-                        dir: path.display().to_string(),
-                        found: found.join(", "),
+                        dir: shown(path),
+                        found: names.join(", "),
                     });
                 }
             }
         }
     };
     let wasm_path = path.join(&wasm_name);
-    let wasm_meta = dir
-        .metadata(&wasm_name)
-        .map_err(|e| io_err(&wasm_path, e))?;
-    if wasm_meta.len() > MAX_WASM_BYTES {
-        return Err(LoadError::TooLarge {
-            path: wasm_path.display().to_string(),
-            size: wasm_meta.len(),
-            max: MAX_WASM_BYTES,
-        });
-    }
     // cap-std refuses to follow a symlink that leads outside `dir`.
-    let bytes = dir.read(&wasm_name).map_err(|e| io_err(&wasm_path, e))?;
+    let bytes = safe_read::read_in(&dir, &wasm_name, MAX_WASM_BYTES)
+        .map_err(|e| read_err(&wasm_path, e))?;
     let weights = check_weights(&dir, path)?;
     let id = path
         .file_name()
@@ -188,7 +234,7 @@ pub fn read_source(path: &Path) -> Result<(PluginSource, Vec<u8>), LoadError> {
 fn check_weights(dir: &Dir, path: &Path) -> Result<Option<PathBuf>, LoadError> {
     let weights_path = path.join(WEIGHTS_DIR);
     let outside = |problem: &str| LoadError::WeightsOutside {
-        path: weights_path.display().to_string(),
+        path: shown(&weights_path),
         problem: problem.to_string(),
     };
     match dir.symlink_metadata(WEIGHTS_DIR) {
@@ -225,14 +271,14 @@ pub fn compile(
     wasm_path: &Path,
     bytes: &[u8],
 ) -> Result<Compiled, LoadError> {
-    let path = wasm_path.display().to_string();
+    let path = shown(wasm_path);
     if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
         return Err(LoadError::CoreModule { path });
     }
     let sha256 = hex::encode(Sha256::digest(bytes));
     let invalid = |e: wasmtime::Error| LoadError::Invalid {
         path: path.clone(),
-        message: format!("{e:#}"),
+        message: excerpt(&format!("{e:#}"), MAX_MESSAGE_CHARS),
     };
     let (component, outcome) = match cache {
         Some(c) => {
@@ -264,9 +310,10 @@ pub fn compile(
 pub fn check_contract(sandbox: &Sandbox, compiled: &Compiled) -> Result<String, LoadError> {
     for import in &compiled.imports {
         if let Some(reason) = sandbox.config().imports.check(import) {
+            // Import names come from the component: quote them short.
             return Err(LoadError::ForbiddenImport {
-                import: import.clone(),
-                reason,
+                import: excerpt(import, 200),
+                reason: excerpt(&reason, MAX_MESSAGE_CHARS),
             });
         }
     }
@@ -281,7 +328,9 @@ pub fn check_contract(sandbox: &Sandbox, compiled: &Compiled) -> Result<String, 
         .clone()
         .unwrap_or_else(|| "(unversioned)".into());
     if handler.track() != Some((CONTRACT_MAJOR, 0)) {
-        return Err(LoadError::ContractVersion { found: version });
+        return Err(LoadError::ContractVersion {
+            found: excerpt(&version, 64),
+        });
     }
     Ok(version)
 }
@@ -380,7 +429,7 @@ pub fn load(
     let pre = sandbox
         .pre(&compiled.component)
         .map_err(|e| LoadError::Link {
-            message: format!("{e:#}"),
+            message: excerpt(&format!("{e:#}"), MAX_MESSAGE_CHARS),
         })?;
     let (limits, clamped) = sandbox.config().limits.grant(&source.manifest.limits);
     for c in &clamped {
@@ -410,32 +459,60 @@ pub fn load(
     let described = plugin
         .session(sandbox, 0)
         .and_then(|mut s| s.describe())
-        .map_err(LoadError::Describe)?;
+        .map_err(|e| LoadError::Describe(short_call_error(e)))?;
     let m = &plugin.source.manifest;
     plugin.name = m
         .name
         .clone()
         .unwrap_or_else(|| printable(&described.name, 64));
-    plugin.version = m
-        .version
-        .clone()
-        .unwrap_or_else(|| printable(&described.version, 32));
-    plugin.description = m
-        .description
-        .clone()
-        .unwrap_or_else(|| printable(&described.description, 512));
-    plugin.domains = m.domains.clone().unwrap_or_else(|| {
-        described
-            .domains
-            .iter()
-            .take(32)
-            .map(|d| printable(d, 64))
-            .collect()
-    });
+    // What plugin.toml says is held to the same caps as what the plugin says.
+    plugin.version = printable(m.version.as_deref().unwrap_or(&described.version), 32);
+    plugin.description = printable(
+        m.description.as_deref().unwrap_or(&described.description),
+        512,
+    );
+    plugin.domains = m
+        .domains
+        .as_ref()
+        .unwrap_or(&described.domains)
+        .iter()
+        .take(32)
+        .map(|d| printable(d, 64))
+        .collect();
     if plugin.name.is_empty() {
         plugin.name = plugin.source.id.clone();
     }
     Ok(plugin)
+}
+
+/// A plugin's error while describing itself, with its messages (a panic's text, a trap's
+/// backtrace) cut short.
+fn short_call_error(e: CallError) -> CallError {
+    let short = |m: String| excerpt(&m, MAX_MESSAGE_CHARS);
+    match e {
+        CallError::Panic { call, message } => CallError::Panic {
+            call,
+            message: short(message),
+        },
+        CallError::Trap { call, message } => CallError::Trap {
+            call,
+            message: short(message),
+        },
+        CallError::Instantiate { message } => CallError::Instantiate {
+            message: short(message),
+        },
+        CallError::Declined(m) => CallError::Declined(short(m)),
+        CallError::OutputFlood {
+            call,
+            stream,
+            limit_kib,
+        } => CallError::OutputFlood {
+            call,
+            stream: excerpt(&stream, 32),
+            limit_kib,
+        },
+        other => other,
+    }
 }
 
 /// What a plugin says about itself is untrusted text shown in terminals and logs: cap its

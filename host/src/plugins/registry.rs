@@ -5,20 +5,38 @@
 //! A rescan compares cheap fingerprints (size and mtime of the manifest and the `.wasm`
 //! files) and reloads only what changed; rounds in flight keep the `Arc<Plugin>` they
 //! started with, so replacing a plugin never disturbs them.
+//!
+//! Each plugin loads on its own thread (a few at a time) within a time budget
+//! ([`DEFAULT_LOAD_BUDGET`]), and each result takes effect as soon as it is in: a folder
+//! that hangs or is slow, whatever the reason, delays nobody else and is refused when its
+//! budget runs out. Its thread is left to finish in the background; what it produces then
+//! is discarded. Every rescan is numbered, and a result is applied only if no newer rescan
+//! has taken charge of that plugin since, so a late load never replaces a newer one.
 
 use super::cache::CompileCache;
 use super::loader::{self, LoadError, Plugin};
 use super::manifest::MANIFEST_FILE;
 use crate::sandbox::Sandbox;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Consecutive faults after which a plugin is quarantined.
 pub const DEFAULT_QUARANTINE_AFTER: u32 = 3;
+/// How long loading one plugin (read, compile, pre-instantiate, describe) may take before
+/// it is refused and the rest go on without it.
+pub const DEFAULT_LOAD_BUDGET: Duration = Duration::from_secs(60);
+/// Plugins loading at the same time (wasmtime compiles each in parallel already). One
+/// that runs out of its budget frees its place; its thread is not counted any more.
+const LOADS_AT_ONCE: usize = 4;
+
+/// Loads one plugin folder entry; `loader::load` with the registry's sandbox and cache.
+type LoadFn = dyn Fn(&Path) -> Result<Plugin, LoadError> + Send + Sync;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint(Vec<(String, u64, Option<SystemTime>)>);
@@ -107,23 +125,66 @@ impl ScanReport {
     }
 }
 
+/// One entry of the folder to (re)load.
+struct Work {
+    id: String,
+    path: PathBuf,
+    print: Fingerprint,
+    existed: bool,
+}
+
 pub struct Registry {
     dir: PathBuf,
     sandbox: Arc<Sandbox>,
-    cache: Option<CompileCache>,
+    load: Arc<LoadFn>,
     slots: RwLock<BTreeMap<String, Slot>>,
+    /// For each id, the newest rescan that took charge of it (to load or remove it). Lock
+    /// order: `slots`, then `claims`.
+    claims: Mutex<HashMap<String, u64>>,
+    /// The number of the last rescan started.
+    generation: AtomicU64,
+    /// The per-plugin load budget, in milliseconds.
+    load_budget_ms: AtomicU64,
     pub quarantine_after: u32,
 }
 
 impl Registry {
     pub fn new(dir: &Path, sandbox: Arc<Sandbox>, cache: Option<CompileCache>) -> Self {
+        let cache = cache.map(Arc::new);
+        let loader_sandbox = Arc::clone(&sandbox);
+        Self::with_loader(dir, sandbox, move |path| {
+            loader::load(&loader_sandbox, cache.as_deref(), path)
+        })
+    }
+
+    /// A registry whose entries are loaded by `load` (tests stand in slow or hanging
+    /// loaders with it).
+    fn with_loader(
+        dir: &Path,
+        sandbox: Arc<Sandbox>,
+        load: impl Fn(&Path) -> Result<Plugin, LoadError> + Send + Sync + 'static,
+    ) -> Self {
         Registry {
             dir: dir.to_path_buf(),
             sandbox,
-            cache,
+            load: Arc::new(load),
             slots: RwLock::new(BTreeMap::new()),
+            claims: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            load_budget_ms: AtomicU64::new(DEFAULT_LOAD_BUDGET.as_millis() as u64),
             quarantine_after: DEFAULT_QUARANTINE_AFTER,
         }
+    }
+
+    /// How long one plugin may take to load before it is refused.
+    pub fn load_budget(&self) -> Duration {
+        Duration::from_millis(self.load_budget_ms.load(Ordering::Relaxed))
+    }
+
+    /// Change the per-plugin load budget for later rescans (at least 1 ms).
+    pub fn set_load_budget(&self, budget: Duration) {
+        let ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.load_budget_ms.store(ms, Ordering::Relaxed);
     }
 
     pub fn dir(&self) -> &Path {
@@ -152,12 +213,16 @@ impl Registry {
         Ok(out)
     }
 
-    /// Bring the registry in line with the folder. Loading happens outside the lock, so
-    /// rounds keep running while a slow plugin compiles.
+    /// Bring the registry in line with the folder. Loading happens outside the lock, each
+    /// plugin on its own thread within [`Registry::load_budget`], so rounds keep running
+    /// while a slow plugin compiles, and one that hangs is refused when its time is up.
+    /// Each result is in the registry as soon as that plugin is done.
     pub fn rescan(&self) -> std::io::Result<ScanReport> {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let entries = self.entries()?;
         let mut report = ScanReport::default();
         let mut work = Vec::new();
+        let mut removed = Vec::new();
         {
             let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
             for (id, path) in &entries {
@@ -169,53 +234,175 @@ impl Registry {
                     None => false,
                 };
                 if !unchanged {
-                    work.push((id.clone(), path.clone(), print, slots.contains_key(id)));
+                    work.push(Work {
+                        id: id.clone(),
+                        path: path.clone(),
+                        print,
+                        existed: slots.contains_key(id),
+                    });
                 }
             }
             for id in slots.keys() {
                 if !entries.contains_key(id) {
-                    report.removed.push(id.clone());
+                    removed.push(id.clone());
                 }
             }
         }
-        let loaded: Vec<_> = work
-            .into_iter()
-            .map(|(id, path, print, existed)| {
-                let result = loader::load(&self.sandbox, self.cache.as_ref(), &path);
-                (id, path, print, existed, result)
-            })
-            .collect();
-        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
-        for id in &report.removed {
-            slots.remove(id);
-            tracing::info!(plugin = %id, "removed");
-        }
-        for (id, path, print, existed, result) in loaded {
-            match result {
-                Ok(plugin) => {
-                    tracing::info!(plugin = %id, name = %plugin.name, sha256 = %&plugin.wasm_sha256[..12], "{}", if existed { "reloaded" } else { "loaded" });
-                    if existed {
-                        &mut report.replaced
-                    } else {
-                        &mut report.added
-                    }
-                    .push(id.clone());
-                    slots.insert(
-                        id,
-                        Slot::Loaded {
-                            plugin: Arc::new(plugin),
-                            print,
-                        },
-                    );
+        {
+            // Take charge of what this rescan changes, unless a newer one already has.
+            let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+            let mut claim = |id: &str| match claims.get(id) {
+                Some(&newer) if newer > generation => false,
+                _ => {
+                    claims.insert(id.to_string(), generation);
+                    true
                 }
-                Err(error) => {
-                    tracing::warn!(plugin = %id, "refused: {error}");
-                    report.refused.push((id.clone(), error.to_string()));
-                    slots.insert(id, Slot::Refused { path, error, print });
+            };
+            work.retain(|w| claim(&w.id));
+            removed.retain(|id| claim(id));
+        }
+        if !removed.is_empty() {
+            let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+            let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+            for id in removed {
+                if claims.get(&id) == Some(&generation) && slots.remove(&id).is_some() {
+                    tracing::info!(plugin = %id, "removed");
+                    report.removed.push(id);
                 }
             }
         }
+        self.load_all(generation, work, &mut report);
+        // Loads finish in any order; report them in the folder's.
+        report.added.sort();
+        report.replaced.sort();
+        report.refused.sort();
         Ok(report)
+    }
+
+    /// Load `work`, [`LOADS_AT_ONCE`] at a time, each within the load budget, and apply
+    /// each result as it comes.
+    fn load_all(&self, generation: u64, work: Vec<Work>, report: &mut ScanReport) {
+        let budget = self.load_budget();
+        // Results of this rescan only: a thread it gave up on may still send one later,
+        // into a channel nobody reads any more (or that no longer expects it).
+        let (tx, rx) = channel::<(usize, Result<Plugin, LoadError>)>();
+        let mut queue = work.into_iter().enumerate();
+        let mut running: BTreeMap<usize, (Instant, Work)> = BTreeMap::new();
+        loop {
+            while running.len() < LOADS_AT_ONCE {
+                let Some((i, w)) = queue.next() else { break };
+                let tx = tx.clone();
+                let load = Arc::clone(&self.load);
+                let path = w.path.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("apiary-load".into())
+                    .spawn(move || {
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| load(&path)))
+                            .unwrap_or_else(|panic| {
+                                let message = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_else(|| "(no message)".into());
+                                Err(LoadError::Crashed {
+                                    message: super::safe_read::excerpt(&message, 300),
+                                })
+                            });
+                        let _ = tx.send((i, result));
+                    });
+                match spawned {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        // A budget too large to add is no deadline in practice: a year.
+                        let deadline = now
+                            .checked_add(budget)
+                            .unwrap_or(now + Duration::from_secs(365 * 86_400));
+                        running.insert(i, (deadline, w));
+                    }
+                    Err(e) => {
+                        let error = LoadError::Io {
+                            path: loader::shown(&w.path),
+                            message: format!("cannot start a thread to load it: {e}"),
+                        };
+                        self.settle(generation, w, Err(error), report);
+                    }
+                }
+            }
+            let Some(next_deadline) = running.values().map(|(d, _)| *d).min() else {
+                break;
+            };
+            match rx.recv_timeout(next_deadline.saturating_duration_since(Instant::now())) {
+                Ok((i, result)) => {
+                    // Not running any more: it ran out of time, and was reported so.
+                    if let Some((_, w)) = running.remove(&i) {
+                        self.settle(generation, w, result, report);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = Instant::now();
+                    let late: Vec<usize> = running
+                        .iter()
+                        .filter(|(_, (deadline, _))| *deadline <= now)
+                        .map(|(i, _)| *i)
+                        .collect();
+                    for i in late {
+                        let (_, w) = running.remove(&i).expect("listed as running");
+                        let error = LoadError::TimedOut {
+                            budget: human(budget),
+                        };
+                        self.settle(generation, w, Err(error), report);
+                    }
+                }
+                // `tx` is held here, so the channel cannot disconnect.
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+
+    /// Put one load's result in the registry, unless a newer rescan has taken charge of
+    /// that plugin since this one did.
+    fn settle(
+        &self,
+        generation: u64,
+        w: Work,
+        result: Result<Plugin, LoadError>,
+        report: &mut ScanReport,
+    ) {
+        let Work {
+            id,
+            path,
+            print,
+            existed,
+        } = w;
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        let claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.get(&id) != Some(&generation) {
+            tracing::debug!(plugin = %id, "a newer rescan has this plugin; this load is discarded");
+            return;
+        }
+        match result {
+            Ok(plugin) => {
+                tracing::info!(plugin = %id, name = %plugin.name, sha256 = %&plugin.wasm_sha256[..12], "{}", if existed { "reloaded" } else { "loaded" });
+                if existed {
+                    &mut report.replaced
+                } else {
+                    &mut report.added
+                }
+                .push(id.clone());
+                slots.insert(
+                    id,
+                    Slot::Loaded {
+                        plugin: Arc::new(plugin),
+                        print,
+                    },
+                );
+            }
+            Err(error) => {
+                tracing::warn!(plugin = %id, "refused: {error}");
+                report.refused.push((id.clone(), error.to_string()));
+                slots.insert(id, Slot::Refused { path, error, print });
+            }
+        }
     }
 
     /// Plugins that may take part in rounds (loaded and not quarantined).
@@ -319,6 +506,16 @@ impl Registry {
     }
 }
 
+/// A budget for a message: "60 s", or "250 ms" below a second or when not whole seconds.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 1000 && ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
 /// Keeps a folder watch alive; dropping it stops the watch.
 pub struct WatchHandle {
     watcher: Option<notify::RecommendedWatcher>,
@@ -335,5 +532,174 @@ impl Drop for WatchHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::SandboxConfig;
+    use std::sync::atomic::AtomicUsize;
+
+    fn sandbox() -> Arc<Sandbox> {
+        Arc::new(Sandbox::new(SandboxConfig::default()).expect("sandbox"))
+    }
+
+    /// A plugins folder with one subfolder (holding a `plugin.toml`) per id.
+    fn folder(ids: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for id in ids {
+            std::fs::create_dir(dir.path().join(id)).unwrap();
+            std::fs::write(dir.path().join(id).join(MANIFEST_FILE), "").unwrap();
+        }
+        dir
+    }
+
+    /// A stand-in load result that names what produced it (a real `Plugin` needs a
+    /// compiled component; a refusal's reason is enough to see which load won).
+    fn stub(what: &str) -> Result<Plugin, LoadError> {
+        Err(LoadError::Io {
+            path: "stub".into(),
+            message: what.into(),
+        })
+    }
+
+    fn reason(r: &Registry, id: &str) -> String {
+        match r
+            .listing()
+            .into_iter()
+            .find(|l| l.id == id)
+            .map(|l| l.status)
+        {
+            Some(Status::Refused { reason }) => reason,
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+
+    fn id_of(path: &Path) -> String {
+        path.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn a_hanging_load_is_refused_at_its_budget_and_the_others_load_meanwhile() {
+        let dir = folder(&["a", "hang", "z"]);
+        let r = Arc::new(Registry::with_loader(dir.path(), sandbox(), |path| {
+            if id_of(path) == "hang" {
+                // Hangs (far longer than the test); left behind when the test ends.
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+            stub(&format!("done {}", id_of(path)))
+        }));
+        r.set_load_budget(Duration::from_millis(1500));
+        let started = Instant::now();
+        let scanning = {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || r.rescan().unwrap())
+        };
+        // The others are in the registry while the hanging one is still pending.
+        let mut seen_early = false;
+        while !scanning.is_finished() {
+            let listed: Vec<String> = r.listing().into_iter().map(|l| l.id).collect();
+            if listed == ["a", "z"] {
+                seen_early = true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let report = scanning.join().unwrap();
+        let took = started.elapsed();
+        assert!(
+            seen_early,
+            "a and z should be settled before the budget ran out"
+        );
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+            "{took:?}"
+        );
+        assert_eq!(reason(&r, "a"), "cannot read stub: done a");
+        assert_eq!(reason(&r, "z"), "cannot read stub: done z");
+        let why = reason(&r, "hang");
+        assert!(why.starts_with("loading took longer than 1500 ms"), "{why}");
+        assert_eq!(report.refused.len(), 3, "{report:?}");
+        // Unchanged, it is not retried (no new thread per rescan for a stuck folder).
+        let again = Instant::now();
+        assert!(r.rescan().unwrap().is_empty());
+        assert!(again.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_late_result_is_discarded_and_never_replaces_a_newer_load() {
+        let dir = folder(&["x"]);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let r = Registry::with_loader(dir.path(), sandbox(), move |_| {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(800));
+                stub("first load")
+            } else {
+                stub("second load")
+            }
+        });
+        r.set_load_budget(Duration::from_millis(200));
+        r.rescan().unwrap();
+        assert!(reason(&r, "x").contains("longer than 200 ms"));
+        // The folder changes; the next load is fast.
+        std::fs::write(dir.path().join("x").join(MANIFEST_FILE), "# v2\n").unwrap();
+        let report = r.rescan().unwrap();
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert_eq!(reason(&r, "x"), "cannot read stub: second load");
+        // The first, abandoned load finishes now; its result goes nowhere.
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(reason(&r, "x"), "cannot read stub: second load");
+        // Nor does it sneak in through a later rescan.
+        assert!(r.rescan().unwrap().is_empty());
+        assert_eq!(reason(&r, "x"), "cannot read stub: second load");
+    }
+
+    #[test]
+    fn an_older_rescan_finishing_last_does_not_overwrite_a_newer_one() {
+        let dir = folder(&["x"]);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let r = Arc::new(Registry::with_loader(dir.path(), sandbox(), move |_| {
+            if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_millis(1000));
+                stub("old folder")
+            } else {
+                stub("new folder")
+            }
+        }));
+        // The old load is within its budget: the first rescan waits for it and would
+        // apply it, were it not for the second rescan that took charge in the meantime.
+        let older = {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || r.rescan().unwrap())
+        };
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::write(dir.path().join("x").join(MANIFEST_FILE), "# v2\n").unwrap();
+        let newer = r.rescan().unwrap();
+        assert_eq!(newer.refused.len(), 1);
+        assert_eq!(reason(&r, "x"), "cannot read stub: new folder");
+        let older = older.join().unwrap();
+        assert!(older.refused.is_empty(), "{older:?}");
+        assert_eq!(reason(&r, "x"), "cannot read stub: new folder");
+    }
+
+    #[test]
+    fn a_loader_that_panics_is_a_refusal() {
+        let dir = folder(&["boom"]);
+        let r = Registry::with_loader(dir.path(), sandbox(), |_| panic!("kaboom"));
+        r.rescan().unwrap();
+        let why = reason(&r, "boom");
+        assert!(why.contains("crashed the loader: kaboom"), "{why}");
+    }
+
+    #[test]
+    fn budgets_read_well() {
+        assert_eq!(human(DEFAULT_LOAD_BUDGET), "60 s");
+        assert_eq!(human(Duration::from_millis(250)), "250 ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1500 ms");
     }
 }
