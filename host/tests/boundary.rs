@@ -23,7 +23,13 @@ fn beside_arith(fixture: &str, plugin_toml: Option<&str>) -> (Folder, RoundRepor
     }
     let registry = folder.registry();
     assert_eq!(registry.active().len(), 2, "{:?}", registry.listing());
+    let before = peak_rss();
     let report = ask(&registry, QUESTION);
+    // A figure for the notes (tests run in parallel, so only an upper bound).
+    eprintln!(
+        "{fixture}: the process's peak RSS grew by {} MiB in its round (tensor quota 512 MiB)",
+        peak_rss().saturating_sub(before) >> 20
+    );
     assert_eq!(
         member(&report, "arith").answer.as_deref(),
         Some(RIGHT),
