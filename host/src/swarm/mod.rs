@@ -1,6 +1,7 @@
 //! The swarm: nodes that find each other over libp2p and run rounds together.
 //!
 //! - [`wire`]: the signed, versioned messages and the gate every message passes;
+//! - [`limits`]: what one peer may cost a node (message budgets, member rounds);
 //! - [`net`]: transports, discovery, gossip and request-response (one task owns libp2p);
 //! - [`expertise`]: what a node answers and judges with (its plugins, or a simulation);
 //! - [`calibration`]: known-answer items that make a judge prove itself;
@@ -12,11 +13,13 @@
 
 pub mod calibration;
 pub mod expertise;
+pub mod limits;
 pub mod net;
 pub mod node;
 pub mod sim;
 pub mod wire;
 
 pub use expertise::{Expertise, Plugins, Volunteer, Work};
+pub use limits::{Limits, Rate};
 pub use net::{NetConfig, NetStats};
 pub use node::{Node, Persona, Progress, RoundFailure, RoundResult, RoundSettings};

@@ -10,8 +10,19 @@
 //! Every message, gossip or request or response, passes the [`Gate`](super::wire::Gate)
 //! before the node sees it; a refusal is logged with its reason, counted in
 //! [`NetStats`], and (for gossip) reported to gossipsub so the sender's score drops.
+//! Gossip and requests first spend from their peer's budgets ([`Limits`]): over budget,
+//! they are refused unread, gossip reported like any other refusal, a request dropped
+//! unanswered.
+//!
+//! Peer scoring has one scored topic, the rounds topic, and on it only invalid messages
+//! count (P4): with gossipsub's default score parameters no topic is scored, so a
+//! refusal would cost the sender nothing. A peer whose messages keep being refused falls
+//! below the gossip, publish and graylist thresholds within a few refusals a second (so
+//! its gossip is then ignored before it reaches the gate), and recovers within seconds
+//! once it stops.
 
-use super::wire::{self, Envelope, Gate, Rejection};
+use super::limits::{Channel, Limits};
+use super::wire::{self, Envelope, Gate, GateHeld, Rejection};
 use crate::ledger::NodeKey;
 use futures::StreamExt;
 use libp2p::core::transport::MemoryTransport;
@@ -48,6 +59,8 @@ pub struct NetConfig {
     pub heartbeat: Duration,
     /// Upper bound on any request; rounds use their own, shorter deadlines.
     pub request_timeout: Duration,
+    /// What one peer may send this node.
+    pub limits: Limits,
 }
 
 impl Default for NetConfig {
@@ -58,6 +71,7 @@ impl Default for NetConfig {
             mdns: true,
             heartbeat: Duration::from_millis(500),
             request_timeout: Duration::from_secs(300),
+            limits: Limits::default(),
         }
     }
 }
@@ -79,11 +93,23 @@ pub enum Inbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ReplyToken(u64);
 
-/// Counts of refused messages by reason, and of messages accepted.
+/// Counts of refused messages by reason, and of messages accepted; and how much the
+/// network side holds (every figure bounded whatever peers send).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct NetStats {
     pub accepted: u64,
     pub rejected: BTreeMap<String, u64>,
+    pub held: Held,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Held {
+    #[serde(flatten)]
+    pub gate: GateHeld,
+    /// This node's requests awaiting a response (whoever stopped waiting is swept out).
+    pub pending_requests: usize,
+    /// Peers' requests awaiting this node's response.
+    pub open_replies: usize,
 }
 
 enum Cmd {
@@ -105,6 +131,7 @@ enum Cmd {
     Listening(oneshot::Sender<Vec<Multiaddr>>),
     Dial(Multiaddr),
     Score(PeerId, f64),
+    PeerScore(PeerId, oneshot::Sender<Option<f64>>),
     Shutdown,
 }
 
@@ -126,6 +153,7 @@ fn rejection_kind(r: &Rejection) -> &'static str {
         Rejection::Replayed(_) => "replayed",
         Rejection::Stale(_) => "stale",
         Rejection::Future(_) => "future",
+        Rejection::RateLimited { .. } => "rate_limited",
     }
 }
 
@@ -165,9 +193,10 @@ impl Net {
         };
         let task = Task {
             swarm,
-            gate: Gate::default(),
+            gate: Gate::new(&config.limits),
             pending: HashMap::new(),
             replies: HashMap::new(),
+            sweep_at: SWEEP_FLOOR,
             next_reply: 0,
             inbound: in_tx,
             stats,
@@ -224,6 +253,13 @@ impl Net {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// This node's gossipsub score of `peer` (None: scoring off or peer unknown).
+    pub async fn peer_score(&self, peer: PeerId) -> Option<f64> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::PeerScore(peer, tx)).ok()?;
+        rx.await.ok().flatten()
     }
 
     pub fn dial(&self, addr: Multiaddr) {
@@ -298,10 +334,7 @@ fn build_swarm(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossip_config,
             )?;
-            gossipsub.with_peer_score(
-                gossipsub::PeerScoreParams::default(),
-                gossipsub::PeerScoreThresholds::default(),
-            )?;
+            gossipsub.with_peer_score(score_params(), gossipsub::PeerScoreThresholds::default())?;
             gossipsub
                 .subscribe(&IdentTopic::new(TOPIC))
                 .map_err(|e| format!("subscribe: {e}"))?;
@@ -348,11 +381,39 @@ fn build_swarm(
     Ok(swarm)
 }
 
+/// Peer scoring: the rounds topic scored by invalid messages only (P4, squared, so a few
+/// refusals in a row cross the thresholds: -10 gossip, -50 publish, -80 graylist), plus
+/// the application score (reputation, see [`Net::set_reputation`]). The other topic
+/// terms are off: time in mesh and first deliveries would outweigh the penalty within
+/// seconds, and mesh delivery quotas would punish honest peers on a quiet topic.
+fn score_params() -> gossipsub::PeerScoreParams {
+    let topic = gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -1.0,
+        // Per decay interval (1 s): an occasional refusal is forgotten in seconds.
+        invalid_message_deliveries_decay: 0.5,
+        ..Default::default()
+    };
+    let mut p = gossipsub::PeerScoreParams::default();
+    p.topics.insert(IdentTopic::new(TOPIC).hash(), topic);
+    p
+}
+
+/// Below this many entries, the pending-request and reply tables are not swept.
+const SWEEP_FLOOR: usize = 64;
+
 struct Task {
     swarm: Swarm<Behaviour>,
     gate: Gate,
     pending: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<Envelope, String>>)>,
     replies: HashMap<ReplyToken, ResponseChannel<serde_json::Value>>,
+    /// Sweep `pending` and `replies` when either grows past this (then twice the size
+    /// left): amortised O(1), and both stay within twice what is really outstanding.
+    sweep_at: usize,
     next_reply: u64,
     inbound: mpsc::UnboundedSender<Inbound>,
     stats: Arc<Mutex<NetStats>>,
@@ -395,10 +456,12 @@ impl Task {
                 let value = serde_json::to_value(&env).expect("envelopes serialize");
                 let id = self.swarm.behaviour_mut().rr.send_request(&peer, value);
                 self.pending.insert(id, (peer, tx));
+                self.sweep();
             }
             Cmd::RequestRaw { peer, value, tx } => {
                 let id = self.swarm.behaviour_mut().rr.send_request(&peer, value);
                 self.pending.insert(id, (peer, tx));
+                self.sweep();
             }
             Cmd::Respond(token, env) => {
                 if let Some(ch) = self.replies.remove(&token) {
@@ -422,6 +485,9 @@ impl Task {
                 let _ = tx.send(self.swarm.listeners().cloned().collect());
             }
             Cmd::Shutdown => {}
+            Cmd::PeerScore(peer, tx) => {
+                let _ = tx.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+            }
             Cmd::Score(peer, reputation) => {
                 self.swarm
                     .behaviour_mut()
@@ -436,6 +502,57 @@ impl Task {
         }
     }
 
+    /// Forget requests nobody waits for any more (the round's deadline passed: the
+    /// libp2p request itself times out later) and replies whose peer is gone.
+    fn sweep(&mut self) {
+        if self.pending.len().max(self.replies.len()) < self.sweep_at {
+            return;
+        }
+        self.pending.retain(|_, (_, tx)| !tx.is_closed());
+        self.replies.retain(|_, ch| ch.is_open());
+        self.sweep_at = SWEEP_FLOOR.max(2 * self.pending.len().max(self.replies.len()));
+        self.publish_held();
+    }
+
+    fn held(&self) -> Held {
+        Held {
+            gate: self.gate.held(),
+            pending_requests: self.pending.len(),
+            open_replies: self.replies.len(),
+        }
+    }
+
+    fn publish_held(&self) {
+        let held = self.held();
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).held = held;
+    }
+
+    /// Spend from the budgets of a message's peers; refusals counted and logged (the
+    /// first, then every power of ten: a flood must not become a flood of log lines).
+    fn admit(&mut self, channel: Channel, author: &PeerId, connection: &PeerId) -> bool {
+        let Err(reason) = self.gate.admit(channel, author, connection, wire::now_ms()) else {
+            return true;
+        };
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let n = stats
+            .rejected
+            .entry(rejection_kind(&reason).to_string())
+            .or_default();
+        *n += 1;
+        let n = *n;
+        drop(stats);
+        let what = match channel {
+            Channel::Gossip => "gossip",
+            Channel::Request => "request",
+        };
+        if n.checked_ilog10().is_some_and(|l| 10u64.pow(l) == n) {
+            tracing::warn!(peer = %author, via = %connection, "rejected {what}: {reason} ({n} refused so far)");
+        } else {
+            tracing::debug!(peer = %author, via = %connection, "rejected {what}: {reason}");
+        }
+        false
+    }
+
     /// Pass a message through the gate, counting and logging refusals.
     fn check(
         &mut self,
@@ -448,7 +565,9 @@ impl Task {
         let r = self
             .gate
             .open(value, len, peer_node.as_deref(), wire::now_ms());
+        let held = self.held();
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.held = held;
         match r {
             Ok(env) => {
                 stats.accepted += 1;
@@ -477,12 +596,18 @@ impl Task {
             })) => {
                 let len = message.data.len();
                 let source = message.source.unwrap_or(propagation_source);
-                let parsed = serde_json::from_slice::<serde_json::Value>(&message.data);
-                let env = match parsed {
-                    Ok(v) => self.check(v, len, &source, "gossip"),
-                    Err(e) => {
-                        self.count_malformed(&source, "gossip", &e.to_string());
-                        None
+                // Over budget: refused unread, and reported like any refusal, so the
+                // peers that delivered it lose score (an honest relay only forwards what
+                // its own budgets let through, so it is rarely among them).
+                let env = if !self.admit(Channel::Gossip, &source, &propagation_source) {
+                    None
+                } else {
+                    match serde_json::from_slice::<serde_json::Value>(&message.data) {
+                        Ok(v) => self.check(v, len, &source, "gossip"),
+                        Err(e) => {
+                            self.count_malformed(&source, "gossip", &e.to_string());
+                            None
+                        }
                     }
                 };
                 let acceptance = if env.is_some() {
@@ -507,11 +632,18 @@ impl Task {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
+                    // Over budget: dropped unread and unanswered (the channel with it),
+                    // which costs nothing to sign.
+                    if !self.admit(Channel::Request, &peer, &peer) {
+                        drop(channel);
+                        return;
+                    }
                     let len = request.to_string().len();
                     if let Some(env) = self.check(request, len, &peer, "request") {
                         let reply = ReplyToken(self.next_reply);
                         self.next_reply += 1;
                         self.replies.insert(reply, channel);
+                        self.sweep();
                         let _ = self.inbound.send(Inbound::Request { peer, env, reply });
                     }
                 }

@@ -10,9 +10,18 @@
 //! As **member** it answers the gossip with a `Join` (after its plugins' `assess`), and
 //! answers `Select` and `Judge` requests from that round's entry node only, with answers
 //! and verdicts signed by its key so the transcript proves who said what.
+//!
+//! What a peer can make a node hold or do is bounded (SECURITY.md, "The network
+//! boundary"): a member takes part in at most [`MAX_MEMBER_ROUNDS`] rounds at once, at
+//! most [`MAX_MEMBER_ROUNDS_PER_ENTRY`] of one entry node, each until its deadline
+//! (announced at most [`MAX_ROUND_MS`] ahead), answers once and judges once per round,
+//! at most [`MAX_JUDGE_ITEMS`] items; an entry node queues at most [`JOIN_QUEUE`] joins
+//! per round and reads at most one verdict per item it gave. As entry it paces its own
+//! announcements a little below the rate its peers accept ([`Limits::gossip`]).
 
 use super::calibration;
 use super::expertise::{Expertise, Work};
+use super::limits::{Full, Limits, Rate, RoundTable, TableStats, TokenBucket};
 use super::net::{Inbound, Net, NetConfig};
 use super::wire::{self, Ack, AnswerReply, Join, JudgeItem, JudgeTask, Msg, RoundRequest};
 use super::wire::{Select, VerdictReply, short};
@@ -27,6 +36,7 @@ use crate::sandbox::Request;
 use libp2p::PeerId;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -85,8 +95,9 @@ pub struct RoundResult {
     pub margin: f64,
     /// Only one answer arrived: nothing was compared.
     pub single_answer: bool,
-    /// Two or more answers but no weighted verdict separated them (nobody could judge, or
-    /// no judge is calibrated yet): the answer of the most willing node was taken.
+    /// Two or more answers but the fit did not separate the best (nobody could judge, no
+    /// judge is calibrated yet, verdicts cancelled): the fallback order decided
+    /// (`consensus::fallback`: earned reputation, then assess, then the seed).
     pub undecided: bool,
     pub members: Vec<MemberReport>,
     pub answers: usize,
@@ -127,10 +138,33 @@ pub enum RoundFailure {
     Ledger(String),
 }
 
+/// Most rounds this node takes part in as a member at once; past it, it declines new
+/// ones (with an unwilling join, so their entry nodes need not wait for it).
+pub const MAX_MEMBER_ROUNDS: usize = 8;
+/// Most of those one entry node may hold: a flooding entry cannot take every slot.
+pub const MAX_MEMBER_ROUNDS_PER_ENTRY: usize = 3;
+/// A round whose judge deadline is further ahead than this is refused (a member holds a
+/// round, and its plugin instance, until then). The default settings take 123 s.
+pub const MAX_ROUND_MS: u64 = 15 * 60_000;
+/// How long a member keeps a round after its deadline: the answer deadline if it is
+/// neither selected nor asked to judge by then (the entry node says nothing to members it
+/// leaves out), else the judge deadline.
+const LINGER_MS: u64 = 5_000;
+/// How often expired member rounds are dropped.
+const SWEEP_MS: u64 = 500;
+/// Most items in one judge task (the default settings give a new judge 26).
+pub const MAX_JUDGE_ITEMS: usize = 128;
+/// Most joins queued for one round this node is entry for (one per peer is read).
+pub const JOIN_QUEUE: usize = 1_024;
+
 struct MemberRound {
-    request: RoundRequest,
     request_full: Request,
     work: Arc<tokio::sync::Mutex<Option<Box<dyn Work>>>>,
+    /// A round is answered once and judged once, however often its entry asks.
+    answered: AtomicBool,
+    judged: AtomicBool,
+    /// Until when it is kept once the entry node has asked something (unix ms).
+    keep_until: u64,
 }
 
 struct Inner {
@@ -141,10 +175,14 @@ struct Inner {
     ledger: Mutex<Ledger>,
     settings: RoundSettings,
     persona: Persona,
-    /// Rounds this node is entry for: where their `Join`s go.
-    joins: Mutex<HashMap<String, mpsc::UnboundedSender<(PeerId, Join)>>>,
-    /// Rounds this node takes part in as a member.
-    member_rounds: Mutex<HashMap<String, Arc<MemberRound>>>,
+    /// Rounds this node is entry for, in their join phase: where their `Join`s go.
+    /// Only [`Node::ask`] adds to it, paced by `announce`.
+    joins: Mutex<HashMap<String, mpsc::Sender<(PeerId, Join)>>>,
+    /// Rounds this node takes part in as a member, by (entry node, round).
+    member_rounds: Mutex<RoundTable<Arc<MemberRound>>>,
+    /// This node's own announcements: paced to `announce_rate`.
+    announce: Mutex<TokenBucket>,
+    announce_rate: Rate,
 }
 
 /// A running node. Cheap to clone.
@@ -177,6 +215,7 @@ impl Node {
         settings: RoundSettings,
         persona: Persona,
     ) -> Result<Node, String> {
+        let announce_rate = own_announcements(&net.limits);
         let (net, mut inbound) = Net::start(&key, net)?;
         let id = key.id();
         let _ = ledger.remember_identity(&id);
@@ -190,7 +229,12 @@ impl Node {
                 settings,
                 persona,
                 joins: Mutex::new(HashMap::new()),
-                member_rounds: Mutex::new(HashMap::new()),
+                member_rounds: Mutex::new(RoundTable::new(
+                    MAX_MEMBER_ROUNDS,
+                    MAX_MEMBER_ROUNDS_PER_ENTRY,
+                )),
+                announce: Mutex::new(TokenBucket::full(announce_rate, wire::now_ms())),
+                announce_rate,
             }),
         };
         let n = node.clone();
@@ -198,6 +242,20 @@ impl Node {
             while let Some(msg) = inbound.recv().await {
                 let n = n.clone();
                 tokio::spawn(async move { n.handle(msg).await });
+            }
+        });
+        // Let go of member rounds (and their plugin instances) once past their deadline:
+        // one sweeper for all rounds, gone with the node.
+        let weak = Arc::downgrade(&node.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(SWEEP_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                lock(&inner.member_rounds).expire(wire::now_ms());
             }
         });
         Ok(node)
@@ -234,7 +292,18 @@ impl Node {
             .unwrap_or_else(|_| Standing::new(p))
     }
 
-    fn sign(&self, msg: Msg) -> wire::Envelope {
+    /// Rounds this node takes part in as a member: now, at most, started, declined.
+    pub fn member_stats(&self) -> TableStats {
+        lock(&self.inner.member_rounds).stats(wire::now_ms())
+    }
+
+    /// Member rounds held now for `entry` (a node id).
+    pub fn member_rounds_of(&self, entry: &str) -> usize {
+        lock(&self.inner.member_rounds).of_entry(entry, wire::now_ms())
+    }
+
+    /// Sign `msg` as this node (fresh time and nonce).
+    pub(crate) fn sign(&self, msg: Msg) -> wire::Envelope {
         wire::seal(&self.inner.key, msg)
     }
 
@@ -285,7 +354,8 @@ impl Node {
         if r.entry == self.inner.id {
             return;
         }
-        if wire::now_ms() > r.join_by {
+        let now = wire::now_ms();
+        if now > r.join_by {
             tracing::warn!(
                 "round {} from {}: too late to join",
                 r.round,
@@ -293,41 +363,81 @@ impl Node {
             );
             return;
         }
+        if !(r.join_by <= r.answer_by && r.answer_by <= r.judge_by)
+            || r.judge_by > now + MAX_ROUND_MS
+        {
+            tracing::warn!(
+                "rejected round {} from {}: deadlines out of order or over {} s ahead",
+                r.round,
+                short(&r.entry),
+                MAX_ROUND_MS / 1000
+            );
+            return;
+        }
         let Some(entry) = peer_of(&r.entry) else {
             return;
         };
         let req = to_request(&r);
-        let expertise = self.inner.expertise.clone();
-        let threshold = self.inner.settings.threshold;
-        let req2 = req.clone();
-        let v = match tokio::task::spawn_blocking(move || expertise.volunteer(&req2, threshold))
-            .await
-        {
-            Ok(v) => v,
-            Err(_) => return,
+        let round = Arc::new(MemberRound {
+            request_full: req.clone(),
+            work: Arc::new(tokio::sync::Mutex::new(None)),
+            answered: AtomicBool::new(false),
+            judged: AtomicBool::new(false),
+            keep_until: r.judge_by + LINGER_MS,
+        });
+        // Take the slot before assessing, so that the cap also bounds plugin work.
+        let until_ms = r.answer_by + LINGER_MS;
+        let taken = lock(&self.inner.member_rounds).insert(
+            &r.entry,
+            &r.round,
+            until_ms,
+            round.clone(),
+            now,
+        );
+        let release = |me: &Node| {
+            lock(&me.inner.member_rounds).remove_if(&r.entry, &r.round, |x| Arc::ptr_eq(x, &round))
         };
-        let willing = v.willing;
-        if v.work.is_some() {
-            let round = Arc::new(MemberRound {
-                request: r.clone(),
-                request_full: req,
-                work: Arc::new(tokio::sync::Mutex::new(v.work)),
-            });
-            lock(&self.inner.member_rounds).insert(r.round.clone(), round);
-            // Forget the round once it is surely over.
-            let me = self.clone();
-            let id = r.round.clone();
-            let linger = until(r.judge_by) + Duration::from_secs(5);
-            tokio::spawn(async move {
-                tokio::time::sleep(linger).await;
-                lock(&me.inner.member_rounds).remove(&id);
-            });
-        }
+        let (willing, score, plugin) = match taken {
+            // Announced again (fresh nonce, same round): joined already.
+            Err(Full::Duplicate) => return,
+            // Busy: say so with an unwilling join without a plugin. The entry node stops
+            // waiting for this node (it waits for every peer it knows until the join
+            // deadline) and leaves it out altogether, not even asking it to judge.
+            Err(full) => {
+                tracing::info!(
+                    "round {} from {}: declined ({full})",
+                    r.round,
+                    short(&r.entry)
+                );
+                (false, 0.0, String::new())
+            }
+            Ok(()) => {
+                let expertise = self.inner.expertise.clone();
+                let threshold = self.inner.settings.threshold;
+                let v =
+                    match tokio::task::spawn_blocking(move || expertise.volunteer(&req, threshold))
+                        .await
+                    {
+                        Ok(v) => v,
+                        Err(_) => {
+                            release(self);
+                            return;
+                        }
+                    };
+                if v.work.is_some() {
+                    // Dropped by the sweeper once past its deadline (see `Node::start`).
+                    *round.work.lock().await = v.work;
+                } else {
+                    release(self);
+                }
+                (v.willing, v.score, v.plugin)
+            }
+        };
         let join = self.sign(Msg::Join(Join {
             round: r.round.clone(),
             willing,
-            score: v.score,
-            plugin: v.plugin,
+            score,
+            plugin,
         }));
         if self.inner.persona == Persona::Forger {
             self.forge(entry, &join).await;
@@ -374,8 +484,15 @@ impl Node {
 
     fn on_join(&self, peer: PeerId, j: Join) -> Option<Msg> {
         let tx = lock(&self.inner.joins).get(&j.round).cloned();
-        let note = match tx {
-            Some(tx) if tx.send((peer, j.clone())).is_ok() => None,
+        let sent = tx.map(|tx| match tx.try_send((peer, j.clone())) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(false),
+        });
+        let note = match sent {
+            Some(Ok(())) => None,
+            // Full: JOIN_QUEUE joins not yet read (the entry reads one per peer).
+            Some(Err(true)) => Some("busy: too many joins for this round".to_string()),
             _ => {
                 tracing::warn!(
                     "late join for round {} from {} (the join phase is over)",
@@ -392,10 +509,13 @@ impl Node {
     }
 
     fn member_round(&self, from: &str, round: &str) -> Result<Arc<MemberRound>, String> {
-        let r = lock(&self.inner.member_rounds).get(round).cloned();
-        match r {
-            Some(r) if r.request.entry == from => Ok(r),
-            Some(_) => Err("only the round's entry node may ask".into()),
+        let now = wire::now_ms();
+        let rounds = lock(&self.inner.member_rounds);
+        match rounds.get(from, round, now) {
+            Some(r) => Ok(r),
+            None if rounds.has_round(round, now) => {
+                Err("only the round's entry node may ask".into())
+            }
             None => Err("unknown or finished round".into()),
         }
     }
@@ -413,6 +533,10 @@ impl Node {
             Ok(r) => r,
             Err(e) => return refuse(e),
         };
+        if r.answered.swap(true, Ordering::SeqCst) {
+            return refuse("already answered this round".into());
+        }
+        lock(&self.inner.member_rounds).extend(from, &s.round, r.keep_until);
         match self.inner.persona {
             Persona::Crash => {
                 tracing::warn!("persona crash: stopping the network mid-round");
@@ -452,7 +576,20 @@ impl Node {
     }
 
     async fn on_judge(&self, from: &str, t: JudgeTask) -> Option<Msg> {
-        let r = match self.member_round(from, &t.round) {
+        let checked = self.member_round(from, &t.round).and_then(|r| {
+            if t.items.len() > MAX_JUDGE_ITEMS {
+                Err(format!(
+                    "{} items (at most {MAX_JUDGE_ITEMS})",
+                    t.items.len()
+                ))
+            } else if r.judged.swap(true, Ordering::SeqCst) {
+                Err("already judged this round".into())
+            } else {
+                lock(&self.inner.member_rounds).extend(from, &t.round, r.keep_until);
+                Ok(r)
+            }
+        });
+        let r = match checked {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("judge task for round {} refused: {e}", t.round);
@@ -466,7 +603,7 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let verdicts = judge_items(&self.inner.key, r.work.clone(), t.clone()).await;
-        lock(&self.inner.member_rounds).remove(&t.round);
+        lock(&self.inner.member_rounds).remove_if(from, &t.round, |x| Arc::ptr_eq(x, &r));
         Some(Msg::Verdicts(VerdictReply {
             round: t.round,
             verdicts,
@@ -497,6 +634,17 @@ impl Node {
         let round = local::round_id(&me, prompt);
         let seed = seed
             .unwrap_or_else(|| u64::from_str_radix(&round[..16.min(round.len())], 16).unwrap_or(0));
+        let peers: BTreeSet<PeerId> = self.inner.net.peers().await.into_iter().collect();
+        if !peers.is_empty() {
+            // Peers refuse announcements past their budget for this node: wait for ours.
+            let wait = lock(&self.inner.announce).reserve(self.inner.announce_rate, wire::now_ms());
+            if wait > 0 {
+                tracing::info!(
+                    "round {round}: announcing in {wait} ms (paced to what peers accept)"
+                );
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }
         let now = wire::now_ms();
         let request = RoundRequest {
             round: round.clone(),
@@ -512,9 +660,8 @@ impl Node {
         };
 
         // 1. Forming: announce, assess locally, collect joins.
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(JOIN_QUEUE);
         lock(&self.inner.joins).insert(round.clone(), tx);
-        let peers: BTreeSet<PeerId> = self.inner.net.peers().await.into_iter().collect();
         if !peers.is_empty()
             && let Err(e) = self
                 .inner
@@ -668,16 +815,29 @@ impl Node {
                 .join("; ");
             return Err(RoundFailure::NoAnswers(why));
         }
-        // Anonymise: judges see answers without authors, in a seeded order. Then the most
-        // willing author's answer first (stable): when no weighted verdict separates the
-        // answers (two answerers who cannot judge each other, or no calibrated judge),
-        // the fit's tie goes to the lowest index, so the transcript recomputes to the
-        // answer of the node that assessed the question highest.
-        SplitMix(seed).shuffle(&mut answers);
-        answers.sort_by(|a, b| {
-            let score = |x: &Signed<AnswerMsg>| candidates[x.payload.member].3.score;
-            score(b).total_cmp(&score(a))
-        });
+        // Anonymise: judges see answers without authors, in the fallback order
+        // (`consensus::fallback`: earned reputation, then assess, then the seed's draw).
+        // When no weighted verdict separates the answers (two answerers who cannot judge
+        // each other, no calibrated judge, verdicts that cancel), the fit's tie goes to
+        // the lowest index, so the transcript recomputes to the same answer, and a
+        // member's own confidence never outranks what others' verdicts earned.
+        let order = {
+            let claims: Vec<consensus::Claim<'_>> = answers
+                .iter()
+                .map(|a| {
+                    let c = &candidates[a.payload.member];
+                    consensus::Claim {
+                        reputation: c.4.reputation,
+                        assess: c.3.score,
+                        text: &a.payload.text,
+                    }
+                })
+                .collect();
+            consensus::fallback_order(&claims, seed)
+        };
+        let mut slots: Vec<Option<Signed<AnswerMsg>>> = answers.into_iter().map(Some).collect();
+        let answers: Vec<Signed<AnswerMsg>> =
+            order.iter().filter_map(|&i| slots[i].take()).collect();
 
         // 3. Ranking: balanced pairs plus hidden calibration items, both orders. Members
         // cannot judge their own answers, so with fewer than MIN_JUDGES answerers nodes
@@ -822,7 +982,8 @@ impl Node {
                 let asked: BTreeSet<(usize, usize)> =
                     task.items.iter().map(|i| (i.first, i.second)).collect();
                 let mut done: BTreeSet<(usize, usize)> = BTreeSet::new();
-                for v in got {
+                // One verdict per item at most: the rest are not even verified.
+                for v in got.into_iter().take(task.items.len()) {
                     let key = (v.payload.first, v.payload.second);
                     let problem = if v.verify().is_err() {
                         Some("bad signature")
@@ -905,10 +1066,14 @@ impl Node {
             margin,
             single_answer: transcript.answers.len() == 1,
             undecided: transcript.answers.len() >= 2
-                && result
-                    .scores
-                    .iter()
-                    .all(|x| (x - result.scores[0]).abs() < 1e-9),
+                && !consensus::decided(
+                    &result.scores,
+                    &transcript
+                        .answers
+                        .iter()
+                        .map(|a| a.payload.text.as_str())
+                        .collect::<Vec<_>>(),
+                ),
             answers: transcript.answers.len(),
             verdicts: transcript.verdicts.len(),
             members: reports,
@@ -919,6 +1084,16 @@ impl Node {
 
 /// Fewer answerers than this and non-answering nodes are asked to judge too.
 const MIN_JUDGES: usize = 3;
+
+/// The rate this node announces at: a little under what its peers accept from it (the
+/// same defaults), so network jitter between two announcements never makes one arrive
+/// over budget.
+fn own_announcements(l: &Limits) -> Rate {
+    Rate {
+        burst: l.gossip.burst.saturating_sub(1).max(1),
+        per_s: l.gossip.per_s * 0.9,
+    }
+}
 
 fn to_request(r: &RoundRequest) -> Request {
     Request {

@@ -9,11 +9,19 @@
 //! - colluders all answer the same wrong number and always vote for it (they judge
 //!   calibration items honestly, as a careful attacker would);
 //! - slow nodes answer after the deadline, crashing nodes drop off the network when asked
-//!   for their answer, forgers attack the entry node with bad messages each round.
+//!   for their answer, forgers attack the entry node with bad messages each round;
+//! - a flooder ([`flood`]) announces rounds and sends requests as fast as it is let,
+//!   all validly signed with fresh nonces.
+//!
+//! [`run`] and [`start`] grant peers [`Limits::simulation`]: instant experts run rounds
+//! back to back, far faster than an honest node with real plugins would announce them.
+//! [`start_with`] takes the limits (and every node's role) explicitly.
 
 use super::expertise::{Expertise, Volunteer, Work};
+use super::limits::Limits;
 use super::net::NetConfig;
 use super::node::{Node, Persona, RoundSettings};
+use super::wire::{AnswerReply, Join, Msg, RoundRequest, VerdictReply, now_ms};
 use crate::consensus::Outcome;
 use crate::consensus::pairs::SplitMix;
 use crate::ledger::{Ledger, NodeKey};
@@ -237,13 +245,22 @@ pub fn cast(c: &SimConfig, i: usize) -> (Role, Persona) {
 /// Start the nodes of a simulated swarm and wait for the mesh to form; node 0 is the
 /// entry node. Returns the nodes and a count of roles. Must run inside a tokio runtime.
 pub async fn start(c: &SimConfig) -> Result<(Vec<Node>, Vec<(String, usize)>), String> {
+    start_with(c, |i| cast(c, i), Limits::simulation()).await
+}
+
+/// [`start`], with node `i` cast as `roles(i)` and every node granting its peers `limits`.
+pub async fn start_with(
+    c: &SimConfig,
+    roles_of: impl Fn(usize) -> (Role, Persona),
+    limits: Limits,
+) -> Result<(Vec<Node>, Vec<(String, usize)>), String> {
     // Memory-transport ports are global to the process: never reuse one.
     static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(10_000);
     let base = NEXT_PORT.fetch_add(c.nodes as u64 + 1, std::sync::atomic::Ordering::Relaxed);
     let mut nodes: Vec<Node> = Vec::new();
     let mut roles = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..c.nodes {
-        let (role, persona) = cast(c, i);
+        let (role, persona) = roles_of(i);
         *roles
             .entry(format!("{role:?}/{persona:?}").to_lowercase())
             .or_default() += 1;
@@ -272,6 +289,7 @@ pub async fn start(c: &SimConfig) -> Result<(Vec<Node>, Vec<(String, usize)>), S
             mdns: false,
             heartbeat: Duration::from_millis(200),
             request_timeout: Duration::from_secs(30),
+            limits,
         };
         let expert = SimExpert {
             role,
@@ -306,6 +324,100 @@ pub async fn start(c: &SimConfig) -> Result<(Vec<Node>, Vec<(String, usize)>), S
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok((nodes, roles.into_iter().collect()))
+}
+
+/// What a flooder sent.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct FloodReport {
+    /// Round announcements published (every tenth with its deadline a day ahead).
+    pub announcements: u64,
+    /// Requests sent (joins for rounds nobody announced, unsolicited answers and
+    /// verdicts), and how many were answered at all.
+    pub requests: u64,
+    pub answered: u64,
+}
+
+/// Flood the swarm from `flooder` for `for_ms`: round announcements with its own valid
+/// signature and a fresh nonce each (sums, which every simulated expert volunteers
+/// for), and requests to each of `targets` in turn; `per_s` of each a second. A real
+/// flooder on its own machine could go faster; in one process that would only take the
+/// CPU from the honest nodes, which is not what is tested.
+pub async fn flood(
+    flooder: Node,
+    targets: Vec<libp2p::PeerId>,
+    for_ms: u64,
+    per_s: u64,
+) -> FloodReport {
+    let mut report = FloodReport::default();
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_s.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let end = now_ms() + for_ms;
+    let me = flooder.id().to_string();
+    let mut n: u64 = 0;
+    while now_ms() < end {
+        tick.tick().await;
+        n += 1;
+        let now = now_ms();
+        let far = if n.is_multiple_of(10) { 86_400_000 } else { 0 };
+        let announce = Msg::Request(RoundRequest {
+            round: format!("flood-{n}"),
+            entry: me.clone(),
+            prompt: format!("What is {} + {}?", n % 1000, n / 1000),
+            domain: None,
+            max_tokens: 16,
+            temperature: 0.0,
+            seed: n,
+            join_by: now + 1_000,
+            answer_by: now + 2_000,
+            judge_by: now + 3_000 + far,
+        });
+        if flooder.net().publish(&flooder.sign(announce)).await.is_ok() {
+            report.announcements += 1;
+        }
+        if targets.is_empty() {
+            continue;
+        }
+        let round = format!("flood-{n}");
+        let msg = match n % 3 {
+            0 => Msg::Join(Join {
+                round,
+                willing: true,
+                score: 1.0,
+                plugin: "flood".into(),
+            }),
+            1 => Msg::Verdicts(VerdictReply {
+                round,
+                verdicts: Vec::new(),
+            }),
+            _ => Msg::Answer(AnswerReply {
+                round,
+                answer: None,
+                error: Some("flood".into()),
+            }),
+        };
+        let peer = targets[(n as usize) % targets.len()];
+        let env = flooder.sign(msg);
+        let net = flooder.net().clone();
+        while inflight.len() >= 64 {
+            if let Some(Ok(true)) = inflight.join_next().await {
+                report.answered += 1;
+            }
+        }
+        report.requests += 1;
+        inflight.spawn(async move {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), net.request(peer, env)).await,
+                Ok(Ok(_))
+            )
+        });
+    }
+    while let Some(r) = inflight.join_next().await {
+        if let Ok(true) = r {
+            report.answered += 1;
+        }
+    }
+    report
 }
 
 /// A question of the simulation and its answer.

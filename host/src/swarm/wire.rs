@@ -8,12 +8,20 @@
 //! version, unsigned or forged, sent by someone other than its signer, replayed, or too
 //! old. Lateness within a round (an answer after the answer deadline) is the round's
 //! business and is checked there.
+//!
+//! Before that, [`Gate::admit`] spends from the sending peer's budgets (see
+//! [`limits`](super::limits)): a peer over its budget is refused before its message is
+//! parsed or verified, so a flood costs this node a table lookup per message. Everything
+//! the gate remembers is bounded: nonces in all and per signer, budgets per tracked peer.
 
+use super::limits::{Channel, Limits, PeerBudgets};
 use crate::consensus::Outcome;
 use crate::ledger::transcript::{AnswerMsg, VerdictMsg};
 use crate::ledger::{NodeKey, Signed};
+use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Bumped on any incompatible change to [`Body`] or [`Msg`].
 pub const WIRE_VERSION: u32 = 1;
@@ -171,6 +179,8 @@ pub enum Rejection {
     Stale(u64),
     #[error("from the future: sent {0} ms ahead of this node's clock")]
     Future(u64),
+    #[error("rate limited: more {what} than this node accepts ({limit})")]
+    RateLimited { what: &'static str, limit: String },
 }
 
 pub fn now_ms() -> u64 {
@@ -214,25 +224,185 @@ pub fn node_id_of(peer: &libp2p::PeerId) -> Option<String> {
     Some(hex::encode(ed.to_bytes()))
 }
 
-/// Checks messages at the door and remembers nonces to refuse replays.
-pub struct Gate {
-    seen: HashMap<(String, u64), u64>,
-    order: VecDeque<(u64, String, u64)>,
-    /// Most nonces remembered (oldest forgotten first; they are stale by then anyway).
+/// Nonces seen recently, per signer, to refuse replays: a hard cap in all and per
+/// signer (oldest forgotten first), and nothing older than the window kept.
+#[derive(Debug)]
+pub struct ReplayCache {
+    signers: HashMap<Arc<str>, SignerNonces>,
+    /// Every remembered nonce in the order it came, as (arrival, sequence, signer). May
+    /// also hold entries a signer's own cap already dropped (recognised by sequence);
+    /// never longer than `capacity`, so the cache is bounded in all.
+    order: VecDeque<(u64, u64, Arc<str>)>,
+    next: u64,
+    live: usize,
     capacity: usize,
+    per_signer: usize,
+    window_ms: u64,
+    peak: usize,
+    peak_per_signer: usize,
 }
 
-impl Default for Gate {
-    fn default() -> Self {
-        Gate {
-            seen: HashMap::new(),
+#[derive(Debug, Default)]
+struct SignerNonces {
+    nonces: HashSet<u64>,
+    /// (sequence, nonce), oldest first.
+    order: VecDeque<(u64, u64)>,
+}
+
+/// How much the gate holds, for `GET /v1/node` and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GateHeld {
+    /// Nonces remembered now, and at most so far.
+    pub nonces: usize,
+    pub peak_nonces: usize,
+    /// Signers with nonces remembered.
+    pub signers: usize,
+    /// Most nonces remembered for one signer at once so far.
+    pub peak_per_signer: usize,
+    /// Peer budgets tracked (all kinds).
+    pub budgets: usize,
+}
+
+impl ReplayCache {
+    pub fn new(capacity: usize, per_signer: usize, window_ms: u64) -> Self {
+        ReplayCache {
+            signers: HashMap::new(),
             order: VecDeque::new(),
-            capacity: 200_000,
+            next: 0,
+            live: 0,
+            capacity: capacity.max(1),
+            per_signer: per_signer.max(1),
+            window_ms,
+            peak: 0,
+            peak_per_signer: 0,
+        }
+    }
+
+    /// Remember `nonce` of `signer` at `now`; false if it is remembered already (a replay).
+    pub fn insert(&mut self, signer: &str, nonce: u64, now: u64) -> bool {
+        self.forget_before(now.saturating_sub(self.window_ms));
+        let key: Arc<str> = match self.signers.get_key_value(signer) {
+            Some((_, s)) if s.nonces.contains(&nonce) => return false,
+            Some((k, _)) => k.clone(),
+            None => Arc::from(signer),
+        };
+        let seq = self.next;
+        self.next += 1;
+        let s = self.signers.entry(key.clone()).or_default();
+        s.nonces.insert(nonce);
+        s.order.push_back((seq, nonce));
+        self.live += 1;
+        self.peak_per_signer = self.peak_per_signer.max(s.order.len().min(self.per_signer));
+        if s.order.len() > self.per_signer
+            && let Some((_, old)) = s.order.pop_front()
+        {
+            s.nonces.remove(&old);
+            self.live -= 1;
+        }
+        self.order.push_back((now, seq, key));
+        while self.order.len() > self.capacity {
+            if let Some((_, seq, signer)) = self.order.pop_front() {
+                self.drop_entry(&signer, seq);
+            }
+        }
+        self.peak = self.peak.max(self.live);
+        true
+    }
+
+    /// Drop `signer`'s entry `seq` if it is still remembered (it is then that signer's
+    /// oldest: both orders are by arrival).
+    fn drop_entry(&mut self, signer: &str, seq: u64) {
+        let Some(s) = self.signers.get_mut(signer) else {
+            return;
+        };
+        if s.order.front().is_some_and(|&(q, _)| q == seq)
+            && let Some((_, nonce)) = s.order.pop_front()
+        {
+            s.nonces.remove(&nonce);
+            self.live -= 1;
+        }
+        if s.order.is_empty() {
+            self.signers.remove(signer);
+        }
+    }
+
+    fn forget_before(&mut self, t: u64) {
+        while self.order.front().is_some_and(|(at, _, _)| *at < t) {
+            if let Some((_, seq, signer)) = self.order.pop_front() {
+                self.drop_entry(&signer, seq);
+            }
+        }
+    }
+
+    /// Nonces remembered.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn held(&self) -> GateHeld {
+        GateHeld {
+            nonces: self.live,
+            peak_nonces: self.peak,
+            signers: self.signers.len(),
+            peak_per_signer: self.peak_per_signer,
+            budgets: 0,
         }
     }
 }
 
+/// Checks messages at the door, spends peers' budgets and remembers nonces to refuse
+/// replays.
+pub struct Gate {
+    replay: ReplayCache,
+    budgets: PeerBudgets<PeerId>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new(&Limits::default())
+    }
+}
+
 impl Gate {
+    pub fn new(limits: &Limits) -> Gate {
+        Gate {
+            // Nonces are remembered for twice the accepted age.
+            replay: ReplayCache::new(limits.nonces, limits.nonces_per_signer, 2 * MAX_AGE_MS),
+            budgets: PeerBudgets::new(limits),
+        }
+    }
+
+    /// Spend from the budgets of the peers a message comes from, before it is even
+    /// parsed: for gossip its author (`author`, signed by gossipsub) and the connection
+    /// it came over; for a request the (authenticated) connection's peer. Refused: the
+    /// message must be dropped unread.
+    pub fn admit(
+        &mut self,
+        channel: Channel,
+        author: &PeerId,
+        connection: &PeerId,
+        now: u64,
+    ) -> Result<(), Rejection> {
+        self.budgets
+            .admit(channel, author, connection, now)
+            .map_err(|(what, rate)| Rejection::RateLimited {
+                what,
+                limit: rate.to_string(),
+            })
+    }
+
+    /// What the gate holds now.
+    pub fn held(&self) -> GateHeld {
+        GateHeld {
+            budgets: self.budgets.tracked(),
+            ..self.replay.held()
+        }
+    }
+
     /// Parse and check one message of `len` bytes that came from `peer_node` (the node
     /// id of the transport peer; `None` where the transport has none, e.g. gossip
     /// relayed without a source).
@@ -273,31 +443,10 @@ impl Gate {
         if now > sent + MAX_AGE_MS {
             return Err(Rejection::Stale(now - sent));
         }
-        self.forget_before(now.saturating_sub(2 * MAX_AGE_MS));
-        let key = (env.signer.clone(), env.payload.nonce);
-        if self.seen.contains_key(&key) {
+        if !self.replay.insert(&env.signer, env.payload.nonce, now) {
             return Err(Rejection::Replayed(env.payload.nonce));
         }
-        self.seen.insert(key, sent);
-        self.order
-            .push_back((now, env.signer.clone(), env.payload.nonce));
-        while self.order.len() > self.capacity {
-            if let Some((_, s, n)) = self.order.pop_front() {
-                self.seen.remove(&(s, n));
-            }
-        }
         Ok(env)
-    }
-
-    fn forget_before(&mut self, t: u64) {
-        while let Some((at, _, _)) = self.order.front() {
-            if *at >= t {
-                break;
-            }
-            if let Some((_, s, n)) = self.order.pop_front() {
-                self.seen.remove(&(s, n));
-            }
-        }
     }
 }
 
@@ -405,6 +554,91 @@ mod tests {
             gate.open(v, n, Some(&NodeKey::generate().id()), now),
             Err(Rejection::WrongSender { .. })
         ));
+    }
+
+    #[test]
+    fn the_replay_cache_stays_bounded_under_a_million_nonces_from_one_signer() {
+        let (cap, per) = (100_000, 4_096);
+        let mut c = ReplayCache::new(cap, per, 2 * MAX_AGE_MS);
+        let now = 1_000_000_000;
+        for n in 0..1_000_000u64 {
+            assert!(c.insert("flooder", n, now + n / 1_000));
+            assert!(c.len() <= per);
+        }
+        let h = c.held();
+        assert_eq!((h.nonces, h.signers, h.peak_per_signer), (per, 1, per));
+        assert!(h.peak_nonces <= per);
+        assert!(c.order.len() <= cap);
+        // The newest are still refused as replays; only the signer's oldest were
+        // forgotten, and only it could send them again (over its own budget).
+        let t = now + 1_000;
+        assert!(!c.insert("flooder", 999_999, t));
+        assert!(!c.insert("flooder", 1_000_000 - per as u64, t));
+        assert!(c.insert("flooder", 0, t));
+        // Another signer is unaffected by the flood.
+        assert!(c.insert("honest", 7, t));
+        assert!(!c.insert("honest", 7, t));
+        // After the window everything is forgotten.
+        let later = t + 2 * MAX_AGE_MS + 1;
+        assert!(c.insert("honest", 8, later));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.held().signers, 1);
+        assert_eq!(c.order.len(), 1);
+    }
+
+    #[test]
+    fn the_replay_cache_stays_bounded_under_a_million_nonces_from_many_signers() {
+        let (cap, per) = (100_000, 4_096);
+        let mut c = ReplayCache::new(cap, per, 2 * MAX_AGE_MS);
+        let now = 1_000_000_000;
+        let signers: Vec<String> = (0..250_000u64).map(|i| format!("{i:064x}")).collect();
+        for n in 0..1_000_000u64 {
+            let s = &signers[(n % signers.len() as u64) as usize];
+            assert!(c.insert(s, n, now));
+        }
+        let h = c.held();
+        assert!(h.nonces <= cap && h.peak_nonces <= cap, "{h:?}");
+        assert!(h.signers <= cap, "{h:?}");
+        assert!(c.order.len() <= cap);
+        assert_eq!(h.nonces, cap, "the newest fill the cache");
+        // The newest nonce of the last signer is still a replay.
+        assert!(!c.insert(&signers[(999_999 % 250_000) as usize], 999_999, now));
+    }
+
+    #[test]
+    fn over_budget_peers_are_refused_before_the_message_is_read() {
+        use super::super::limits::{Channel, Limits, Rate};
+        let key = NodeKey::generate();
+        let peer = key.libp2p_keypair().public().to_peer_id();
+        let mut gate = Gate::new(&Limits {
+            gossip: Rate::per_minute(30, 3),
+            requests: Rate::per_second(10, 5),
+            ..Limits::default()
+        });
+        let now = now_ms();
+        for _ in 0..3 {
+            gate.admit(Channel::Gossip, &peer, &peer, now).unwrap();
+        }
+        let r = gate.admit(Channel::Gossip, &peer, &peer, now).unwrap_err();
+        assert!(matches!(r, Rejection::RateLimited { .. }), "{r}");
+        assert!(r.to_string().starts_with("rate limited"), "{r}");
+        // Requests have their own budget; it refills with time.
+        for _ in 0..5 {
+            gate.admit(Channel::Request, &peer, &peer, now).unwrap();
+        }
+        assert!(gate.admit(Channel::Request, &peer, &peer, now).is_err());
+        gate.admit(Channel::Request, &peer, &peer, now + 100)
+            .unwrap();
+        assert!(gate.held().budgets >= 2);
+        // Opening is unchanged: once, then a replay.
+        let env = seal(&key, ack());
+        let (v, n) = value(&env);
+        gate.open(v.clone(), n, Some(&key.id()), now).unwrap();
+        assert_eq!(
+            gate.open(v, n, Some(&key.id()), now),
+            Err(Rejection::Replayed(env.payload.nonce))
+        );
+        assert_eq!(gate.held().nonces, 1);
     }
 
     #[test]
