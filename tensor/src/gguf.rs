@@ -259,7 +259,7 @@ impl Gguf {
                 .ok_or_else(|| bad(format!("tensor {name}: misaligned offset {offset}")))?
                 as usize;
             let end = start.checked_add(len).filter(|&e| e <= data.len()).ok_or_else(|| {
-                bad(format!("tensor {name}: data {start}..{} lies past the end of the file ({} bytes); the file is truncated", start + len, data.len()))
+                bad(format!("tensor {name}: data {start}..{} lies past the end of the file ({} bytes); the file is truncated", start.saturating_add(len), data.len()))
             })?;
             let _ = end;
             if tensors
@@ -374,6 +374,25 @@ pub(crate) mod tests {
         let mut bad_version = data.clone();
         bad_version[4] = 9;
         assert!(Gguf::parse(&bad_version).unwrap_err().0.contains("version"));
+        // An offset near the end of the address space: the range end overflows.
+        let mut far = b"GGUF".to_vec();
+        far.extend(3u32.to_le_bytes());
+        far.extend(1u64.to_le_bytes()); // tensors
+        far.extend(0u64.to_le_bytes()); // kv
+        far.extend(0u64.to_le_bytes()); // name ""
+        far.extend(1u32.to_le_bytes());
+        far.extend(0x30000u64.to_le_bytes());
+        far.extend(0u32.to_le_bytes()); // f32
+        far.extend(0xffff_ffff_ffff_0000u64.to_le_bytes());
+        let e = Gguf::parse(&far).unwrap_err().0;
+        assert!(
+            e.contains(&format!(
+                "data {}..{} lies past the end",
+                0xffff_ffff_ffff_0040u64,
+                u64::MAX
+            )),
+            "{e}"
+        );
         // Flip every byte of the header in turn: never a panic.
         for i in 0..data.len().min(200) {
             let mut d = data.clone();

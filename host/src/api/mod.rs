@@ -183,47 +183,67 @@ fn text_of(content: &Option<Value>) -> String {
     }
 }
 
-async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return *r;
-    }
-    let req: ChatRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &format!("the body is not a chat completion request: {e}"),
-            );
-        }
-    };
-    let Some(prompt) = req
+/// A `POST /v1/chat/completions` body, validated: what the round is asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatAsk {
+    /// The text of the last user message (never blank).
+    pub prompt: String,
+    pub model: String,
+    /// In 1..=4096.
+    pub max_tokens: u32,
+    /// In [0, 2].
+    pub temperature: f32,
+    pub seed: Option<u64>,
+    pub stream: bool,
+}
+
+/// Parse and validate a chat completion body; the error is the 400's message.
+pub fn parse_chat_request(body: &[u8]) -> Result<ChatAsk, String> {
+    let req: ChatRequest = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not a chat completion request: {e}"))?;
+    let prompt = req
         .messages
         .iter()
         .rev()
         .find(|m| m.role == "user")
         .map(|m| text_of(&m.content))
         .filter(|t| !t.trim().is_empty())
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "messages must contain a user message with text",
-        );
+        .ok_or("messages must contain a user message with text")?;
+    Ok(ChatAsk {
+        prompt,
+        model: req.model.unwrap_or_else(|| MODEL.to_string()),
+        max_tokens: req
+            .max_completion_tokens
+            .or(req.max_tokens)
+            .unwrap_or(256)
+            .clamp(1, 4096),
+        temperature: req.temperature.unwrap_or(0.0).clamp(0.0, 2.0),
+        seed: req.seed,
+        stream: req.stream,
+    })
+}
+
+async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Err(r) = authorize(&app, &headers) {
+        return *r;
+    }
+    let ChatAsk {
+        prompt,
+        model,
+        max_tokens,
+        temperature,
+        seed,
+        stream: streamed,
+    } = match parse_chat_request(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &e),
     };
-    let model = req.model.clone().unwrap_or_else(|| MODEL.to_string());
-    let max_tokens = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(256)
-        .clamp(1, 4096);
-    let temperature = req.temperature.unwrap_or(0.0).clamp(0.0, 2.0);
-    if req.stream {
-        return stream(app, prompt, model, max_tokens, temperature, req.seed);
+    if streamed {
+        return stream(app, prompt, model, max_tokens, temperature, seed);
     }
     match app
         .node
-        .ask(&prompt, None, max_tokens, temperature, req.seed, None)
+        .ask(&prompt, None, max_tokens, temperature, seed, None)
         .await
     {
         Ok(r) => Json(json!({

@@ -207,8 +207,9 @@ impl Standing {
     /// judges to the same reputation; reputation is earned in real rounds (agreement
     /// with the consensus, answer rank).
     pub fn record_calibration(&mut self, correct: bool, p: &ReputationParams) {
-        self.calibration_total += 1;
-        self.calibration_correct += u32::from(correct);
+        // Saturating: a standing read from a transcript may already be at the maximum.
+        self.calibration_total = self.calibration_total.saturating_add(1);
+        self.calibration_correct = self.calibration_correct.saturating_add(u32::from(correct));
         if !correct {
             self.observe(0.0, p);
         }
@@ -341,5 +342,24 @@ mod tests {
             bad.record_calibration(false, &p);
         }
         assert!(!bad.calibrated(&p));
+    }
+
+    /// Found by fuzzing transcripts: a standing read from a transcript may carry any
+    /// count, and recomputing it must not overflow (a panic with overflow checks, a wrap
+    /// to zero without).
+    #[test]
+    fn calibration_counts_saturate() {
+        let p = ReputationParams::default();
+        let mut s = Standing {
+            reputation: 0.5,
+            calibration_correct: u32::MAX,
+            calibration_total: u32::MAX,
+        };
+        s.record_calibration(true, &p);
+        assert_eq!(
+            (s.calibration_correct, s.calibration_total),
+            (u32::MAX, u32::MAX)
+        );
+        assert!(s.calibrated(&p));
     }
 }
