@@ -368,4 +368,30 @@ mod tests {
         );
         assert_eq!(text_of(&None), "");
     }
+
+    #[test]
+    fn chat_bodies_are_validated_and_clamped() {
+        let ask = parse_chat_request(
+            br#"{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}],"max_tokens":0,"temperature":9,"seed":3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ask,
+            ChatAsk {
+                prompt: "c".into(),
+                model: MODEL.into(),
+                max_tokens: 1,
+                temperature: 2.0,
+                seed: Some(3),
+                stream: false,
+            }
+        );
+        let blank = parse_chat_request(br#"{"messages":[{"role":"user","content":"  "}]}"#);
+        assert!(blank.unwrap_err().contains("user message with text"));
+        assert!(
+            parse_chat_request(b"[]")
+                .unwrap_err()
+                .contains("not a chat completion")
+        );
+    }
 }
