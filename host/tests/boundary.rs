@@ -38,15 +38,8 @@ fn beside_arith(fixture: &str, plugin_toml: Option<&str>) -> (Folder, RoundRepor
     (folder, report)
 }
 
-/// The process's peak resident memory so far (VmHWM), in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
+    proc_memory("VmHWM")
 }
 
 #[test]

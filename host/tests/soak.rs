@@ -11,15 +11,8 @@ use std::time::Instant;
 const ROUNDS: usize = 2_000;
 const WARM_UP: usize = 200;
 
-/// The process's resident memory now (VmRSS), in bytes.
 fn rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib * 1024
+    proc_memory("VmRSS")
 }
 
 #[test]

@@ -299,11 +299,7 @@ impl Registry {
                     .spawn(move || {
                         let result = std::panic::catch_unwind(AssertUnwindSafe(|| load(&path)))
                             .unwrap_or_else(|panic| {
-                                let message = panic
-                                    .downcast_ref::<&str>()
-                                    .map(|s| s.to_string())
-                                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                                    .unwrap_or_else(|| "(no message)".into());
+                                let message = crate::sandbox::panic_message(&*panic);
                                 Err(LoadError::Crashed {
                                     message: super::safe_read::excerpt(&message, 300),
                                 })

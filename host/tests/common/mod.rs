@@ -148,3 +148,14 @@ pub fn refusal(registry: &Registry, id: &str) -> String {
         })
         .unwrap_or_else(|| panic!("{id} not listed"))
 }
+
+/// A `/proc/self/status` memory figure (`VmRSS`, `VmHWM`, ...) of this process, in bytes.
+pub fn proc_memory(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    kib * 1024
+}
