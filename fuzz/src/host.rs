@@ -1,9 +1,9 @@
 //! The targets that drive the node runtime (`apiary`).
 
+use apiary::bindings::apiary::plugin::tensor as wit;
 use apiary::ledger::NodeKey;
 use apiary::ledger::transcript::{self, Transcript};
 use apiary::sandbox::PluginState;
-use apiary::sandbox::bindings::apiary::plugin::tensor as wit;
 use apiary::swarm::wire::{self, Envelope, Gate, MAX_AGE_MS, Rejection};
 use apiary_tensor::Tensor;
 use arbitrary::{Arbitrary, Unstructured};
@@ -268,7 +268,7 @@ impl Ops {
     }
 
     fn shape_of(&mut self, rep: u32) -> Vec<u32> {
-        HostTensor::shape(&mut self.state, Resource::new_borrow(rep))
+        HostTensor::shape(self.state.tensors_mut(), Resource::new_borrow(rep))
             .expect("the shape of a live tensor")
     }
 
@@ -282,7 +282,7 @@ impl Ops {
         if let Some(&(rep, _)) = self.weights.iter().find(|w| w.1 == name) {
             return Some(rep);
         }
-        match HostWeights::open(&mut self.state, name.to_string()) {
+        match HostWeights::open(self.state.tensors_mut(), name.to_string()) {
             Ok(Ok(w)) => {
                 assert!(
                     !name.contains("..") && !name.starts_with('/') && !name.is_empty(),
@@ -313,7 +313,7 @@ impl Ops {
                     data.push(value(u).unwrap_or(0.0));
                 }
                 self.created += n;
-                let r = HostTensor::from_f32(&mut self.state, shape.clone(), data);
+                let r = HostTensor::from_f32(self.state.tensors_mut(), shape.clone(), data);
                 if let Ok(Ok(_)) = &r {
                     assert_eq!(
                         holds,
@@ -328,13 +328,18 @@ impl Ops {
             }
             Op::WeightTensor { file, name } => {
                 if let Some(w) = self.weights_file(file) {
-                    let names = HostWeights::names(&mut self.state, Resource::new_borrow(w))
-                        .expect("names of an open weights file");
+                    let names =
+                        HostWeights::names(self.state.tensors_mut(), Resource::new_borrow(w))
+                            .expect("names of an open weights file");
                     let name = names
                         .get(name as usize % names.len().max(1))
                         .cloned()
                         .unwrap_or_else(|| "none".into());
-                    let r = HostWeights::tensor(&mut self.state, Resource::new_borrow(w), name);
+                    let r = HostWeights::tensor(
+                        self.state.tensors_mut(),
+                        Resource::new_borrow(w),
+                        name,
+                    );
                     self.made("weights.tensor", true, r);
                 }
             }
@@ -351,38 +356,38 @@ impl Ops {
                         "missing",
                     ];
                     let key = KEYS[key as usize % KEYS.len()].to_string();
-                    HostWeights::metadata(&mut self.state, Resource::new_borrow(w), key)
+                    HostWeights::metadata(self.state.tensors_mut(), Resource::new_borrow(w), key)
                         .expect("metadata of an open weights file");
                 }
             }
             Op::Matmul(a, b, t) => {
                 let ((a, va), (b, vb)) = (self.arg(a), self.arg(b));
-                let r = Host::matmul(&mut self.state, a, b, t);
+                let r = Host::matmul(self.state.tensors_mut(), a, b, t);
                 self.made("matmul", va && vb, r);
             }
             Op::Add(a, b) => {
                 let ((a, va), (b, vb)) = (self.arg(a), self.arg(b));
-                let r = Host::add(&mut self.state, a, b);
+                let r = Host::add(self.state.tensors_mut(), a, b);
                 self.made("add", va && vb, r);
             }
             Op::Mul(a, b) => {
                 let ((a, va), (b, vb)) = (self.arg(a), self.arg(b));
-                let r = Host::mul(&mut self.state, a, b);
+                let r = Host::mul(self.state.tensors_mut(), a, b);
                 self.made("mul", va && vb, r);
             }
             Op::Scale(a, f) => {
                 let (a, va) = self.arg(a);
-                let r = Host::scale(&mut self.state, a, f.0);
+                let r = Host::scale(self.state.tensors_mut(), a, f.0);
                 self.made("scale", va, r);
             }
             Op::Softmax(a) => {
                 let (a, va) = self.arg(a);
-                let r = Host::softmax(&mut self.state, a);
+                let r = Host::softmax(self.state.tensors_mut(), a);
                 self.made("softmax", va, r);
             }
             Op::RmsNorm(x, w, eps) => {
                 let ((x, vx), (w, vw)) = (self.arg(x), self.arg(w));
-                let r = Host::rms_norm(&mut self.state, x, w, eps.0);
+                let r = Host::rms_norm(self.state.tensors_mut(), x, w, eps.0);
                 self.made("rms-norm", vx && vw, r);
             }
             Op::LayerNorm(x, w, b, eps) => {
@@ -391,17 +396,17 @@ impl Ops {
                     Some((b, vb)) => (Some(b), vb),
                     None => (None, true),
                 };
-                let r = Host::layer_norm(&mut self.state, x, w, b, eps.0);
+                let r = Host::layer_norm(self.state.tensors_mut(), x, w, b, eps.0);
                 self.made("layer-norm", vx && vw && vb, r);
             }
             Op::Silu(x) => {
                 let (x, vx) = self.arg(x);
-                let r = Host::silu(&mut self.state, x);
+                let r = Host::silu(self.state.tensors_mut(), x);
                 self.made("silu", vx, r);
             }
             Op::Gelu(x) => {
                 let (x, vx) = self.arg(x);
-                let r = Host::gelu(&mut self.state, x);
+                let r = Host::gelu(self.state.tensors_mut(), x);
                 self.made("gelu", vx, r);
             }
             Op::Rope {
@@ -412,7 +417,7 @@ impl Ops {
                 neox,
             } => {
                 let (x, vx) = self.arg(x);
-                let r = Host::rope(&mut self.state, x, pos.0, head_dim.0, base.0, neox);
+                let r = Host::rope(self.state.tensors_mut(), x, pos.0, head_dim.0, base.0, neox);
                 self.made("rope", vx, r);
             }
             Op::Attention {
@@ -433,14 +438,14 @@ impl Ops {
                     scale: scale.0,
                     window: window.0,
                 };
-                let r = Host::attention(&mut self.state, q, k, v, spec);
+                let r = Host::attention(self.state.tensors_mut(), q, k, v, spec);
                 self.made("attention", vq && vk && vv, r);
             }
             Op::AppendRows(c, x) => {
                 let ((c, vc), (x, vx)) = (self.arg(c), self.arg(x));
                 let rep = c.rep();
                 let before = vc.then(|| self.shape_of(rep));
-                let r = Host::append_rows(&mut self.state, c, x);
+                let r = Host::append_rows(self.state.tensors_mut(), c, x);
                 if self.value("append-rows", vc && vx, r).is_some() {
                     let after = self.shape_of(rep);
                     let before = before.expect("a live cache");
@@ -455,12 +460,12 @@ impl Ops {
             Op::Embedding(t, list) => {
                 let (t, vt) = self.arg(t);
                 let list = ids(&list);
-                let r = Host::embedding(&mut self.state, t, list);
+                let r = Host::embedding(self.state.tensors_mut(), t, list);
                 self.made("embedding", vt, r);
             }
             Op::SliceRows(x, start, count) => {
                 let (x, vx) = self.arg(x);
-                let r = Host::slice_rows(&mut self.state, x, start.0, count.0);
+                let r = Host::slice_rows(self.state.tensors_mut(), x, start.0, count.0);
                 if let Ok(Ok(t)) = &r {
                     let rep = t.rep();
                     assert_eq!(self.shape_of(rep).first(), Some(&count.0), "slice-rows");
@@ -470,7 +475,7 @@ impl Ops {
             Op::Reshape(x, shape) => {
                 let (x, vx) = self.arg(x);
                 let shape = dims(&shape);
-                let r = Host::reshape(&mut self.state, x, shape.clone());
+                let r = Host::reshape(self.state.tensors_mut(), x, shape.clone());
                 if let Ok(Ok(t)) = &r {
                     let rep = t.rep();
                     assert_eq!(self.shape_of(rep), shape, "reshape");
@@ -481,7 +486,7 @@ impl Ops {
                 let (x, vx) = self.arg(x);
                 let list = ids(&list);
                 let n = list.len();
-                let r = Host::token_logprobs(&mut self.state, x, list);
+                let r = Host::token_logprobs(self.state.tensors_mut(), x, list);
                 if let Some(lp) = self.value("token-logprobs", vx, r) {
                     assert_eq!(lp.len(), n, "token-logprobs");
                 }
@@ -489,7 +494,7 @@ impl Ops {
             Op::Argmax(x) => {
                 let (x, vx) = self.arg(x);
                 let rep = x.rep();
-                let r = Host::argmax(&mut self.state, x);
+                let r = Host::argmax(self.state.tensors_mut(), x);
                 if let Some(i) = self.value("argmax", vx, r) {
                     let cols = self.cols(rep).unwrap_or(0);
                     assert!((i as usize) < cols, "argmax {i} of {cols} columns");
@@ -504,7 +509,14 @@ impl Ops {
             } => {
                 let (x, vx) = self.arg(x);
                 let rep = x.rep();
-                let r = Host::sample(&mut self.state, x, temperature.0, top_k.0, top_p.0, seed);
+                let r = Host::sample(
+                    self.state.tensors_mut(),
+                    x,
+                    temperature.0,
+                    top_k.0,
+                    top_p.0,
+                    seed,
+                );
                 if let Some(i) = self.value("sample", vx, r) {
                     let cols = self.cols(rep).unwrap_or(0);
                     assert!((i as usize) < cols, "sampled {i} of {cols} columns");
@@ -513,7 +525,7 @@ impl Ops {
             Op::Read(x) => {
                 let (x, vx) = self.arg(x);
                 let rep = x.rep();
-                let r = HostTensor::read(&mut self.state, x);
+                let r = HostTensor::read(self.state.tensors_mut(), x);
                 if let Some(values) = self.value("read", vx, r) {
                     let shape = self.shape_of(rep);
                     let n = shape
@@ -524,12 +536,12 @@ impl Ops {
             }
             Op::Shape(x) => {
                 let (x, vx) = self.arg(x);
-                let r = HostTensor::shape(&mut self.state, x);
+                let r = HostTensor::shape(self.state.tensors_mut(), x);
                 assert!(r.is_ok() || !vx, "shape of a live tensor trapped");
             }
             Op::Dtype(x) => {
                 let (x, vx) = self.arg(x);
-                let r = HostTensor::dtype(&mut self.state, x);
+                let r = HostTensor::dtype(self.state.tensors_mut(), x);
                 assert!(r.is_ok() || !vx, "dtype of a live tensor trapped");
             }
             Op::Drop(x) => {
@@ -540,7 +552,7 @@ impl Ops {
                 if self.weights.iter().any(|w| w.0 == rep) {
                     return Ok(());
                 }
-                let r = HostTensor::drop(&mut self.state, Resource::new_own(rep));
+                let r = HostTensor::drop(self.state.tensors_mut(), Resource::new_own(rep));
                 if vx {
                     r.expect("dropping a live tensor");
                     self.live.retain(|&l| l != rep);
@@ -548,7 +560,7 @@ impl Ops {
                 }
             }
             Op::Backend => {
-                Host::backend(&mut self.state).expect("the backend's name");
+                Host::backend(self.state.tensors_mut()).expect("the backend's name");
             }
         }
         Ok(())
@@ -589,10 +601,12 @@ pub fn tensor_ops(data: &[u8]) {
     }
     ops.state.set_call_deadline(None);
     for rep in std::mem::take(&mut ops.live) {
-        HostTensor::drop(&mut ops.state, Resource::new_own(rep)).expect("drop a live tensor");
+        HostTensor::drop(ops.state.tensors_mut(), Resource::new_own(rep))
+            .expect("drop a live tensor");
     }
     for (rep, _) in std::mem::take(&mut ops.weights) {
-        HostWeights::drop(&mut ops.state, Resource::new_own(rep)).expect("drop open weights");
+        HostWeights::drop(ops.state.tensors_mut(), Resource::new_own(rep))
+            .expect("drop open weights");
     }
     assert_eq!(
         ops.state.tensor_bytes_in_use(),

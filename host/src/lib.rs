@@ -5,6 +5,7 @@
 //! others judge pairs of answers, and a Bradley–Terry fit over the verdicts picks the
 //! answer.
 //!
+//! - [`bindings`]: the host-side bindings generated from the WIT contract (a leaf);
 //! - [`sandbox`]: the wasmtime engine, limits, the WASI context and sandboxed calls;
 //! - [`plugins`]: plugin folders, manifests, compile cache, hot reload, audits;
 //! - [`consensus`]: pure functions for pair assignment and the Bradley–Terry fit;
@@ -19,6 +20,7 @@
 //! proves it, in `SECURITY.md` at the repository root.
 
 pub mod api;
+pub mod bindings;
 pub mod consensus;
 pub mod eval;
 pub mod ledger;

@@ -23,6 +23,7 @@ mod state;
 pub use state::{LogLevel, LogLine, PluginState};
 
 use crate::sandbox::limits::{CallKind, LimitPolicy, Limits};
+use crate::tensor::TensorState;
 use imports::ImportPolicy;
 use state::{LogSink, MemoryLimiter};
 use std::path::Path;
@@ -30,25 +31,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-/// Host-side bindings of the `apiary:plugin` contract.
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        world: "specialist",
-        // Host functions may trap (e.g. on a resource-table failure); errors the guest
-        // should handle are WIT `result`s inside.
-        imports: { default: trappable },
-        with: {
-            "apiary:plugin/tensor.tensor": apiary_tensor::Tensor,
-            "apiary:plugin/tensor.weights": crate::tensor::host::WeightsHandle,
-        },
-    });
-}
+/// The generated bindings, re-exported where they were before they moved to their own
+/// leaf module (see [`crate::bindings`] for why).
+pub use crate::bindings;
 
 pub use bindings::apiary::plugin::types::{
     Manifest as WitManifest, PluginError as WitPluginError, Request, Response as WitAnswer, Verdict,
@@ -135,6 +125,17 @@ fn engine_config(pooling: Option<&Limits>) -> Config {
     c
 }
 
+/// The world's imports, each given only the part of the store it serves: `types` and
+/// `log` the plugin state, `tensor` its [`TensorState`]. One call per interface the
+/// `specialist` world imports; an import left out here fails every plugin that uses it
+/// at load, naming it.
+fn link_contract(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    use bindings::apiary::plugin::{log, types};
+    types::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
+    log::add_to_linker::<PluginState, HasSelf<PluginState>>(linker, |s| s)?;
+    crate::tensor::add_to_linker(linker, |s: &mut PluginState| &mut s.tensors)
+}
+
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let (engine, pooling) = if config.pooling {
@@ -158,11 +159,7 @@ impl Sandbox {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(SandboxError::Linker)?;
-        Specialist::add_to_linker::<PluginState, wasmtime::component::HasSelf<PluginState>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(SandboxError::Linker)?;
+        link_contract(&mut linker).map_err(SandboxError::Linker)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let engine = engine.clone();
@@ -329,12 +326,10 @@ impl Session {
             log: LogSink::new(spec.limits.log_lines as usize),
             stdout,
             stderr,
-            tensors: crate::tensor::TensorState {
-                used: 0,
-                quota: spec.limits.tensor_bytes(),
-                weights_dir: spec.weights.map(Path::to_path_buf),
-                deadline: None,
-            },
+            tensors: TensorState::new(
+                spec.limits.tensor_bytes(),
+                spec.weights.map(Path::to_path_buf),
+            ),
         };
         let mut store = Store::new(sandbox.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -1,9 +1,10 @@
 //! What each sandboxed instance owns on the host side: its WASI context (empty but for
-//! captured stdio and the read-only `/weights`), its resource table, its memory limiter
-//! and its bounded log.
+//! captured stdio and the read-only `/weights`) and resource table, its memory limiter,
+//! its bounded log and its tensor capability.
 
-use super::bindings::apiary::plugin::{log, types};
 use super::limits::Limits;
+use crate::bindings::apiary::plugin::{log, types};
+use crate::tensor::TensorState;
 use serde::Serialize;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -21,7 +22,7 @@ pub struct PluginState {
     pub(crate) log: LogSink,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
-    pub(crate) tensors: crate::tensor::TensorState,
+    pub(crate) tensors: TensorState,
 }
 
 impl PluginState {
@@ -39,18 +40,19 @@ impl PluginState {
             log: LogSink::new(limits.log_lines as usize),
             stdout,
             stderr,
-            tensors: crate::tensor::TensorState {
-                used: 0,
-                quota: tensor_quota,
-                weights_dir: weights,
-                deadline: None,
-            },
+            tensors: TensorState::new(tensor_quota, weights),
         }
     }
 
     /// Start a host call that must end by `deadline` (kernels stop near it).
     pub fn set_call_deadline(&mut self, deadline: Option<std::time::Instant>) {
         self.tensors.deadline = deadline;
+    }
+
+    /// The instance's tensor capability, which implements the WIT `tensor` host traits:
+    /// what a caller outside any wasm instance (the tensor fuzz target) drives directly.
+    pub fn tensors_mut(&mut self) -> &mut TensorState {
+        &mut self.tensors
     }
 
     /// Bytes of tensor memory this instance holds now.

@@ -1,20 +1,20 @@
-//! The WIT `tensor` interface, implemented for a plugin's store.
+//! The WIT `tensor` interface, implemented on [`TensorState`].
 //!
-//! Tensors live in the store's resource table, so they are freed with the instance at
-//! the end of the round at the latest. Every owned tensor counts towards the plugin's
-//! host tensor quota (mapped weights do not: the file backs them, shared by every round).
+//! Tensors live in the state's resource table, inside the plugin's store, so they are
+//! freed with the instance at the end of the round at the latest. Every owned tensor
+//! counts towards the plugin's host tensor quota (mapped weights do not: the file backs
+//! them, shared by every round).
 //! A handle the guest does not own cannot be named: the component model checks handles.
 
-use crate::sandbox::PluginState;
-use crate::sandbox::bindings::apiary::plugin::tensor as wit;
+use super::TensorState;
+use crate::bindings::apiary::plugin::tensor as wit;
 use apiary_tensor::gguf::Value;
-use apiary_tensor::weights::{self, WeightsFile};
+use apiary_tensor::weights;
 use apiary_tensor::{Tensor, TensorError, backend, cpu};
-use std::sync::Arc;
 use wasmtime::component::Resource;
 
-/// A weights file as the guest sees it: a handle to the host's shared parse.
-pub struct WeightsHandle(pub Arc<WeightsFile>);
+/// A weights file as the guest sees it (declared with the bindings, which name it).
+pub use crate::bindings::WeightsHandle;
 
 type Ret<T> = wasmtime::Result<Result<T, wit::TensorError>>;
 
@@ -88,7 +88,7 @@ fn dtype(d: apiary_tensor::DType) -> wit::Dtype {
     }
 }
 
-impl PluginState {
+impl TensorState {
     fn tensor(&self, r: &Resource<Tensor>) -> wasmtime::Result<&Tensor> {
         Ok(self.table.get(r)?)
     }
@@ -100,15 +100,15 @@ impl PluginState {
             Err(e) => return Ok(Err(e.into())),
         };
         let bytes = t.owned_bytes();
-        if self.tensors.used + bytes > self.tensors.quota {
+        if self.used + bytes > self.quota {
             return Ok(Err(wit::TensorError::Quota(format!(
                 "{} MiB in use, {} MiB more requested, quota {} MiB",
-                self.tensors.used >> 20,
+                self.used >> 20,
                 bytes >> 20,
-                self.tensors.quota >> 20
+                self.quota >> 20
             ))));
         }
-        self.tensors.used += bytes;
+        self.used += bytes;
         Ok(Ok(self.table.push(t)?))
     }
 
@@ -132,7 +132,7 @@ impl PluginState {
     }
 }
 
-impl wit::HostTensor for PluginState {
+impl wit::HostTensor for TensorState {
     fn from_f32(&mut self, shape: Vec<u32>, data: Vec<f32>) -> Ret<Resource<Tensor>> {
         let t = Tensor::from_f32(dims(&shape), data);
         self.keep(t)
@@ -152,20 +152,20 @@ impl wit::HostTensor for PluginState {
     }
 
     fn read(&mut self, this: Resource<Tensor>) -> Ret<Vec<f32>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         Ok(backend::read(self.tensor(&this)?, budget).map_err(Into::into))
     }
 
     fn drop(&mut self, this: Resource<Tensor>) -> wasmtime::Result<()> {
         let t = self.table.delete(this)?;
-        self.tensors.used = self.tensors.used.saturating_sub(t.owned_bytes());
+        self.used = self.used.saturating_sub(t.owned_bytes());
         Ok(())
     }
 }
 
-impl wit::HostWeights for PluginState {
+impl wit::HostWeights for TensorState {
     fn open(&mut self, name: String) -> Ret<Resource<WeightsHandle>> {
-        match weights::open(self.tensors.weights_dir.as_deref(), &name) {
+        match weights::open(self.weights_dir.as_deref(), &name) {
             Ok(w) => Ok(Ok(self.table.push(WeightsHandle(w))?)),
             Err(e) => Ok(Err(e.into())),
         }
@@ -194,34 +194,34 @@ impl wit::HostWeights for PluginState {
     }
 }
 
-impl wit::Host for PluginState {
+impl wit::Host for TensorState {
     fn matmul(
         &mut self,
         a: Resource<Tensor>,
         b: Resource<Tensor>,
         transpose_b: bool,
     ) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.binary(a, b, |a, b| backend::matmul(a, b, transpose_b, budget))
     }
 
     fn add(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.binary(a, b, |a, b| backend::add(a, b, budget))
     }
 
     fn mul(&mut self, a: Resource<Tensor>, b: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.binary(a, b, |a, b| backend::mul(a, b, budget))
     }
 
     fn scale(&mut self, a: Resource<Tensor>, factor: f32) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(a, |a| backend::scale(a, factor, budget))
     }
 
     fn softmax(&mut self, a: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(a, |a| backend::softmax(a, budget))
     }
 
@@ -231,7 +231,7 @@ impl wit::Host for PluginState {
         weight: Resource<Tensor>,
         eps: f32,
     ) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.binary(x, weight, |x, w| backend::rms_norm(x, w, eps, budget))
     }
 
@@ -247,19 +247,19 @@ impl wit::Host for PluginState {
                 Some(b) => Some(self.tensor(b)?),
                 None => None,
             };
-            let budget = self.tensors.budget();
+            let budget = self.budget();
             backend::layer_norm(self.tensor(&x)?, self.tensor(&weight)?, bias, eps, budget)
         };
         self.keep(r)
     }
 
     fn silu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(x, |x| backend::silu(x, budget))
     }
 
     fn gelu(&mut self, x: Resource<Tensor>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(x, |x| backend::gelu(x, budget))
     }
 
@@ -271,7 +271,7 @@ impl wit::Host for PluginState {
         base: f32,
         neox: bool,
     ) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(x, |x| {
             backend::rope(x, pos as usize, head_dim as usize, base, neox, budget)
         })
@@ -291,7 +291,7 @@ impl wit::Host for PluginState {
             scale: spec.scale,
             window: spec.window as usize,
         };
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         let r = backend::attention(
             self.tensor(&q)?,
             self.tensor(&k)?,
@@ -303,7 +303,7 @@ impl wit::Host for PluginState {
     }
 
     fn append_rows(&mut self, cache: Resource<Tensor>, x: Resource<Tensor>) -> Ret<()> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         // The rows are copied out first (they may be the cache itself); that copy is paid
         // for like any buffer, and the growth of the cache by the kernel.
         let x = self.tensor(&x)?;
@@ -319,34 +319,34 @@ impl wit::Host for PluginState {
         let before = cache.owned_bytes();
         let r = backend::append_rows(cache, &x, budget);
         let after = cache.owned_bytes();
-        self.tensors.used = self.tensors.used + after - before.min(after);
+        self.used = self.used + after - before.min(after);
         Ok(r.map_err(Into::into))
     }
 
     fn embedding(&mut self, table: Resource<Tensor>, ids: Vec<u32>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(table, |t| backend::embedding(t, &ids, budget))
     }
 
     fn slice_rows(&mut self, x: Resource<Tensor>, start: u32, count: u32) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(x, |x| {
             backend::slice_rows(x, start as usize, count as usize, budget)
         })
     }
 
     fn reshape(&mut self, x: Resource<Tensor>, shape: Vec<u32>) -> Ret<Resource<Tensor>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         self.unary(x, |x| backend::reshape(x, dims(&shape), budget))
     }
 
     fn token_logprobs(&mut self, logits: Resource<Tensor>, ids: Vec<u32>) -> Ret<Vec<f32>> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         Ok(backend::token_logprobs(self.tensor(&logits)?, &ids, budget).map_err(Into::into))
     }
 
     fn argmax(&mut self, x: Resource<Tensor>) -> Ret<u32> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         Ok(backend::argmax(self.tensor(&x)?, budget).map_err(Into::into))
     }
 
@@ -358,7 +358,7 @@ impl wit::Host for PluginState {
         top_p: f32,
         seed: u64,
     ) -> Ret<u32> {
-        let budget = self.tensors.budget();
+        let budget = self.budget();
         Ok(
             backend::sample(self.tensor(&x)?, temperature, top_k, top_p, seed, budget)
                 .map_err(Into::into),
@@ -367,5 +367,45 @@ impl wit::Host for PluginState {
 
     fn backend(&mut self) -> wasmtime::Result<String> {
         Ok(apiary_tensor::backend_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wit::{Host, HostTensor, HostWeights};
+
+    fn borrow(t: &Resource<Tensor>) -> Resource<Tensor> {
+        Resource::new_borrow(t.rep())
+    }
+
+    /// The capability works on its own state, with no sandbox or plugin store around it:
+    /// the quota is charged and refunded, and weights resolve only in its own folder.
+    #[test]
+    fn the_tensor_state_alone_serves_the_interface() {
+        let mut state = TensorState::new(1 << 10, None);
+        let a = HostTensor::from_f32(&mut state, vec![4, 4], vec![1.0; 16])
+            .unwrap()
+            .unwrap();
+        let one = state.used;
+        assert!(one > 0);
+        let sum = Host::add(&mut state, borrow(&a), borrow(&a))
+            .unwrap()
+            .unwrap();
+        assert_eq!(state.used, 2 * one);
+        assert_eq!(
+            HostTensor::read(&mut state, borrow(&sum)).unwrap().unwrap(),
+            vec![2.0; 16]
+        );
+        let too_big = HostTensor::from_f32(&mut state, vec![1024], vec![0.0; 1024]).unwrap();
+        assert!(
+            matches!(too_big, Err(wit::TensorError::Quota(_))),
+            "{too_big:?}"
+        );
+        let missing = HostWeights::open(&mut state, "model.gguf".into()).unwrap();
+        assert!(missing.is_err());
+        HostTensor::drop(&mut state, a).unwrap();
+        HostTensor::drop(&mut state, sum).unwrap();
+        assert_eq!(state.used, 0);
     }
 }
