@@ -148,6 +148,7 @@ tensor-mib = 18446744073709551615
                     join_by: 1,
                     answer_by: 2,
                     judge_by: 3,
+                    open: vec!["r0".into()],
                 }),
             ),
             (

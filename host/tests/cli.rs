@@ -23,6 +23,45 @@ fn plugins_dir() -> String {
     workspace().join("target/plugins").display().to_string()
 }
 
+/// Scripts branch on the exit codes, so `--help` lists every one the commands return
+/// (the values are constants in `host/src/cli/mod.rs`; other tests here check that
+/// `ask`, `plugins audit` and `rounds verify` return them).
+#[test]
+fn help_lists_the_exit_codes() {
+    let o = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("--help")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("apiary runs");
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let (_, section) = out
+        .split_once("Exit codes:")
+        .unwrap_or_else(|| panic!("no exit codes in\n{out}"));
+    for (code, meaning) in [
+        (0, "success"),
+        (1, "error"),
+        (2, "no plugin could answer"),
+        (2, "usage error"),
+        (3, "`plugins audit`: the plugin would be refused"),
+        (4, "`rounds verify`"),
+    ] {
+        assert!(
+            section
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code}  ")) && l.contains(meaning)),
+            "exit code {code} ({meaning}) is not listed in\n{section}"
+        );
+    }
+    // The usage code is clap's own; check the binary really uses it.
+    let o = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .arg("no-such-command")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("apiary runs");
+    assert_eq!(o.status.code(), Some(2));
+}
+
 #[test]
 fn ask_answers_from_the_right_specialist() {
     let cache = tempfile::tempdir().unwrap();

@@ -62,7 +62,9 @@ pub fn decided(scores: &[f64], texts: &[&str]) -> bool {
 
 /// A 64-bit draw from the seed and a text (FNV-1a, then splitmix64): platform-independent,
 /// so every node recomputes the same order.
-fn seeded_draw(seed: u64, text: &str) -> u64 {
+/// A draw from the round's seed and a text: the same on every node, unknown before the
+/// round, so no name can buy a place.
+pub fn seeded_draw(seed: u64, text: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.as_bytes() {
         h ^= u64::from(*b);

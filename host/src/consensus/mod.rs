@@ -10,7 +10,7 @@ pub mod scoring;
 
 pub use bradley_terry::{Comparison, Fit, FitOptions, SEPARATION, fit, top_group};
 pub use fallback::{Claim, decided, fallback_order};
-pub use pairs::{Assignment, all_pairs_both_orders, balanced_assignment};
+pub use pairs::{Assignment, balanced_assignment};
 pub use scoring::{Standing, Vote, aggregate, rewards, weighted_comparisons};
 
 /// A judge's decision on an ordered pair, in the host's own terms.

@@ -1,11 +1,11 @@
 //! Which judge compares which pair of answers.
 //!
-//! Locally every willing plugin judges every pair that does not contain its own answer
-//! ([`all_pairs_both_orders`]). In a swarm that grows quadratically, so
 //! [`balanced_assignment`] gives each judge a fixed number of pairs, chosen
 //! deterministically from the round seed (any node can recompute it), spreading
 //! comparisons evenly over the answers and over distinct judges. Every pair a judge gets
-//! is judged in both orders, which cancels position bias within that judge.
+//! is judged in both orders, which cancels position bias within that judge. A local round
+//! asks for `usize::MAX` pairs: every judge gets every pair without its own answer (in a
+//! swarm that would grow quadratically).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,33 +15,6 @@ pub struct Assignment {
     pub judge: usize,
     pub first: usize,
     pub second: usize,
-}
-
-/// Every judge on every unordered pair of answers, both orders, skipping pairs that
-/// contain the judge's own answer. `authors[a]` is the judge who wrote answer `a`.
-pub fn all_pairs_both_orders(authors: &[usize], judges: &[usize]) -> Vec<Assignment> {
-    let n = authors.len();
-    let mut out = Vec::new();
-    for &judge in judges {
-        for a in 0..n {
-            for b in (a + 1)..n {
-                if authors[a] == judge || authors[b] == judge {
-                    continue;
-                }
-                out.push(Assignment {
-                    judge,
-                    first: a,
-                    second: b,
-                });
-                out.push(Assignment {
-                    judge,
-                    first: b,
-                    second: a,
-                });
-            }
-        }
-    }
-    out
 }
 
 /// splitmix64: a small, well-mixed, seedable generator, so assignment needs no RNG crate
@@ -95,7 +68,10 @@ pub fn balanced_assignment(
     let mut taken = vec![vec![false; pairs.len()]; n_judges];
     let mut out = Vec::new();
     // Round-robin: one pair per judge per pass keeps coverage even as it grows.
+    // A pass that gives nobody a pair ends it: later passes could not either, so
+    // `usize::MAX` pairs per judge means every eligible pair.
     for _ in 0..pairs_per_judge {
+        let before = out.len();
         for &judge in &judges {
             let best = (0..pairs.len())
                 .filter(|&p| {
@@ -127,6 +103,9 @@ pub fn balanced_assignment(
                 });
             }
         }
+        if out.len() == before {
+            break;
+        }
     }
     out
 }
@@ -154,7 +133,7 @@ mod tests {
     #[test]
     fn nobody_judges_itself_and_both_orders_appear() {
         // Three answers by judges 0, 1, 2; a fourth judge (3) wrote nothing.
-        let a = all_pairs_both_orders(&[0, 1, 2], &[0, 1, 2, 3]);
+        let a = balanced_assignment(&[Some(0), Some(1), Some(2)], 4, usize::MAX, 9);
         for x in &a {
             assert_ne!([0, 1, 2][x.first], x.judge);
             assert_ne!([0, 1, 2][x.second], x.judge);
@@ -170,7 +149,7 @@ mod tests {
 
     #[test]
     fn two_answers_by_the_only_two_judges_cannot_be_judged() {
-        assert!(all_pairs_both_orders(&[0, 1], &[0, 1]).is_empty());
+        assert!(balanced_assignment(&[Some(0), Some(1)], 2, usize::MAX, 9).is_empty());
     }
 
     #[test]

@@ -96,6 +96,13 @@ impl NodeKey {
     }
 }
 
+/// Only the public half: a key's debug output must never leak its secret.
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeKey").field("id", &self.id()).finish()
+    }
+}
+
 /// A payload with its signer's public key and signature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Signed<T> {

@@ -1,9 +1,8 @@
-//! Recording a local round (one node, its plugins as members) in the ledger.
+//! What a local round (one node, its plugins as members) is keyed and weighed by in the
+//! ledger. The round itself, and its sealed transcript, are `crate::round::local`'s.
 
-use super::identity::NodeKey;
-use super::transcript::{AnswerMsg, Member, Params, Transcript, VerdictMsg};
-use crate::consensus::scoring::{ReputationParams, Standing};
-use crate::round::RoundReport;
+use super::transcript::Params;
+use crate::consensus::scoring::ReputationParams;
 use sha2::{Digest, Sha256};
 
 /// Ledger key of a local plugin.
@@ -33,66 +32,4 @@ pub fn round_id(node: &str, prompt: &str) -> String {
     h.update(prompt.as_bytes());
     h.update(nanos.to_le_bytes());
     hex::encode(&h.finalize()[..8])
-}
-
-/// The signed transcript of `report`. Forfeited answers (their plugin faulted) and the
-/// faulty plugins' verdicts are left out, as the round left them out; the winning answer
-/// comes first, so that an undecided round (no weighted preference) recomputes to it.
-pub fn transcript(
-    key: &NodeKey,
-    id: String,
-    report: &RoundReport,
-    before: &[Standing],
-    params: Params,
-) -> Transcript {
-    let node = key.id();
-    let members: Vec<Member> = report
-        .members
-        .iter()
-        .zip(before)
-        .map(|(m, s)| Member {
-            key: member_key(&node, &m.plugin),
-            before: *s,
-        })
-        .collect();
-    let mut order: Vec<usize> = (0..report.answers.len())
-        .filter(|&i| !report.answers[i].disqualified)
-        .collect();
-    if let Some(w) = report.winner {
-        order.retain(|&i| i != w);
-        order.insert(0, w);
-    }
-    let pos = |a: usize| order.iter().position(|&x| x == a);
-    let answers = order
-        .iter()
-        .map(|&i| AnswerMsg {
-            round: id.clone(),
-            member: report.answers[i].member,
-            text: report.answers[i].text.clone(),
-        })
-        .collect();
-    let verdicts = report
-        .verdicts
-        .iter()
-        .filter(|v| !report.members[v.judge_member].fault)
-        .filter_map(|v| {
-            Some(VerdictMsg {
-                round: id.clone(),
-                judge: v.judge_member,
-                first: pos(v.first)?,
-                second: pos(v.second)?,
-                outcome: v.outcome?,
-            })
-        })
-        .collect();
-    Transcript::build(
-        key,
-        id,
-        report.prompt.clone(),
-        report.seed,
-        members,
-        params,
-        answers,
-        verdicts,
-    )
 }

@@ -106,6 +106,11 @@ pub struct Transcript {
     /// are applied to the members' standings before the fit.
     #[serde(default)]
     pub calibration: Vec<CalibrationCheck>,
+    /// Members the round struck for a fault (a trap, a crash) after their answers were
+    /// anonymised: their answers cannot win and their verdicts do not count. Only an
+    /// entry node's own plugins are struck: it cannot see a peer's faults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub struck: Vec<usize>,
     /// Computed and signed by the entry node.
     pub result: Signed<Outcomes>,
 }
@@ -118,6 +123,24 @@ pub fn recompute(
     verdicts: &[Signed<VerdictMsg>],
     calibration: &[CalibrationCheck],
 ) -> Outcomes {
+    recompute_struck(members, params, answers, verdicts, calibration, &[])
+}
+
+/// [`recompute`] with `struck` members left out: the fit runs over the other answers
+/// only (a struck answer scores 0 and earns nothing), without the struck judges'
+/// verdicts, and a struck member's standing moves only by its calibration items.
+pub fn recompute_struck(
+    members: &[Member],
+    params: &Params,
+    answers: &[Signed<AnswerMsg>],
+    verdicts: &[Signed<VerdictMsg>],
+    calibration: &[CalibrationCheck],
+    struck: &[usize],
+) -> Outcomes {
+    let live: Vec<usize> = (0..answers.len())
+        .filter(|&a| !struck.contains(&answers[a].payload.member))
+        .collect();
+    let pos = |a: usize| live.iter().position(|&x| x == a);
     let p = &params.reputation;
     // Calibration first: a judge proven in this round votes in this round.
     let mut calibrated: Vec<Standing> = members.iter().map(|m| m.before).collect();
@@ -131,15 +154,18 @@ pub fn recompute(
     let weights: Vec<f64> = calibrated.iter().map(|s| s.vote_weight(p)).collect();
     let votes: Vec<Vote> = verdicts
         .iter()
-        .map(|v| Vote {
-            judge: v.payload.judge,
-            first: v.payload.first,
-            second: v.payload.second,
-            outcome: v.payload.outcome,
+        .filter(|v| !struck.contains(&v.payload.judge))
+        .filter_map(|v| {
+            Some(Vote {
+                judge: v.payload.judge,
+                first: pos(v.payload.first)?,
+                second: pos(v.payload.second)?,
+                outcome: v.payload.outcome,
+            })
         })
         .collect();
     let fit = scoring::aggregate(
-        answers.len(),
+        live.len(),
         &votes,
         &weights,
         params.clip,
@@ -148,14 +174,20 @@ pub fn recompute(
             ..Default::default()
         },
     );
-    let rewards = scoring::rewards(&fit.scores, params.points);
+    let live_rewards = scoring::rewards(&fit.scores, params.points);
+    let mut scores = vec![0.0; answers.len()];
+    let mut rewards = vec![0.0; answers.len()];
+    for (k, &a) in live.iter().enumerate() {
+        scores[a] = fit.scores[k];
+        rewards[a] = live_rewards[k];
+    }
     let mut after = calibrated;
-    for (a, perf) in answers.iter().zip(scoring::answer_performance(&fit.scores)) {
-        if let Some(s) = after.get_mut(a.payload.member) {
+    for (&a, perf) in live.iter().zip(scoring::answer_performance(&fit.scores)) {
+        if let Some(s) = after.get_mut(answers[a].payload.member) {
             s.observe(perf, p);
         }
     }
-    if answers.len() >= 2 {
+    if live.len() >= 2 {
         for (judge, agreement) in scoring::judge_agreement(&votes, &fit.scores, members.len())
             .into_iter()
             .enumerate()
@@ -165,13 +197,35 @@ pub fn recompute(
             }
         }
     }
-    let winner = if answers.is_empty() { None } else { fit.winner };
     Outcomes {
-        winner,
-        scores: fit.scores,
+        winner: fit.winner.map(|w| live[w]),
+        scores,
         rewards,
         after,
     }
+}
+
+/// A transcript before the entry node seals it with the result.
+#[derive(Debug, Clone)]
+pub struct Unsealed {
+    pub id: String,
+    pub prompt: String,
+    pub seed: u64,
+    pub members: Vec<Member>,
+    pub params: Params,
+    pub answers: Vec<Signed<AnswerMsg>>,
+    pub verdicts: Vec<Signed<VerdictMsg>>,
+    pub calibration: Vec<CalibrationCheck>,
+    pub struck: Vec<usize>,
+}
+
+/// Whether a message signed by `signer` may speak for the member keyed `key`: its own
+/// node, or (a local round) the node whose plugin it is.
+pub fn speaks_for(key: &str, signer: &str) -> bool {
+    key == signer
+        || key
+            .strip_prefix(signer)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 impl Transcript {
@@ -217,24 +271,44 @@ impl Transcript {
         verdicts: Vec<Signed<VerdictMsg>>,
         calibration: Vec<CalibrationCheck>,
     ) -> Transcript {
-        let result = entry.sign(recompute(
-            &members,
-            &params,
-            &answers,
-            &verdicts,
-            &calibration,
+        Self::seal(
+            entry,
+            Unsealed {
+                id,
+                prompt,
+                seed,
+                members,
+                params,
+                answers,
+                verdicts,
+                calibration,
+                struck: Vec::new(),
+            },
+        )
+    }
+
+    /// The entry node computes the result that follows from the messages and signs it.
+    pub fn seal(entry: &NodeKey, u: Unsealed) -> Transcript {
+        let result = entry.sign(recompute_struck(
+            &u.members,
+            &u.params,
+            &u.answers,
+            &u.verdicts,
+            &u.calibration,
+            &u.struck,
         ));
         Transcript {
             version: TRANSCRIPT_VERSION,
-            id,
+            id: u.id,
             entry: entry.id(),
-            prompt,
-            seed,
-            members,
-            params,
-            answers,
-            verdicts,
-            calibration,
+            prompt: u.prompt,
+            seed: u.seed,
+            members: u.members,
+            params: u.params,
+            answers: u.answers,
+            verdicts: u.verdicts,
+            calibration: u.calibration,
+            struck: u.struck,
             result,
         }
     }
@@ -247,7 +321,7 @@ impl Transcript {
         let speaks_for = |signer: &str, member: usize| {
             self.members
                 .get(member)
-                .is_some_and(|m| m.key == signer || m.key.starts_with(&format!("{signer}/")))
+                .is_some_and(|m| speaks_for(&m.key, signer))
         };
         for (i, a) in self.answers.iter().enumerate() {
             if !speaks_for(&a.signer, a.payload.member) {
@@ -312,6 +386,9 @@ impl Transcript {
                 ));
             }
         }
+        if let Some(m) = self.struck.iter().find(|&&m| m >= self.members.len()) {
+            problems.push(format!("struck member {m} does not exist"));
+        }
         if let Err(e) = self.result.verify() {
             problems.push(format!("result: {e}"));
         }
@@ -319,12 +396,13 @@ impl Transcript {
             problems.push("result is not signed by the entry node".into());
         }
         if problems.is_empty() {
-            let again = recompute(
+            let again = recompute_struck(
                 &self.members,
                 &self.params,
                 &self.answers,
                 &self.verdicts,
                 &self.calibration,
+                &self.struck,
             );
             let recorded = &self.result.payload;
             let near = |a: &[f64], b: &[f64]| {

@@ -7,7 +7,7 @@
 
 use crate::consensus::Outcome;
 use crate::plugins::{Plugin, Registry};
-use crate::sandbox::{CallError, Request, Session, Verdict};
+use crate::sandbox::{CallError, Request, Sandbox, Session, Verdict};
 use std::sync::Arc;
 
 /// A node's part in one round, kept from `assess` to the last verdict.
@@ -85,59 +85,12 @@ impl Work for PluginWork {
 
 impl Expertise for Plugins {
     fn volunteer(&self, req: &Request, threshold: f32) -> Volunteer {
-        let sandbox = self.registry.sandbox().clone();
-        let plugins = self.registry.active();
-        // Every plugin assesses in parallel; the most willing one speaks for the node.
-        let mut assessed: Vec<(f32, PluginWork)> = std::thread::scope(|s| {
-            let handles: Vec<_> = plugins
-                .iter()
-                .map(|p| {
-                    let sandbox = &sandbox;
-                    s.spawn(move || {
-                        let mut session = match p.session(sandbox, req.seed) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                p.record_round(
-                                    e.is_fault(),
-                                    crate::plugins::DEFAULT_QUARANTINE_AFTER,
-                                );
-                                return None;
-                            }
-                        };
-                        let score = session.assess(req);
-                        let mut work = PluginWork {
-                            plugin: p.clone(),
-                            session,
-                            faulted: false,
-                        };
-                        let score = work.note(score).ok()?;
-                        Some((score, work))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok().flatten())
-                .collect()
-        });
-        assessed.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(a.1.plugin.name.cmp(&b.1.plugin.name))
-        });
-        match assessed.into_iter().next() {
-            Some((score, work)) => Volunteer {
-                score,
-                plugin: work.plugin.name.clone(),
-                willing: score >= threshold,
-                work: Some(Box::new(work)),
-            },
-            None => Volunteer {
-                score: 0.0,
-                plugin: String::new(),
-                willing: false,
-                work: None,
-            },
-        }
+        volunteer_with(
+            self.registry.sandbox(),
+            &self.registry.active(),
+            req,
+            threshold,
+        )
     }
 
     fn names(&self) -> Vec<String> {
@@ -147,4 +100,76 @@ impl Expertise for Plugins {
             .map(|p| p.name.clone())
             .collect()
     }
+}
+
+/// A fixed set of plugins, for nodes that share one process and one folder's plugins
+/// between them (`apiary eval --nodes`).
+pub struct PluginSet {
+    pub sandbox: Arc<Sandbox>,
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+impl Expertise for PluginSet {
+    fn volunteer(&self, req: &Request, threshold: f32) -> Volunteer {
+        volunteer_with(&self.sandbox, &self.plugins, req, threshold)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.plugins.iter().map(|p| p.name.clone()).collect()
+    }
+}
+
+/// Every plugin assesses in parallel; the most willing one speaks for the node.
+fn volunteer_with(
+    sandbox: &Arc<Sandbox>,
+    plugins: &[Arc<Plugin>],
+    req: &Request,
+    threshold: f32,
+) -> Volunteer {
+    let mut assessed: Vec<(f32, PluginWork)> = std::thread::scope(|s| {
+        let handles: Vec<_> = plugins
+            .iter()
+            .map(|p| s.spawn(move || assess_one(sandbox, p, req)))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .collect()
+    });
+    assessed.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(a.1.plugin.name.cmp(&b.1.plugin.name))
+    });
+    match assessed.into_iter().next() {
+        Some((score, work)) => Volunteer {
+            score,
+            plugin: work.plugin.name.clone(),
+            willing: score >= threshold,
+            work: Some(Box::new(work)),
+        },
+        None => Volunteer {
+            score: 0.0,
+            plugin: String::new(),
+            willing: false,
+            work: None,
+        },
+    }
+}
+
+fn assess_one(sandbox: &Sandbox, p: &Arc<Plugin>, req: &Request) -> Option<(f32, PluginWork)> {
+    let session = match p.session(sandbox, req.seed) {
+        Ok(s) => s,
+        Err(e) => {
+            p.record_round(e.is_fault(), crate::plugins::DEFAULT_QUARANTINE_AFTER);
+            return None;
+        }
+    };
+    let mut work = PluginWork {
+        plugin: p.clone(),
+        session,
+        faulted: false,
+    };
+    let score = work.session.assess(req);
+    let score = work.note(score).ok()?;
+    Some((score, work))
 }

@@ -418,11 +418,22 @@ impl<V: Clone> RoundTable<V> {
 
     /// Remove the round if `keep` says so of its value (so a timer armed for one
     /// instance of a key never removes a later one).
-    pub fn remove_if(&mut self, entry: &str, round: &str, keep: impl Fn(&V) -> bool) {
+    /// Remove the round if `which` says so; whether it was removed.
+    pub fn remove_if(&mut self, entry: &str, round: &str, which: impl Fn(&V) -> bool) -> bool {
         let key = (entry.to_string(), round.to_string());
-        if self.rounds.get(&key).is_some_and(|(_, v)| keep(v)) {
+        let hit = self.rounds.get(&key).is_some_and(|(_, v)| which(v));
+        if hit {
             self.rounds.remove(&key);
         }
+        hit
+    }
+
+    /// Drop every round of `entry` for which `keep` is false; how many were dropped.
+    pub fn release(&mut self, entry: &str, keep: impl Fn(&str) -> bool) -> usize {
+        let before = self.rounds.len();
+        self.rounds
+            .retain(|(e, round), _| e != entry || keep(round));
+        before - self.rounds.len()
     }
 
     /// Keep the round until `until` at least (its entry node asked something of it).
@@ -544,6 +555,22 @@ mod tests {
             "gossip over one connection"
         );
         assert!(b.admit(Channel::Request, &5, &9, 0).is_ok());
+    }
+
+    #[test]
+    fn only_a_rounds_entry_node_can_release_it() {
+        let mut t: RoundTable<u32> = RoundTable::new(8, 3);
+        for r in ["r1", "r2", "r3"] {
+            t.insert("entry", r, 10_000, 1, 0).unwrap();
+        }
+        t.insert("other", "r1", 10_000, 1, 0).unwrap();
+        assert_eq!(t.insert("entry", "r4", 10_000, 0, 0), Err(Full::Entry(3)));
+        // The entry's next announcement says r2 is still open: r1 and r3 are let go,
+        // and another entry's r1 (same id) is untouched.
+        assert_eq!(t.release("entry", |r| r == "r2"), 2);
+        assert_eq!(t.of_entry("entry", 0), 1);
+        assert_eq!(t.of_entry("other", 0), 1);
+        t.insert("entry", "r4", 10_000, 0, 0).unwrap();
     }
 
     #[test]

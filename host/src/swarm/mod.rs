@@ -4,14 +4,14 @@
 //! - [`limits`]: what one peer may cost a node (message budgets, member rounds);
 //! - [`net`]: transports, discovery, gossip and request-response (one task owns libp2p);
 //! - [`expertise`]: what a node answers and judges with (its plugins, or a simulation);
-//! - [`calibration`]: known-answer items that make a judge prove itself;
-//! - [`node`]: the round protocol, as entry node and as member;
+//! - [`node`]: the libp2p driver of the round engine (`crate::round`) as entry node,
+//!   and the member's side of the protocol;
 //! - [`sim`]: many nodes in one process over the in-memory transport.
 //!
 //! The consensus arithmetic lives in [`crate::consensus`] and the record of each round in
-//! [`crate::ledger`]; this module only moves messages and keeps deadlines.
+//! [`crate::ledger`]; the protocol
+//! itself in [`crate::round::engine`]; this module only moves messages and keeps time.
 
-pub mod calibration;
 pub mod expertise;
 pub mod limits;
 pub mod net;
@@ -19,7 +19,7 @@ pub mod node;
 pub mod sim;
 pub mod wire;
 
-pub use expertise::{Expertise, Plugins, Volunteer, Work};
+pub use expertise::{Expertise, PluginSet, Plugins, Volunteer, Work};
 pub use limits::{Limits, Rate};
 pub use net::{NetConfig, NetStats};
 pub use node::{Node, Persona, Progress, RoundFailure, RoundResult, RoundSettings};

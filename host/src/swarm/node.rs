@@ -19,19 +19,15 @@
 //! per round and reads at most one verdict per item it gave. As entry it paces its own
 //! announcements a little below the rate its peers accept ([`Limits::gossip`]).
 
-use super::calibration;
-use super::expertise::{Expertise, Work};
+use super::expertise::{Expertise, Volunteer, Work};
 use super::limits::{Full, Limits, Rate, RoundTable, TableStats, TokenBucket};
 use super::net::{Inbound, Net, NetConfig};
-use super::wire::{self, Ack, AnswerReply, Join, JudgeItem, JudgeTask, Msg, RoundRequest};
+use super::wire::{self, Ack, AnswerReply, Join, JudgeTask, Msg, RoundRequest};
 use super::wire::{Select, VerdictReply, short};
-use crate::consensus;
-use crate::consensus::pairs::SplitMix;
 use crate::consensus::scoring::Standing;
-use crate::ledger::transcript::{
-    AnswerMsg, CalibrationCheck, Member, Params, Transcript, VerdictMsg,
-};
+use crate::ledger::transcript::{AnswerMsg, Transcript, VerdictMsg};
 use crate::ledger::{Ledger, NodeKey, Signed, local};
+use crate::round::{Action, Deadlines, Decision, Failure, Offer, Phase, Round, Spec};
 use crate::sandbox::Request;
 use libp2p::PeerId;
 use serde::Serialize;
@@ -41,34 +37,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// How rounds this node starts are run.
-#[derive(Debug, Clone)]
-pub struct RoundSettings {
-    pub join_ms: u64,
-    pub answer_ms: u64,
-    pub judge_ms: u64,
-    /// Most members in a sub-swarm.
-    pub max_members: usize,
-    /// Unordered pairs per judge (each judged in both orders).
-    pub pairs_per_judge: usize,
-    /// Minimum `assess` score to volunteer (as member).
-    pub threshold: f32,
-    pub params: Params,
-}
+/// How rounds this node starts are run: the round engine's settings (the swarm's by
+/// default).
+pub type RoundSettings = crate::round::Settings;
 
-impl Default for RoundSettings {
-    fn default() -> Self {
-        RoundSettings {
-            join_ms: 3_000,
-            answer_ms: 60_000,
-            judge_ms: 60_000,
-            max_members: 16,
-            pairs_per_judge: 3,
-            threshold: 0.5,
-            params: Params::default(),
-        }
-    }
-}
+pub use crate::round::{MemberReport, Progress};
 
 /// How a node behaves on the wire. Everything but `Honest` exists for `apiary sim` and
 /// tests: the protocol must survive such members.
@@ -103,25 +76,9 @@ pub struct RoundResult {
     pub answers: usize,
     pub verdicts: usize,
     pub elapsed_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct MemberReport {
-    pub node: String,
-    pub plugin: String,
-    pub score: f32,
-    pub answered: bool,
-    pub judged: usize,
-    /// Why it is missing from a phase, if it is.
-    pub note: Option<String>,
-}
-
-/// Round progress, for streaming clients.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
-    Forming,
-    Answering { members: usize },
-    Ranking { answers: usize, judges: usize },
+    /// The sealed record of the round, as the ledger keeps it.
+    #[serde(skip)]
+    pub transcript: Transcript,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +111,16 @@ const LINGER_MS: u64 = 5_000;
 const SWEEP_MS: u64 = 500;
 /// Most items in one judge task (the default settings give a new judge 26).
 pub const MAX_JUDGE_ITEMS: usize = 128;
+/// Most of its other open rounds an entry node lists in an announcement (and a member
+/// reads): more rounds at once than this from one entry and a member may let go of one
+/// still in progress, which then goes on without it.
+pub const MAX_OPEN_LISTED: usize = 256;
 /// Most joins queued for one round this node is entry for (one per peer is read).
 pub const JOIN_QUEUE: usize = 1_024;
 
 struct MemberRound {
     request_full: Request,
-    work: Arc<tokio::sync::Mutex<Option<Box<dyn Work>>>>,
+    work: SharedWork,
     /// A round is answered once and judged once, however often its entry asks.
     answered: AtomicBool,
     judged: AtomicBool,
@@ -178,6 +139,9 @@ struct Inner {
     /// Rounds this node is entry for, in their join phase: where their `Join`s go.
     /// Only [`Node::ask`] adds to it, paced by `announce`.
     joins: Mutex<HashMap<String, mpsc::Sender<(PeerId, Join)>>>,
+    /// Rounds this node is entry for, from announcement to decision (listed in each
+    /// announcement, so that members let go of the others).
+    open: Mutex<BTreeSet<String>>,
     /// Rounds this node takes part in as a member, by (entry node, round).
     member_rounds: Mutex<RoundTable<Arc<MemberRound>>>,
     /// This node's own announcements: paced to `announce_rate`.
@@ -229,6 +193,7 @@ impl Node {
                 settings,
                 persona,
                 joins: Mutex::new(HashMap::new()),
+                open: Mutex::new(BTreeSet::new()),
                 member_rounds: Mutex::new(RoundTable::new(
                     MAX_MEMBER_ROUNDS,
                     MAX_MEMBER_ROUNDS_PER_ENTRY,
@@ -377,6 +342,10 @@ impl Node {
         let Some(entry) = peer_of(&r.entry) else {
             return;
         };
+        // The entry's rounds it no longer lists are over: free their slots first.
+        let open = &r.open[..r.open.len().min(MAX_OPEN_LISTED)];
+        lock(&self.inner.member_rounds)
+            .release(&r.entry, |id| id == r.round || open.iter().any(|o| o == id));
         let req = to_request(&r);
         let round = Arc::new(MemberRound {
             request_full: req.clone(),
@@ -612,7 +581,9 @@ impl Node {
 
     // ---------------------------------------------------------------- entry side
 
-    /// Run a round with this node as entry node.
+    /// Run a round with this node as entry node: the round engine decides, this only
+    /// carries its actions over the network (or to this node's own plugins) and brings
+    /// the replies, failures and the time back as events.
     pub async fn ask(
         &self,
         prompt: &str,
@@ -623,467 +594,401 @@ impl Node {
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Result<RoundResult, RoundFailure> {
         let started = Instant::now();
-        let s = &self.inner.settings;
         let me = self.inner.id.clone();
-        let say = |p: Progress| {
-            if let Some(tx) = &progress {
-                let _ = tx.send(p);
-            }
-        };
-        say(Progress::Forming);
-        let round = local::round_id(&me, prompt);
-        let seed = seed
-            .unwrap_or_else(|| u64::from_str_radix(&round[..16.min(round.len())], 16).unwrap_or(0));
+        let id = local::round_id(&me, prompt);
+        let seed =
+            seed.unwrap_or_else(|| u64::from_str_radix(&id[..16.min(id.len())], 16).unwrap_or(0));
         let peers: BTreeSet<PeerId> = self.inner.net.peers().await.into_iter().collect();
         if !peers.is_empty() {
-            // Peers refuse announcements past their budget for this node: wait for ours.
-            let wait = lock(&self.inner.announce).reserve(self.inner.announce_rate, wire::now_ms());
-            if wait > 0 {
-                tracing::info!(
-                    "round {round}: announcing in {wait} ms (paced to what peers accept)"
-                );
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-            }
+            self.pace_announcement(&id).await;
         }
+        let s = &self.inner.settings;
+        let open = self.open_round(&id);
         let now = wire::now_ms();
-        let request = RoundRequest {
-            round: round.clone(),
+        let deadlines = Deadlines::after(now, s);
+        let announcement = RoundRequest {
+            round: id.clone(),
             entry: me.clone(),
             prompt: prompt.to_string(),
             domain,
             max_tokens,
             temperature,
             seed,
-            join_by: now + s.join_ms,
-            answer_by: now + s.join_ms + s.answer_ms,
-            judge_by: now + s.join_ms + s.answer_ms + s.judge_ms,
+            join_by: deadlines.join_by,
+            answer_by: deadlines.answer_by,
+            judge_by: deadlines.judge_by,
+            open,
         };
+        let request = to_request(&announcement);
+        let mut expected: BTreeSet<String> = peers.iter().filter_map(wire::node_id_of).collect();
+        expected.insert(me.clone());
+        let spec = Spec {
+            id: id.clone(),
+            request: request.clone(),
+            deadlines,
+            settings: s.clone(),
+            expected,
+            local: BTreeSet::from([me.clone()]),
+        };
+        let engine = Round::new(spec, self.inner.key.clone(), now);
 
-        // 1. Forming: announce, assess locally, collect joins.
-        let (tx, mut rx) = mpsc::channel(JOIN_QUEUE);
-        lock(&self.inner.joins).insert(round.clone(), tx);
+        let (joins_tx, joins) = mpsc::channel(JOIN_QUEUE);
+        lock(&self.inner.joins).insert(id.clone(), joins_tx);
         if !peers.is_empty()
             && let Err(e) = self
                 .inner
                 .net
-                .publish(&self.sign(Msg::Request(request.clone())))
+                .publish(&self.sign(Msg::Request(announcement)))
                 .await
         {
-            tracing::warn!("round {round}: could not announce: {e}");
+            tracing::warn!("round {id}: could not announce: {e}");
         }
+        let (events_tx, events) = mpsc::unbounded_channel();
+        self.volunteer_locally(request.clone(), events_tx.clone());
+        let mut driver = EntryDriver {
+            node: self.clone(),
+            engine,
+            request,
+            joins,
+            events,
+            events_tx,
+            own_work: None,
+            progress,
+        };
+        let outcome = driver.run().await;
+        lock(&self.inner.joins).remove(&id);
+        lock(&self.inner.open).remove(&id);
+        let decision = outcome?;
+        self.conclude(*decision, started)
+    }
+
+    /// Peers refuse announcements past their budget for this node: wait for ours.
+    async fn pace_announcement(&self, id: &str) {
+        let wait = lock(&self.inner.announce).reserve(self.inner.announce_rate, wire::now_ms());
+        if wait > 0 {
+            tracing::info!("round {id}: announcing in {wait} ms (paced to what peers accept)");
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+
+    /// Note round `id` as in progress; the others in progress, for its announcement.
+    fn open_round(&self, id: &str) -> Vec<String> {
+        let mut open = lock(&self.inner.open);
+        let others = open.iter().take(MAX_OPEN_LISTED).cloned().collect();
+        open.insert(id.to_string());
+        others
+    }
+
+    /// This node's own plugins assess while the peers join; their join is an event too.
+    fn volunteer_locally(&self, request: Request, events: mpsc::UnboundedSender<Event>) {
         let expertise = self.inner.expertise.clone();
-        let full = to_request(&request);
-        let full2 = full.clone();
-        let threshold = s.threshold;
-        let own = tokio::task::spawn_blocking(move || expertise.volunteer(&full2, threshold));
-        let mut joins: Vec<(Option<PeerId>, String, Join)> = Vec::new();
-        let mut heard: BTreeSet<PeerId> = BTreeSet::new();
-        let join_deadline = tokio::time::Instant::now() + until(request.join_by);
-        while !peers.is_subset(&heard) {
-            match tokio::time::timeout_at(join_deadline, rx.recv()).await {
-                Ok(Some((peer, j))) => {
-                    if let Some(node) = wire::node_id_of(&peer)
-                        && heard.insert(peer)
-                    {
-                        joins.push((Some(peer), node, j));
-                    }
-                }
-                _ => break,
-            }
-        }
-        lock(&self.inner.joins).remove(&round);
-        let own = own.await.map_err(|_| RoundFailure::Stopped)?;
-        let own_work = own.work.map(|w| Arc::new(tokio::sync::Mutex::new(Some(w))));
-        if own_work.is_some() {
-            joins.push((
-                None,
-                me.clone(),
-                Join {
-                    round: round.clone(),
-                    willing: own.willing,
-                    score: own.score,
-                    plugin: own.plugin,
-                },
-            ));
-        }
-
-        // 2. Answering: the sub-swarm, by reputation × willingness.
-        let p = &s.params.reputation;
-        type Candidate = (f64, Option<PeerId>, String, Join, Standing);
-        let (mut candidates, mut spare): (Vec<Candidate>, Vec<Candidate>) = joins
-            .into_iter()
-            .filter(|(_, _, j)| j.score.is_finite() && !j.plugin.is_empty())
-            .map(|(peer, node, j)| {
-                let standing = self.standing(&node);
-                let rank = standing.reputation.max(0.01) * f64::from(j.score.clamp(0.0, 1.0));
-                (rank, peer, node, j, standing)
-            })
-            .partition(|c| c.3.willing);
-        candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
-        // Judge-only members, should too few answerers be left to judge each other.
-        spare.sort_by(|a, b| {
-            b.4.reputation
-                .total_cmp(&a.4.reputation)
-                .then(a.2.cmp(&b.2))
+        let threshold = self.inner.settings.threshold;
+        tokio::spawn(async move {
+            let v = tokio::task::spawn_blocking(move || expertise.volunteer(&request, threshold))
+                .await
+                .ok();
+            let _ = events.send(Event::Volunteered(v));
         });
-        candidates.truncate(s.max_members.max(1));
-        if candidates.is_empty() {
-            return Err(RoundFailure::NoVolunteers);
-        }
-        say(Progress::Answering {
-            members: candidates.len(),
-        });
-        let mut reports: Vec<MemberReport> = candidates
-            .iter()
-            .map(|(_, _, node, j, _)| MemberReport {
-                node: node.clone(),
-                plugin: j.plugin.clone(),
-                score: j.score,
-                answered: false,
-                judged: 0,
-                note: None,
-            })
-            .collect();
-        let answer_deadline = until(request.answer_by);
-        let mut tasks = Vec::new();
-        for (i, (_, peer, node, _, _)) in candidates.iter().enumerate() {
-            let (peer, node) = (*peer, node.clone());
-            let me = self.clone();
-            let own_work = own_work.clone();
-            let full = full.clone();
-            let round = round.clone();
-            tasks.push(tokio::spawn(async move {
-                let fut = async {
-                    match peer {
-                        None => {
-                            let work = own_work.ok_or("no local work")?;
-                            let key = me.inner.key.clone();
-                            tokio::task::spawn_blocking(move || {
-                                let mut w = work.blocking_lock();
-                                let (text, _) = w.as_mut().ok_or("no local work")?.answer(&full)?;
-                                Ok(key.sign(AnswerMsg {
-                                    round,
-                                    member: i,
-                                    text,
-                                }))
-                            })
-                            .await
-                            .map_err(|_| "answer task failed".to_string())?
-                        }
-                        Some(peer) => {
-                            let reply = me
-                                .inner
-                                .net
-                                .request(
-                                    peer,
-                                    me.sign(Msg::Select(Select {
-                                        round: round.clone(),
-                                        member: i,
-                                    })),
-                                )
-                                .await?;
-                            check_answer(reply, &node, &round, i)
-                        }
-                    }
-                };
-                tokio::time::timeout(answer_deadline, fut)
-                    .await
-                    .unwrap_or_else(|_| Err("late: no answer by the deadline".into()))
-            }));
-        }
-        let mut answers: Vec<Signed<AnswerMsg>> = Vec::new();
-        for (i, t) in tasks.into_iter().enumerate() {
-            match t.await.unwrap_or_else(|_| Err("answer task failed".into())) {
-                Ok(a) => {
-                    reports[i].answered = true;
-                    answers.push(a);
-                }
-                Err(e) => {
-                    tracing::info!(
-                        "round {round}: member {} left out: {e}",
-                        short(&reports[i].node)
-                    );
-                    reports[i].note = Some(e);
-                }
-            }
-        }
-        if answers.is_empty() {
-            let why = reports
-                .iter()
-                .filter_map(|r| r.note.clone())
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(RoundFailure::NoAnswers(why));
-        }
-        // Anonymise: judges see answers without authors, in the fallback order
-        // (`consensus::fallback`: earned reputation, then assess, then the seed's draw).
-        // When no weighted verdict separates the answers (two answerers who cannot judge
-        // each other, no calibrated judge, verdicts that cancel), the fit's tie goes to
-        // the lowest index, so the transcript recomputes to the same answer, and a
-        // member's own confidence never outranks what others' verdicts earned.
-        let order = {
-            let claims: Vec<consensus::Claim<'_>> = answers
-                .iter()
-                .map(|a| {
-                    let c = &candidates[a.payload.member];
-                    consensus::Claim {
-                        reputation: c.4.reputation,
-                        assess: c.3.score,
-                        text: &a.payload.text,
-                    }
-                })
-                .collect();
-            consensus::fallback_order(&claims, seed)
-        };
-        let mut slots: Vec<Option<Signed<AnswerMsg>>> = answers.into_iter().map(Some).collect();
-        let answers: Vec<Signed<AnswerMsg>> =
-            order.iter().filter_map(|&i| slots[i].take()).collect();
+    }
 
-        // 3. Ranking: balanced pairs plus hidden calibration items, both orders. Members
-        // cannot judge their own answers, so with fewer than MIN_JUDGES answerers nodes
-        // that joined without volunteering to answer are asked to judge as well.
-        let n = answers.len();
-        let selected = candidates.len();
-        if (2..MIN_JUDGES).contains(&n) {
-            for c in spare.into_iter().take(MIN_JUDGES - n) {
-                reports.push(MemberReport {
-                    node: c.2.clone(),
-                    plugin: c.3.plugin.clone(),
-                    score: c.3.score,
-                    answered: false,
-                    judged: 0,
-                    note: Some("judge only".into()),
-                });
-                candidates.push(c);
-            }
-        }
-        // Answerers, then the judge-only members appended above.
-        let judges: Vec<usize> = (0..candidates.len())
-            .filter(|&i| i >= selected || reports[i].answered)
-            .collect();
-        let authors: Vec<Option<usize>> = answers
-            .iter()
-            .map(|a| judges.iter().position(|&j| j == a.payload.member))
-            .collect();
-        let assignment = if n >= 2 {
-            consensus::balanced_assignment(&authors, judges.len(), s.pairs_per_judge, seed)
-        } else {
-            Vec::new()
-        };
-        let standings: Vec<Standing> = candidates.iter().map(|c| c.4).collect();
-        let mut checks: Vec<CalibrationCheck> = Vec::new();
-        let mut verdicts: Vec<Signed<VerdictMsg>> = Vec::new();
-        if n >= 2 {
-            say(Progress::Ranking {
-                answers: n,
-                judges: judges.len(),
-            });
-            let mut tasks = Vec::new();
-            for (j, &member) in judges.iter().enumerate() {
-                let mut items: Vec<JudgeItem> = assignment
-                    .iter()
-                    .filter(|a| a.judge == j)
-                    .map(|a| JudgeItem {
-                        prompt: request.prompt.clone(),
-                        first: a.first,
-                        second: a.second,
-                        first_text: answers[a.first].payload.text.clone(),
-                        second_text: answers[a.second].payload.text.clone(),
-                    })
-                    .collect();
-                // A new judge gets enough items to prove itself in one round even if it
-                // abstains (ties) on the ones outside its domain; a proven one gets one
-                // pair, both orders, so it cannot stop trying.
-                let wanted = if standings[member].calibrated(p) {
-                    1
-                } else {
-                    2 * p.calibration_items as usize
-                };
-                let bank =
-                    calibration::items(seed ^ (member as u64 + 1).wrapping_mul(0x9E37), wanted);
-                let mut truth: HashMap<(usize, usize), bool> = HashMap::new();
-                for (k, item) in bank.into_iter().enumerate() {
-                    let (right, wrong) = (n + 2 * k, n + 2 * k + 1);
-                    for (first, second) in [(right, wrong), (wrong, right)] {
-                        truth.insert((first, second), first == right);
-                        let text = |l: usize| {
-                            if l == right {
-                                item.right.clone()
-                            } else {
-                                item.wrong.clone()
-                            }
-                        };
-                        items.push(JudgeItem {
-                            prompt: item.prompt.clone(),
-                            first,
-                            second,
-                            first_text: text(first),
-                            second_text: text(second),
-                        });
-                    }
-                }
-                SplitMix(seed ^ member as u64).shuffle(&mut items);
-                let task = JudgeTask {
-                    round: round.clone(),
-                    judge: member,
-                    items,
-                };
-                let (peer, node) = (candidates[member].1, candidates[member].2.clone());
-                let me = self.clone();
-                let own_work = own_work.clone();
-                let deadline = until(request.judge_by);
-                tasks.push((
-                    member,
-                    truth,
-                    task.clone(),
-                    tokio::spawn(async move {
-                        let fut = async {
-                            match peer {
-                                None => {
-                                    let work = own_work.ok_or("no local work")?;
-                                    Ok(judge_items(&me.inner.key, work, task).await)
-                                }
-                                Some(peer) => {
-                                    let reply = me
-                                        .inner
-                                        .net
-                                        .request(peer, me.sign(Msg::Judge(task)))
-                                        .await?;
-                                    match reply.payload.msg {
-                                        Msg::Verdicts(v) if reply.signer == node => Ok(v.verdicts),
-                                        other => {
-                                            Err(format!("expected verdicts, got {}", other.kind()))
-                                        }
-                                    }
-                                }
-                            }
-                        };
-                        tokio::time::timeout(deadline, fut)
-                            .await
-                            .unwrap_or_else(|_| Err("late: no verdicts by the deadline".into()))
-                    }),
-                ));
-            }
-            for (member, truth, task, handle) in tasks {
-                let got = handle
-                    .await
-                    .unwrap_or_else(|_| Err("judge task failed".into()));
-                let got = match got {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::info!(
-                            "round {round}: judge {} left out: {e}",
-                            short(&reports[member].node)
-                        );
-                        reports[member].note.get_or_insert(e);
-                        continue;
-                    }
-                };
-                let asked: BTreeSet<(usize, usize)> =
-                    task.items.iter().map(|i| (i.first, i.second)).collect();
-                let mut done: BTreeSet<(usize, usize)> = BTreeSet::new();
-                // One verdict per item at most: the rest are not even verified.
-                for v in got.into_iter().take(task.items.len()) {
-                    let key = (v.payload.first, v.payload.second);
-                    let problem = if v.verify().is_err() {
-                        Some("bad signature")
-                    } else if v.signer != candidates[member].2 {
-                        Some("signed by another node")
-                    } else if v.payload.round != round || v.payload.judge != member {
-                        Some("for another round or judge")
-                    } else if !asked.contains(&key) || !done.insert(key) {
-                        Some("a pair it was not given, or twice")
-                    } else {
-                        None
-                    };
-                    if let Some(problem) = problem {
-                        tracing::warn!(
-                            "round {round}: rejected verdict from {}: {problem}",
-                            short(&reports[member].node)
-                        );
-                        continue;
-                    }
-                    if let Some(first_right) = truth.get(&key) {
-                        if let Some(item) = task.items.iter().find(|i| (i.first, i.second) == key) {
-                            checks.push(CalibrationCheck {
-                                prompt: item.prompt.clone(),
-                                first_text: item.first_text.clone(),
-                                second_text: item.second_text.clone(),
-                                first_is_right: *first_right,
-                                verdict: v,
-                            });
-                        }
-                    } else {
-                        reports[member].judged += 1;
-                        verdicts.push(v);
-                    }
-                }
-            }
-        }
-
-        // 4. Aggregate, sign, record.
-        let members: Vec<Member> = candidates
-            .iter()
-            .zip(&standings)
-            .map(|(c, s)| Member {
-                key: c.2.clone(),
-                before: *s,
-            })
-            .collect();
-        let transcript = Transcript::assemble(
-            &self.inner.key,
-            round.clone(),
-            request.prompt.clone(),
-            seed,
-            members,
-            s.params.clone(),
-            answers,
-            verdicts,
-            checks,
-        );
+    /// Record the sealed transcript, share the new standings with the gossip scorer,
+    /// and tell the client.
+    fn conclude(&self, d: Decision, started: Instant) -> Result<RoundResult, RoundFailure> {
         lock(&self.inner.ledger)
-            .record(&transcript)
+            .record(&d.transcript)
             .map_err(|e| RoundFailure::Ledger(e.to_string()))?;
-        let result = &transcript.result.payload;
-        for (c, after) in candidates.iter().zip(&result.after) {
-            if let Some(peer) = c.1 {
+        for (m, after) in d
+            .transcript
+            .members
+            .iter()
+            .zip(&d.transcript.result.payload.after)
+        {
+            if m.key != self.inner.id
+                && let Some(peer) = peer_of(&m.key)
+            {
                 self.inner.net.set_reputation(peer, after.reputation);
             }
         }
-        let winner = result.winner.unwrap_or(0);
-        let mut order: Vec<usize> = (0..result.scores.len()).collect();
-        order.sort_by(|&a, &b| result.scores[b].total_cmp(&result.scores[a]));
-        let margin = match order.as_slice() {
-            [w, r, ..] => 1.0 / (1.0 + (result.scores[*r] - result.scores[*w]).exp()),
-            _ => 1.0,
-        };
-        let win = &transcript.answers[winner];
+        for (judge, why) in &d.rejected {
+            tracing::warn!(
+                "round {}: rejected verdict from {}: {why}",
+                d.transcript.id,
+                short(judge)
+            );
+        }
+        let t = &d.transcript;
+        let win = &t.answers[d.winner];
         Ok(RoundResult {
-            id: round,
+            id: t.id.clone(),
             answer: win.payload.text.clone(),
             author: win.signer.clone(),
-            plugin: reports[win.payload.member].plugin.clone(),
-            margin,
-            single_answer: transcript.answers.len() == 1,
-            undecided: transcript.answers.len() >= 2
-                && !consensus::decided(
-                    &result.scores,
-                    &transcript
-                        .answers
-                        .iter()
-                        .map(|a| a.payload.text.as_str())
-                        .collect::<Vec<_>>(),
-                ),
-            answers: transcript.answers.len(),
-            verdicts: transcript.verdicts.len(),
-            members: reports,
+            plugin: d.members[win.payload.member].plugin.clone(),
+            margin: d.margin,
+            single_answer: d.single_answer,
+            undecided: d.undecided,
+            answers: t.answers.len(),
+            verdicts: t.verdicts.len(),
+            members: d.members.clone(),
             elapsed_ms: started.elapsed().as_millis() as u64,
+            transcript: t.clone(),
         })
     }
 }
 
-/// Fewer answerers than this and non-answering nodes are asked to judge too.
-const MIN_JUDGES: usize = 3;
+/// A plugin instance kept for a round: answering and judging take turns on it.
+type SharedWork = Arc<tokio::sync::Mutex<Option<Box<dyn Work>>>>;
+
+/// What comes back to the entry driver from the tasks it started.
+enum Event {
+    Volunteered(Option<Volunteer>),
+    Answered(String, Result<Signed<AnswerMsg>, String>),
+    Judged(String, Result<Vec<Signed<VerdictMsg>>, String>),
+}
+
+/// One round this node is entry for, in flight.
+struct EntryDriver {
+    node: Node,
+    engine: Round,
+    request: Request,
+    joins: mpsc::Receiver<(PeerId, Join)>,
+    events: mpsc::UnboundedReceiver<Event>,
+    events_tx: mpsc::UnboundedSender<Event>,
+    /// This node's own plugin instance, if it volunteered.
+    own_work: Option<SharedWork>,
+    progress: Option<mpsc::UnboundedSender<Progress>>,
+}
+
+impl EntryDriver {
+    async fn run(&mut self) -> Result<Box<Decision>, RoundFailure> {
+        loop {
+            while let Some(action) = self.engine.poll() {
+                match action {
+                    Action::Progress(p) => {
+                        if let Some(tx) = &self.progress {
+                            let _ = tx.send(p);
+                        }
+                    }
+                    Action::Answer { member, key } => self.ask_answer(member, key),
+                    Action::Judge { key, task, .. } => self.ask_verdicts(key, task),
+                    Action::Decided(d) => return Ok(d),
+                    Action::Failed(f) => return Err(f.into()),
+                }
+            }
+            self.next_event().await?;
+        }
+    }
+
+    /// Wait for one event (a join, a reply, a deadline) and hand it to the engine.
+    async fn next_event(&mut self) -> Result<(), RoundFailure> {
+        let joining = self.engine.phase() == Phase::Joining;
+        let wake = self.engine.poll_timeout();
+        let sleep = async {
+            match wake {
+                Some(at) => tokio::time::sleep(until(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some((peer, j)) = self.joins.recv(), if joining => self.on_join(peer, j),
+            ev = self.events.recv() => match ev {
+                Some(ev) => self.on_event(ev)?,
+                None => return Err(RoundFailure::Stopped),
+            },
+            () = sleep => self.engine.handle_timeout(wire::now_ms()),
+        }
+        Ok(())
+    }
+
+    fn on_join(&mut self, peer: PeerId, j: Join) {
+        let Some(node) = wire::node_id_of(&peer) else {
+            return;
+        };
+        let now = wire::now_ms();
+        if !j.willing && j.plugin.is_empty() {
+            // Declined (busy, or nothing to offer): heard, so not waited for.
+            let _ = self
+                .engine
+                .handle_failed(now, &node, "declined".into(), false);
+            return;
+        }
+        let offer = Offer {
+            standing: self.node.standing(&node),
+            key: node.clone(),
+            signer: node,
+            plugin: j.plugin,
+            score: j.score,
+            willing: j.willing,
+        };
+        let key = offer.key.clone();
+        if let Err(e) = self.engine.handle_join(now, offer) {
+            tracing::info!(
+                "round {}: join from {} refused: {e}",
+                self.engine.id(),
+                short(&key)
+            );
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) -> Result<(), RoundFailure> {
+        let now = wire::now_ms();
+        let me = self.node.inner.id.clone();
+        let (key, outcome) = match ev {
+            Event::Volunteered(None) => return Err(RoundFailure::Stopped),
+            Event::Volunteered(Some(v)) => {
+                let outcome = match v.work {
+                    Some(work) => {
+                        self.own_work = Some(Arc::new(tokio::sync::Mutex::new(Some(work))));
+                        let offer = Offer {
+                            standing: self.node.standing(&me),
+                            key: me.clone(),
+                            signer: me.clone(),
+                            plugin: v.plugin,
+                            score: v.score,
+                            willing: v.willing,
+                        };
+                        self.engine.handle_join(now, offer)
+                    }
+                    None => {
+                        self.engine
+                            .handle_failed(now, &me, "no plugin on this node".into(), false)
+                    }
+                };
+                (me, outcome)
+            }
+            Event::Answered(key, Ok(a)) => {
+                let outcome = self.engine.handle_answer(now, &key, a);
+                (key, outcome)
+            }
+            Event::Judged(key, Ok(v)) => {
+                let outcome = self.engine.handle_verdicts(now, &key, v).map(|_| ());
+                (key, outcome)
+            }
+            Event::Answered(key, Err(e)) | Event::Judged(key, Err(e)) => {
+                tracing::info!(
+                    "round {}: member {} left out: {e}",
+                    self.engine.id(),
+                    short(&key)
+                );
+                let outcome = self.engine.handle_failed(now, &key, e, false);
+                (key, outcome)
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::info!(
+                "round {}: event from {} refused: {e}",
+                self.engine.id(),
+                short(&key)
+            );
+        }
+        Ok(())
+    }
+
+    /// Ask a member for its answer: this node's own plugin, or a peer over the network.
+    fn ask_answer(&self, member: usize, key: String) {
+        let node = self.node.clone();
+        let round = self.engine.id().to_string();
+        let events = self.events_tx.clone();
+        let own = (key == node.inner.id)
+            .then(|| self.own_work.clone())
+            .flatten();
+        let request = self.request.clone();
+        tokio::spawn(async move {
+            let got = match own {
+                Some(work) => answer_locally(&node.inner.key, work, request, round, member).await,
+                None => node.remote_answer(&key, round, member).await,
+            };
+            let _ = events.send(Event::Answered(key, got));
+        });
+    }
+
+    fn ask_verdicts(&self, key: String, task: JudgeTask) {
+        let node = self.node.clone();
+        let events = self.events_tx.clone();
+        let own = (key == node.inner.id)
+            .then(|| self.own_work.clone())
+            .flatten();
+        tokio::spawn(async move {
+            let got = match own {
+                Some(work) => Ok(judge_items(&node.inner.key, work, task).await),
+                None => node.remote_verdicts(&key, task).await,
+            };
+            let _ = events.send(Event::Judged(key, got));
+        });
+    }
+}
+
+impl From<Failure> for RoundFailure {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::NoVolunteers => RoundFailure::NoVolunteers,
+            Failure::NoAnswers(why) => RoundFailure::NoAnswers(why),
+        }
+    }
+}
+
+impl Node {
+    /// A peer's signed answer. The engine checks it; this checks only the envelope.
+    async fn remote_answer(
+        &self,
+        key: &str,
+        round: String,
+        member: usize,
+    ) -> Result<Signed<AnswerMsg>, String> {
+        let peer = peer_of(key).ok_or("not a node id")?;
+        let ask = self.sign(Msg::Select(Select { round, member }));
+        let reply = self.inner.net.request(peer, ask).await?;
+        if reply.signer != key {
+            return Err("reply signed by another node".into());
+        }
+        match reply.payload.msg {
+            Msg::Answer(AnswerReply {
+                answer: Some(a), ..
+            }) => Ok(a),
+            Msg::Answer(AnswerReply { error, .. }) => {
+                Err(error.unwrap_or_else(|| "no answer".into()))
+            }
+            other => Err(format!("expected an answer, got {}", other.kind())),
+        }
+    }
+
+    async fn remote_verdicts(
+        &self,
+        key: &str,
+        task: JudgeTask,
+    ) -> Result<Vec<Signed<VerdictMsg>>, String> {
+        let peer = peer_of(key).ok_or("not a node id")?;
+        let reply = self
+            .inner
+            .net
+            .request(peer, self.sign(Msg::Judge(task)))
+            .await?;
+        match reply.payload.msg {
+            Msg::Verdicts(v) if reply.signer == key => Ok(v.verdicts),
+            other => Err(format!("expected verdicts, got {}", other.kind())),
+        }
+    }
+}
+
+async fn answer_locally(
+    key: &Arc<NodeKey>,
+    work: SharedWork,
+    request: Request,
+    round: String,
+    member: usize,
+) -> Result<Signed<AnswerMsg>, String> {
+    let key = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut w = work.blocking_lock();
+        let (text, _) = w.as_mut().ok_or("no local work")?.answer(&request)?;
+        Ok(key.sign(AnswerMsg {
+            round,
+            member,
+            text,
+        }))
+    })
+    .await
+    .map_err(|_| "answer task failed".to_string())?
+}
 
 /// The rate this node announces at: a little under what its peers accept from it (the
 /// same defaults), so network jitter between two announcements never makes one arrive
@@ -1106,34 +1011,9 @@ fn to_request(r: &RoundRequest) -> Request {
     }
 }
 
-fn check_answer(
-    reply: wire::Envelope,
-    node: &str,
-    round: &str,
-    member: usize,
-) -> Result<Signed<AnswerMsg>, String> {
-    if reply.signer != node {
-        return Err("reply signed by another node".into());
-    }
-    let Msg::Answer(a) = reply.payload.msg else {
-        return Err(format!(
-            "expected an answer, got {}",
-            reply.payload.msg.kind()
-        ));
-    };
-    let Some(answer) = a.answer else {
-        return Err(a.error.unwrap_or_else(|| "no answer".into()));
-    };
-    answer.verify()?;
-    if answer.signer != node || answer.payload.round != round || answer.payload.member != member {
-        return Err("answer signed for another node, round or member".into());
-    }
-    Ok(answer)
-}
-
 async fn judge_items(
     key: &Arc<NodeKey>,
-    work: Arc<tokio::sync::Mutex<Option<Box<dyn Work>>>>,
+    work: SharedWork,
     task: JudgeTask,
 ) -> Vec<Signed<VerdictMsg>> {
     let key = key.clone();

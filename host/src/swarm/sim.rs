@@ -254,22 +254,46 @@ pub async fn start_with(
     roles_of: impl Fn(usize) -> (Role, Persona),
     limits: Limits,
 ) -> Result<(Vec<Node>, Vec<(String, usize)>), String> {
-    // Memory-transport ports are global to the process: never reuse one.
-    static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(10_000);
-    let base = NEXT_PORT.fetch_add(c.nodes as u64 + 1, std::sync::atomic::Ordering::Relaxed);
-    let mut nodes: Vec<Node> = Vec::new();
+    let mut members: Vec<(Arc<dyn Expertise>, Persona)> = Vec::new();
     let mut roles = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..c.nodes {
         let (role, persona) = roles_of(i);
         *roles
             .entry(format!("{role:?}/{persona:?}").to_lowercase())
             .or_default() += 1;
+        let expert = SimExpert {
+            role,
+            index: i as u64,
+            answer_accuracy: c.answer_accuracy,
+            judge_accuracy: c.judge_accuracy,
+        };
+        members.push((Arc::new(expert), persona));
+    }
+    let nodes = spawn(c.seed, &c.settings, members, limits).await?;
+    Ok((nodes, roles.into_iter().collect()))
+}
+
+/// Start one node per member (its expertise and persona) in this process over the
+/// in-memory transport, and wait for the mesh to form; node 0 is the entry node. Keys
+/// come from `seed`, so a run is reproducible. Must run inside a tokio runtime.
+pub async fn spawn(
+    seed: u64,
+    settings: &RoundSettings,
+    members: Vec<(Arc<dyn Expertise>, Persona)>,
+    limits: Limits,
+) -> Result<Vec<Node>, String> {
+    // Memory-transport ports are global to the process: never reuse one.
+    static NEXT_PORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(10_000);
+    let n = members.len();
+    let base = NEXT_PORT.fetch_add(n as u64 + 1, std::sync::atomic::Ordering::Relaxed);
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, (expertise, persona)) in members.into_iter().enumerate() {
         let addr: libp2p::Multiaddr = format!("/memory/{}", base + i as u64)
             .parse()
             .map_err(|e| format!("{e}"))?;
         let mut bootstrap = Vec::new();
         // A connected graph with short paths: each node dials up to 8 earlier ones.
-        let mut rng = SplitMix(c.seed ^ i as u64);
+        let mut rng = SplitMix(seed ^ i as u64);
         for k in 0..i.min(8) {
             let j = if i <= 8 {
                 k
@@ -291,39 +315,33 @@ pub async fn start_with(
             request_timeout: Duration::from_secs(30),
             limits,
         };
-        let expert = SimExpert {
-            role,
-            index: i as u64,
-            answer_accuracy: c.answer_accuracy,
-            judge_accuracy: c.judge_accuracy,
-        };
         let ledger = Ledger::in_memory().map_err(|e| e.to_string())?;
         // Keys from the seed: node ids order members, so a run is reproducible.
         let mut secret = [0u8; 32];
-        let mut krng = SplitMix(c.seed.wrapping_mul(0x5EED) ^ (i as u64) << 32);
+        let mut krng = SplitMix(seed.wrapping_mul(0x5EED) ^ (i as u64) << 32);
         for chunk in secret.chunks_mut(8) {
             chunk.copy_from_slice(&krng.next_u64().to_le_bytes());
         }
         let node = Node::start(
             NodeKey::from_secret(secret),
             ledger,
-            Arc::new(expert),
+            expertise,
             net,
-            c.settings.clone(),
+            settings.clone(),
             persona,
         )?;
         nodes.push(node);
     }
     // Let the mesh form: every node must see the entry node's topic subscription.
-    let entry = nodes[0].clone();
+    let entry = nodes.first().ok_or("no nodes to start")?.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while entry.net().peers().await.len() < c.nodes.saturating_sub(1).min(8)
+    while entry.net().peers().await.len() < n.saturating_sub(1).min(8)
         && std::time::Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    Ok((nodes, roles.into_iter().collect()))
+    Ok(nodes)
 }
 
 /// What a flooder sent.
@@ -371,6 +389,8 @@ pub async fn flood(
             join_by: now + 1_000,
             answer_by: now + 2_000,
             judge_by: now + 3_000 + far,
+            // A flooder lists every round it started as open: it keeps its slots.
+            open: (1..n).rev().take(8).map(|k| format!("flood-{k}")).collect(),
         });
         if flooder.net().publish(&flooder.sign(announce)).await.is_ok() {
             report.announcements += 1;

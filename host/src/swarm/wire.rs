@@ -103,6 +103,12 @@ pub struct RoundRequest {
     pub join_by: u64,
     pub answer_by: u64,
     pub judge_by: u64,
+    /// The entry node's other rounds still in progress. A member lets go of every other
+    /// round of this entry it still holds: they are over, and holding them until their
+    /// deadlines would make back-to-back rounds run into the per-entry cap. Only the
+    /// entry can say so (announcements are signed by the entry they name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,24 +135,8 @@ pub struct AnswerReply {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JudgeTask {
-    pub round: String,
-    /// The judge's member index (it signs its verdicts with it).
-    pub judge: usize,
-    pub items: Vec<JudgeItem>,
-}
-
-/// One ordered pair. `first`/`second` are labels the judge copies into its verdict:
-/// answer indexes of the round for real pairs, opaque labels for calibration items.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JudgeItem {
-    pub prompt: String,
-    pub first: usize,
-    pub second: usize,
-    pub first_text: String,
-    pub second_text: String,
-}
+// The judge task is the round engine's: the wire carries it as the engine gave it.
+pub use crate::round::{JudgeItem, JudgeTask};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerdictReply {

@@ -1,5 +1,8 @@
-//! `apiary eval`: questions with known answers through local rounds, and how each way of
-//! combining the plugins' answers scores.
+//! `apiary eval`: questions with known answers through rounds, and how each way of
+//! combining the plugins' answers scores. The rounds are local (one process, the plugins
+//! as members) or, with `--nodes N`, a swarm of N nodes over libp2p's in-memory transport
+//! with the plugins spread over them ([`swarm`]): the same round engine either way, the
+//! second with the network, the gate and the signatures in the loop.
 //!
 //! Items are JSON lines in the project's own format (`scripts/fetch-datasets.py` converts
 //! the public test sets into it):
@@ -19,10 +22,14 @@
 //! fraction, that share of the judges (chosen by seed) has every verdict reversed and the
 //! consensus is refitted, so the cost of adversarial judges is measured on the same rounds.
 
-use crate::consensus::{self, FitOptions, Outcome, Vote};
+mod played;
+pub mod swarm;
+
+pub use played::{Played, Said};
+
 use crate::plugins::Plugin;
-use crate::round::{self, RoundConfig, RoundReport};
-use crate::sandbox::Sandbox;
+use crate::round::{self, RoundConfig};
+use crate::sandbox::{Request, Sandbox};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -200,41 +207,7 @@ pub struct Report {
     pub items: Vec<ItemResult>,
 }
 
-/// The refitted winner when the judges in `byzantine` reverse every verdict.
-fn byzantine_winner(r: &RoundReport, byzantine: &[String], clip: f64) -> Option<usize> {
-    // The round's own fallback order, so ties the flipped verdicts leave go where the
-    // round's rule sends them.
-    let live = &r.order;
-    let pos = |a: usize| live.iter().position(|&x| x == a);
-    let votes: Vec<Vote> = r
-        .verdicts
-        .iter()
-        .filter_map(|v| {
-            let flip = byzantine.contains(&v.judge);
-            let outcome = match (v.outcome?, flip) {
-                (o, false) => o,
-                (Outcome::First, true) => Outcome::Second,
-                (Outcome::Second, true) => Outcome::First,
-                (Outcome::Tie, true) => Outcome::Tie,
-            };
-            Some(Vote {
-                judge: v.judge_member,
-                first: pos(v.first)?,
-                second: pos(v.second)?,
-                outcome,
-            })
-        })
-        .collect();
-    // No decisive verdict left: the round's own rule for undecided rounds applies.
-    if votes.iter().all(|v| v.outcome == Outcome::Tie) {
-        return r.winner;
-    }
-    let weights = vec![1.0; r.members.len()];
-    let fit = consensus::aggregate(live.len(), &votes, &weights, clip, FitOptions::default());
-    fit.winner.map(|w| live[w])
-}
-
-/// Run every item as a local round; `progress` is told after each.
+/// Run every item as a local round among `plugins`; `progress` is told after each.
 pub fn run(
     sandbox: &Sandbox,
     plugins: &[Arc<Plugin>],
@@ -242,11 +215,29 @@ pub fn run(
     config: &RoundConfig,
     seed: u64,
     byzantine: f64,
+    progress: impl FnMut(usize, &ItemResult),
+) -> Result<Report, String> {
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    run_with(&names, items, seed, byzantine, progress, |request| {
+        let r =
+            round::run_local_round(sandbox, plugins, request, config).map_err(|e| e.to_string())?;
+        Ok(Played::local(&r))
+    })
+}
+
+/// Run every item through `play` (a local round, or a round of a swarm), scoring the
+/// plugins named `plugins`; `progress` is told after each.
+pub fn run_with(
+    plugins: &[String],
+    items: &[Item],
+    seed: u64,
+    byzantine: f64,
     mut progress: impl FnMut(usize, &ItemResult),
+    mut play: impl FnMut(&Request) -> Result<Played, String>,
 ) -> Result<Report, String> {
     let started = std::time::Instant::now();
     // Adversarial judges, chosen once by seed.
-    let mut names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    let mut names: Vec<String> = plugins.to_vec();
     crate::consensus::pairs::SplitMix(seed ^ 0xB12A).shuffle(&mut names);
     let n_bad = (byzantine * names.len() as f64).round() as usize;
     let bad: Vec<String> = names.into_iter().take(n_bad).collect();
@@ -256,77 +247,17 @@ pub fn run(
     for (k, item) in items.iter().enumerate() {
         let mut request = round::request(&item.question, seed ^ k as u64);
         request.choices = item.choices.clone();
-        let r = round::run_local_round(sandbox, plugins, &request, config)
-            .map_err(|e| e.to_string())?;
-        let right: Vec<String> = r
-            .members
-            .iter()
-            .filter(|m| {
-                m.answer
-                    .as_deref()
-                    .is_some_and(|a| matches(item, a, m.choice))
-            })
-            .map(|m| m.plugin.clone())
-            .collect();
-        // Majority over the matched meanings of the answers; ties to the most willing.
-        let mut order: Vec<&crate::round::Member> =
-            r.members.iter().filter(|m| m.answer.is_some()).collect();
-        order.sort_by(|a, b| b.assess.unwrap_or(0.0).total_cmp(&a.assess.unwrap_or(0.0)));
-        let mut votes: Vec<(String, usize)> = Vec::new();
-        for m in &order {
-            if let Some(v) = normalise(item, m.answer.as_deref().unwrap_or(""), m.choice) {
-                match votes.iter_mut().find(|(x, _)| *x == v) {
-                    Some((_, n)) => *n += 1,
-                    None => votes.push((v, 1)),
-                }
-            }
-        }
-        let top = votes.iter().map(|(_, n)| *n).max();
-        let majority = votes.iter().find(|(_, n)| Some(*n) == top).map(|(v, _)| v);
-        let gold_norm = gold(item);
-        let majority_right = majority.is_some() && majority == gold_norm.as_ref();
-        let answer_right = |i: Option<usize>| {
-            i.and_then(|i| r.answers.get(i)).is_some_and(|a| {
-                let m = &r.members[a.member];
-                matches(item, &a.text, m.choice)
-            })
-        };
-        let swarm_right = answer_right(r.winner);
-        let swarm_byzantine_right = if bad.is_empty() {
-            swarm_right
-        } else {
-            answer_right(byzantine_winner(&r, &bad, config.clip))
-        };
-        let result = ItemResult {
-            id: item.id.clone(),
-            task: item.task.clone(),
-            gold: item.answer.clone(),
-            swarm: r.winning_answer().map(|a| a.text.clone()),
-            swarm_right,
-            swarm_byzantine_right,
-            majority_right,
-            oracle: !right.is_empty(),
-            right: right.clone(),
-            decided_by: if r.winner.is_none() {
-                "none"
-            } else if r.single_answer {
-                "single"
-            } else if r.undecided {
-                "undecided"
-            } else {
-                "verdicts"
-            },
-            ms: r.elapsed_ms,
-        };
+        let played = play(&request)?;
+        let result = score(item, &played, &bad);
         for t in [per_task.entry(item.task.clone()).or_default(), &mut overall] {
             t.items += 1;
             for p in plugins {
-                *t.per_plugin.entry(p.name.clone()).or_default() +=
-                    usize::from(right.contains(&p.name));
+                *t.per_plugin.entry(p.clone()).or_default() +=
+                    usize::from(result.right.contains(p));
             }
-            t.majority += usize::from(majority_right);
-            t.swarm += usize::from(swarm_right);
-            t.swarm_byzantine += usize::from(swarm_byzantine_right);
+            t.majority += usize::from(result.majority_right);
+            t.swarm += usize::from(result.swarm_right);
+            t.swarm_byzantine += usize::from(result.swarm_byzantine_right);
             t.oracle += usize::from(result.oracle);
             t.answered += usize::from(result.decided_by != "none");
             t.judged += usize::from(result.decided_by == "verdicts");
@@ -347,6 +278,57 @@ pub fn run(
         },
         items: results,
     })
+}
+
+/// How one played round scores on `item`.
+fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
+    let right: Vec<String> = r
+        .said
+        .iter()
+        .filter(|a| matches(item, &a.text, a.choice))
+        .map(|a| a.plugin.clone())
+        .collect();
+    // Majority over the matched meanings of the answers; ties to the most willing.
+    let mut order: Vec<&Said> = r.said.iter().collect();
+    order.sort_by(|a, b| b.assess.total_cmp(&a.assess));
+    let mut votes: Vec<(String, usize)> = Vec::new();
+    for a in &order {
+        if let Some(v) = normalise(item, &a.text, a.choice) {
+            match votes.iter_mut().find(|(x, _)| *x == v) {
+                Some((_, n)) => *n += 1,
+                None => votes.push((v, 1)),
+            }
+        }
+    }
+    let top = votes.iter().map(|(_, n)| *n).max();
+    let majority = votes.iter().find(|(_, n)| Some(*n) == top).map(|(v, _)| v);
+    let majority_right = majority.is_some() && majority == gold(item).as_ref();
+    let answer_right = |i: Option<usize>| {
+        i.and_then(|i| r.answers.get(i))
+            .is_some_and(|a| matches(item, &a.text, a.choice))
+    };
+    let swarm_right = answer_right(r.winner);
+    let swarm_byzantine_right = if bad.is_empty() {
+        swarm_right
+    } else {
+        answer_right(r.byzantine_winner(bad))
+    };
+    ItemResult {
+        id: item.id.clone(),
+        task: item.task.clone(),
+        gold: item.answer.clone(),
+        swarm: r
+            .winner
+            .and_then(|w| r.answers.get(w))
+            .map(|a| a.text.clone()),
+        swarm_right,
+        swarm_byzantine_right,
+        majority_right,
+        oracle: !right.is_empty(),
+        right,
+        decided_by: r.decided_by,
+        ms: r.ms,
+    }
 }
 
 #[cfg(test)]

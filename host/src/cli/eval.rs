@@ -1,0 +1,215 @@
+//! `apiary eval`: questions with known answers through rounds (local, or over an
+//! in-process swarm with `--nodes`), scored per plugin,
+//! by majority vote, by the swarm (with and without adversarial judges) and by an oracle.
+
+use super::{CliError, SandboxArgs, to_json};
+use apiary::eval::{self, Item, Report, Tally};
+use apiary::plugins::Plugin;
+use apiary::round::RoundConfig;
+use apiary::swarm::RoundSettings;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct EvalCommand {
+    /// Dataset files (JSON lines in apiary's item format).
+    #[arg(required = true)]
+    datasets: Vec<PathBuf>,
+    #[arg(long, env = "APIARY_PLUGINS", default_value = "plugins")]
+    plugins: PathBuf,
+    /// At most this many items per dataset (a seeded sample).
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of the judges (plugins) made adversarial: every verdict reversed.
+    #[arg(long, default_value_t = 0.0)]
+    byzantine: f64,
+    /// Minimum assess score to answer.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// The whole report as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Run every round over a swarm of this many nodes in this process (libp2p's
+    /// in-memory transport, signed and gated messages, the swarm's round settings with
+    /// calibration) instead of locally; the plugins are spread over the nodes.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// With --nodes: which plugins each node runs. `spread` (plugin i on node i mod N:
+    /// one plugin per node by default) or groups such as `arith+facts,units`.
+    #[arg(long, default_value = "spread")]
+    layout: eval::swarm::Layout,
+}
+
+impl EvalCommand {
+    pub fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
+        let mut items = Vec::new();
+        for path in &self.datasets {
+            items.extend(self.read_dataset(path)?);
+        }
+        let registry = sandbox.registry(&self.plugins)?;
+        let plugins = registry.active();
+        if plugins.is_empty() {
+            return Err(CliError::Plugins(format!(
+                "no plugins loaded from {}",
+                self.plugins.display()
+            )));
+        }
+        let total = items.len();
+        let progress = |k: usize, r: &eval::ItemResult| {
+            let outcome = if r.swarm_right { "right" } else { "wrong" };
+            let id: String = r.id.chars().take(30).collect();
+            eprint!("\r{}/{} {:<40}", k + 1, total, format!("{id} {outcome}"))
+        };
+        let report = if self.nodes.is_some() || self.layout != eval::swarm::Layout::Spread {
+            let groups = eval::swarm::arrange(&self.layout, self.nodes, &plugins)
+                .map_err(CliError::Usage)?;
+            eprintln!(
+                "eval over a swarm of {} nodes: {}",
+                groups.len(),
+                describe(&groups)
+            );
+            let settings = RoundSettings {
+                threshold: self.threshold,
+                ..RoundSettings::swarm()
+            };
+            eval::swarm::run(
+                registry.sandbox(),
+                groups,
+                &items,
+                &settings,
+                self.seed,
+                self.byzantine,
+                progress,
+            )
+        } else {
+            let config = RoundConfig {
+                threshold: self.threshold,
+                ..Default::default()
+            };
+            eval::run(
+                registry.sandbox(),
+                &plugins,
+                &items,
+                &config,
+                self.seed,
+                self.byzantine,
+                progress,
+            )
+        }
+        .map_err(CliError::round)?;
+        // Ends the progress line.
+        eprintln!();
+        let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+        let table = self.table(&report, &names);
+        if self.json {
+            // stdout stays pure JSON for whatever reads it.
+            eprint!("{table}");
+            println!("{}", to_json(&report)?);
+        } else {
+            print!("{table}");
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// One dataset's items; with `--limit`, a seeded sample so runs are comparable.
+    fn read_dataset(&self, path: &Path) -> Result<Vec<Item>, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
+        let mut items = eval::read_items(&text)
+            .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+        if let Some(n) = self.limit
+            && items.len() > n
+        {
+            apiary::consensus::pairs::SplitMix(self.seed).shuffle(&mut items);
+            items.truncate(n);
+        }
+        Ok(items)
+    }
+
+    /// Accuracy per dataset and overall, one column per plugin and per way of deciding.
+    fn table(&self, report: &Report, names: &[String]) -> String {
+        let byzantine = self.byzantine > 0.0;
+        let mut table = format!("{:<16} {:>6}", "dataset", "items");
+        for n in names {
+            table.push_str(&format!(" {:>9}", n.chars().take(9).collect::<String>()));
+        }
+        table.push_str(&format!(
+            " {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+            "majority",
+            "swarm",
+            if byzantine { "swarm-byz" } else { "-" },
+            "oracle",
+            "answered",
+            "judged"
+        ));
+        let rows = report
+            .per_task
+            .iter()
+            .map(|(k, t)| (k.as_str(), t))
+            .chain(std::iter::once(("overall", &report.overall)));
+        for (name, t) in rows {
+            table.push_str(&row(name, t, names, byzantine));
+        }
+        table.push_str(&format!(
+            "{:.1} rounds per minute; seed {}{}\n",
+            report.rounds_per_minute,
+            report.seed,
+            if byzantine {
+                format!(
+                    "; {:.0}% of judges adversarial in swarm-byz",
+                    self.byzantine * 100.0
+                )
+            } else {
+                String::new()
+            }
+        ));
+        table
+    }
+}
+
+fn row(name: &str, t: &Tally, names: &[String], byzantine: bool) -> String {
+    let mut row = format!("{:<16} {:>6}", name, t.items);
+    for n in names {
+        let right = t.per_plugin.get(n).copied().unwrap_or(0);
+        row.push_str(&format!(" {:>9}", pct(right, t.items)));
+    }
+    row.push_str(&format!(
+        " {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        pct(t.majority, t.items),
+        pct(t.swarm, t.items),
+        if byzantine {
+            pct(t.swarm_byzantine, t.items)
+        } else {
+            "-".into()
+        },
+        pct(t.oracle, t.items),
+        pct(t.answered, t.items),
+        pct(t.judged, t.items)
+    ));
+    row
+}
+
+fn pct(n: usize, of: usize) -> String {
+    if of == 0 {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", 100.0 * n as f64 / of as f64)
+    }
+}
+
+/// `node 0: arith; node 1: facts+units`.
+fn describe(groups: &[Vec<Arc<Plugin>>]) -> String {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let names: Vec<&str> = g.iter().map(|p| p.name.as_str()).collect();
+            format!("node {i}: {}", names.join("+"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,148 @@
+//! `apiary plugins list|audit|watch`: what a plugins folder holds, everything a reviewer
+//! needs about one plugin, and a live view of a folder as plugins come and go.
+
+use super::{CliError, SandboxArgs, exit, to_json};
+use apiary::plugins::registry::{Listing, Status};
+use apiary::plugins::{Registry, audit};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct PluginsCommand {
+    #[command(subcommand)]
+    command: PluginsSubcommand,
+}
+
+#[derive(Subcommand)]
+enum PluginsSubcommand {
+    /// Load every plugin in a folder and report each as loaded or refused (with why).
+    List(ListArgs),
+    /// Everything a reviewer needs about one plugin (folder or .wasm): hash, imports,
+    /// exports, manifest, limits, data, and whether it loads.
+    Audit(AuditArgs),
+    /// Watch a folder and report plugins as they are added, replaced or removed.
+    Watch(WatchArgs),
+}
+
+impl PluginsCommand {
+    pub fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
+        match self.command {
+            PluginsSubcommand::List(c) => c.run(sandbox),
+            PluginsSubcommand::Audit(c) => c.run(sandbox),
+            PluginsSubcommand::Watch(c) => c.run(sandbox),
+        }
+    }
+}
+
+#[derive(Args)]
+struct ListArgs {
+    #[arg(env = "APIARY_PLUGINS", default_value = "plugins")]
+    dir: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+impl ListArgs {
+    fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
+        let registry = sandbox.registry(&self.dir)?;
+        let listing = registry.listing();
+        if self.json {
+            println!("{}", to_json(&listing)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let s = registry.sandbox();
+        println!(
+            "{} plugins in {} (instances: {}; tensor kernels: {})",
+            listing.len(),
+            self.dir.display(),
+            if s.pooling() {
+                "pooling allocator"
+            } else {
+                "on-demand allocation"
+            },
+            apiary::tensor::backend_name()
+        );
+        for l in &listing {
+            print_listing(&registry, l);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn print_listing(registry: &Registry, l: &Listing) {
+    match &l.status {
+        Status::Loaded {
+            name,
+            version,
+            domains,
+            sha256,
+            quarantined,
+        } => {
+            // The limits after the operator's ceilings, not what plugin.toml asked for.
+            let limits = registry.get(&l.id).map(|p| p.limits).unwrap_or_default();
+            println!(
+                "  loaded   {:<14} {name} {version}  [{}]  sha256 {}  answer {} ms, {} MiB{}",
+                l.id,
+                domains.join(", "),
+                &sha256[..12],
+                limits.answer_ms,
+                limits.memory_mib,
+                if *quarantined { "  QUARANTINED" } else { "" }
+            );
+        }
+        Status::Refused { reason } => {
+            println!("  refused  {:<14} {reason}", l.id);
+        }
+    }
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    path: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+impl AuditArgs {
+    /// A refusal is the audit's finding, not a failure to audit: the report is printed
+    /// either way and the exit code (3) says which.
+    fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
+        let sandbox = sandbox.sandbox()?;
+        let report = audit::audit(&sandbox, &self.path);
+        if self.json {
+            println!("{}", to_json(&report)?);
+        } else {
+            print!("{report}");
+        }
+        Ok(if report.refused.is_none() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(exit::AUDIT_REFUSED)
+        })
+    }
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[arg(env = "APIARY_PLUGINS", default_value = "plugins")]
+    dir: PathBuf,
+}
+
+impl WatchArgs {
+    /// JSON lines on stdout, one per listing and then one per change, for tools to
+    /// follow; runs until killed.
+    fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
+        let registry = sandbox.registry(&self.dir)?;
+        for l in registry.listing() {
+            println!("{}", serde_json::to_string(&l).unwrap_or_default());
+        }
+        let _watch = registry
+            .watch(|report| println!("{}", serde_json::to_string(report).unwrap_or_default()))
+            .map_err(|e| CliError::Plugins(format!("cannot watch {}: {e}", self.dir.display())))?;
+        println!("watching {} (Ctrl-C to stop)", self.dir.display());
+        loop {
+            std::thread::park();
+        }
+    }
+}
