@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::consensus::Outcome;
+use crate::round::JudgeItem;
 
 const T0: u64 = 1_000_000;
 
@@ -55,6 +56,16 @@ impl Script {
     }
 
     fn verdicts(&self, i: usize, task: &JudgeTask, pick: Outcome) -> Vec<Signed<VerdictMsg>> {
+        self.verdicts_by(i, task, |_| pick)
+    }
+
+    /// Member `i`'s signed verdict on every item of `task`, as `judge` decides each.
+    fn verdicts_by(
+        &self,
+        i: usize,
+        task: &JudgeTask,
+        judge: impl Fn(&JudgeItem) -> Outcome,
+    ) -> Vec<Signed<VerdictMsg>> {
         task.items
             .iter()
             .map(|item| {
@@ -63,10 +74,21 @@ impl Script {
                     judge: task.judge,
                     first: item.first,
                     second: item.second,
-                    outcome: pick,
+                    outcome: judge(item),
                 })
             })
             .collect()
+    }
+}
+
+/// A judge that prefers whichever shown answer is "42", and ties otherwise.
+fn prefer_42(item: &JudgeItem) -> Outcome {
+    if item.first_text == "42" {
+        Outcome::First
+    } else if item.second_text == "42" {
+        Outcome::Second
+    } else {
+        Outcome::Tie
     }
 }
 
@@ -155,27 +177,7 @@ fn an_honest_round_decides_by_the_verdicts() {
     assert_eq!(tasks.len(), 3, "every answerer judges");
     for (key, task) in &tasks {
         let i = index_of(&s, key);
-        // Each judge prefers whichever shown answer is "42", else the first.
-        let verdicts: Vec<_> = task
-            .items
-            .iter()
-            .map(|item| {
-                let outcome = if item.first_text == "42" {
-                    Outcome::First
-                } else if item.second_text == "42" {
-                    Outcome::Second
-                } else {
-                    Outcome::Tie
-                };
-                s.keys[i].sign(VerdictMsg {
-                    round: "r1".into(),
-                    judge: task.judge,
-                    first: item.first,
-                    second: item.second,
-                    outcome,
-                })
-            })
-            .collect();
+        let verdicts = s.verdicts_by(i, task, prefer_42);
         r.handle_verdicts(T0 + 30, key, verdicts).unwrap();
     }
     let d = decided(drain(&mut r));
@@ -537,23 +539,7 @@ fn a_fault_after_anonymising_strikes_the_answer_and_the_verdicts() {
         .unwrap();
     for (key, task) in tasks.iter().filter(|(k, _)| *k != bad) {
         let i = index_of(&s, key);
-        let verdicts = task
-            .items
-            .iter()
-            .map(|item| {
-                s.keys[i].sign(VerdictMsg {
-                    round: "r1".into(),
-                    judge: task.judge,
-                    first: item.first,
-                    second: item.second,
-                    outcome: if item.first_text == "42" {
-                        Outcome::First
-                    } else {
-                        Outcome::Second
-                    },
-                })
-            })
-            .collect();
+        let verdicts = s.verdicts_by(i, task, prefer_42);
         r.handle_verdicts(T0 + 30, key, verdicts).unwrap();
     }
     let d = decided(drain(&mut r));

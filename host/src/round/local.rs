@@ -286,7 +286,7 @@ pub fn run_local_round(
         local: keys,
     };
     let mut round = Round::new(spec, key.clone(), now);
-    assess(sandbox, &mut parts, &mut round, request, config);
+    assess(sandbox, &mut parts, &mut round, request, config, &node);
     let outcome = drive(&mut parts, &mut round, &key, request);
     for p in &parts {
         p.plugin
@@ -302,6 +302,7 @@ fn assess(
     round: &mut Round,
     request: &Request,
     config: &RoundConfig,
+    node: &str,
 ) {
     let all: BTreeMap<usize, ()> = (0..parts.len()).map(|i| (i, ())).collect();
     in_parallel(parts, &all, |p, _| {
@@ -321,7 +322,7 @@ fn assess(
                 now,
                 Offer {
                     key: p.key.clone(),
-                    signer: round_signer(&p.key),
+                    signer: node.to_string(),
                     plugin: p.member.plugin.clone(),
                     score,
                     willing: score >= config.threshold,
@@ -334,11 +335,6 @@ fn assess(
             p.member.error.get_or_insert(e.to_string());
         }
     }
-}
-
-/// The node part of a member key `<node>/<plugin>`.
-fn round_signer(key: &str) -> String {
-    key.split('/').next().unwrap_or(key).to_string()
 }
 
 /// Carry out the engine's actions until it decides; `Err` when it failed.
