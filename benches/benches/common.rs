@@ -52,6 +52,7 @@ pub fn smollm_answer(c: &mut Criterion, group: &str) {
         max_tokens: 32,
         temperature: 0.0,
         seed: 0,
+        messages: vec![],
     };
     g.bench_function("native-same-code", |b| {
         b.iter(|| black_box(engine.generate(&native_req).unwrap()))

@@ -791,6 +791,7 @@ pub fn transcript(data: &[u8]) {
         return;
     };
     let _ = t.verify();
+    // Both folds, whatever the transcript's version says: each must stay total.
     let o = transcript::recompute(
         &t.members,
         &t.params,
@@ -799,6 +800,11 @@ pub fn transcript(data: &[u8]) {
         &t.calibration,
     );
     check_outcomes(&o, t.members.len(), t.answers.len());
+    let v2 = t.recompute();
+    assert_eq!(v2.scores.len(), t.answers.len(), "a score per answer");
+    assert_eq!(v2.after.len(), t.members.len(), "a standing per member");
+    assert!(v2.winner.is_none_or(|w| w < t.answers.len()));
+    assert!(v2.candidates.is_empty() || v2.candidates.len() == t.answers.len());
 
     // An honest entry node's inputs are sane: standings from its ledger (reputation in
     // [0, 1]) and parameters of a plausible configuration.

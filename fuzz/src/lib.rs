@@ -164,6 +164,7 @@ pub fn arith(data: &[u8]) {
         max_tokens: 64,
         temperature: 0.0,
         seed: 0,
+        messages: Vec::new(),
     };
     let confidence = plugin.assess(&req, &[]);
     assert!((0.0..=1.0).contains(&confidence), "assess {confidence}");

@@ -145,6 +145,8 @@ tensor-mib = 18446744073709551615
                     max_tokens: 64,
                     temperature: 0.5,
                     seed: 7,
+                    choices: Vec::new(),
+                    messages: Vec::new(),
                     join_by: 1,
                     answer_by: 2,
                     judge_by: 3,
@@ -175,6 +177,7 @@ tensor-mib = 18446744073709551615
                         round: "r1".into(),
                         member: 2,
                         text: "391".into(),
+                        ..Default::default()
                     })),
                     error: None,
                 }),
@@ -246,6 +249,7 @@ tensor-mib = 18446744073709551615
             round: "r1".into(),
             member,
             text: text.into(),
+            ..Default::default()
         };
         let verdict = |judge, first, second, outcome| VerdictMsg {
             round: "r1".into(),

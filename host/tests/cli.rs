@@ -107,7 +107,7 @@ fn ask_explain_and_json() {
     );
     let out = stdout(&o);
     assert!(
-        out.contains("members:") && out.contains("arith") && out.contains("scores"),
+        out.contains("members:") && out.contains("arith") && out.contains("candidates"),
         "{out}"
     );
     assert!(out.contains("declined: assess"), "{out}");
@@ -128,8 +128,8 @@ fn ask_explain_and_json() {
     assert_eq!(v["winner"], 0);
     assert_eq!(
         v["members"].as_array().unwrap().len(),
-        5,
-        "arith, facts, gemma, smollm, units"
+        6,
+        "arith, facts, gemma, qwen, smollm, units"
     );
 }
 
@@ -197,9 +197,9 @@ fn plugins_audit_shows_what_a_reviewer_needs() {
     for needle in [
         "verdict    LOADS",
         "sha256",
-        "apiary:plugin@1.1.0",
+        "apiary:plugin@1.2.0",
         "ok       wasi:filesystem/preopens",
-        "apiary:plugin/handler@1.1.0",
+        "apiary:plugin/handler@1.2.0",
         "read-only /weights",
         "facts.tsv",
         "memory-mib",
@@ -256,10 +256,12 @@ fn rounds_are_recorded_verified_and_tampering_is_caught() {
     let cache = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let data_dir = data.path().display().to_string();
-    // Two arithmetic plugins and a liar: real verdicts to record.
+    // Two arithmetic plugins (one candidate: they agree), a liar, and a judge that does
+    // not answer: real verdicts to record.
     let folder = Folder::new();
     folder.add_two_ariths();
     folder.add(&fixture("liar"), "liar");
+    folder.add(&plugin("units"), "units");
     let dir = folder.path().display().to_string();
     let o = apiary(
         &[

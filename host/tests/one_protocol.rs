@@ -72,7 +72,10 @@ fn a_local_round_and_a_networked_round_decide_alike() {
         // the same standings.
         for n in &nodes {
             let name = n.expertise().names().remove(0);
-            config.standings.insert(name, nodes[0].standing(n.id()));
+            let domain = round::domain_of(&request);
+            config
+                .standings
+                .insert(name, nodes[0].standing(n.id(), &domain));
         }
         let local = round::run_local_round(registry.sandbox(), &plugins, &request, &config)
             .expect("local round");

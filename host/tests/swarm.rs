@@ -313,6 +313,40 @@ async fn a_lone_node_flags_single_answers_and_reports_errors_in_openai_shape() {
     );
 }
 
+/// A multi-turn chat request reaches the plugin as the whole conversation (contract
+/// 1.2's `request.messages`), and the plugin's token count becomes the API's `usage`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_turn_conversation_reaches_the_plugin_through_the_api() {
+    let node = start(
+        &[(&fixture("echo-conversation"), "echo")],
+        None,
+        &["--join-ms", "200"],
+    );
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", node.http))
+        .json(&serde_json::json!({
+            "model": "apiary-swarm",
+            "messages": [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Name a colour."},
+                {"role": "assistant", "content": "Blue."},
+                {"role": "user", "content": [{"type": "text", "text": "Another one?"}]},
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "system: Answer in one word.\nuser: Name a colour.\nassistant: Blue.\nuser: Another one?",
+        "{v}"
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 4, "{v}");
+    assert_eq!(v["usage"]["total_tokens"], 4, "{v}");
+}
+
 /// Two answerers cannot judge each other (nobody judges a pair with its own answer), so a
 /// node that joined without volunteering to answer is asked to judge: here the entry
 /// node's arithmetic specialist, held back by a high threshold, sides with the right

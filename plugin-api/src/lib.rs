@@ -7,7 +7,7 @@
 //!
 //! Only [`Specialist::answer`] is required. The defaults for the rest are deliberately
 //! modest: [`Specialist::assess`] volunteers only when the request's domain hint names one
-//! of the plugin's domains, and [`Specialist::compare`] abstains (`Verdict::Tie`), so a
+//! of the plugin's domains, and [`Specialist::judge`] abstains, so a
 //! plugin that does not judge well never sways a round.
 //!
 //! # A complete plugin
@@ -53,16 +53,19 @@ pub mod bindings {
         world: "specialist",
         pub_export_macro: true,
         export_macro_name: "__export_specialist_raw",
+        additional_derives: [PartialEq],
         default_bindings_module: "::apiary_plugin_api::bindings",
     });
 }
 
 /// A plugin's answer (the WIT record `response`).
 pub use bindings::apiary::plugin::types::Response as Answer;
-pub use bindings::apiary::plugin::types::{Manifest, PluginError, Request, Verdict};
+pub use bindings::apiary::plugin::types::{
+    Judgment, Manifest, Message, PluginError, Request, Verdict,
+};
 
 /// The contract version this crate was built against (the WIT package version).
-pub const CONTRACT_VERSION: &str = "1.1.0";
+pub const CONTRACT_VERSION: &str = "1.2.0";
 
 /// The trait a specialist implements. One value of the type is created (with `Default`)
 /// per sandbox instance, which the host makes fresh for every round.
@@ -85,10 +88,94 @@ pub trait Specialist: Default + 'static {
     /// Answer the request, or say why not.
     fn answer(&self, req: &Request) -> Result<Answer, PluginError>;
 
-    /// Judge which of two candidate answers to `prompt` is better. The default abstains.
+    /// Judge which of two candidate answers to `req` is better, and how strongly
+    /// ([`Judgment::Prefer`] with the probability that `first` is better), or say that they
+    /// are the same answer, or abstain. The default asks [`Specialist::compare`], so a
+    /// plugin written for contract 1.1 judges as before: `First` and `Second` are
+    /// certainties, `Tie` abstains.
+    fn judge(&self, req: &Request, first: &str, second: &str) -> Judgment {
+        match self.compare(&req.prompt, first, second) {
+            Verdict::First => Judgment::Prefer(1.0),
+            Verdict::Second => Judgment::Prefer(0.0),
+            Verdict::Tie => Judgment::Abstain,
+        }
+    }
+
+    /// Contract 1.1's ungraded judge, kept so that plugins written for it still build;
+    /// implement [`Specialist::judge`] instead. The default abstains (`Verdict::Tie`).
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
         let _ = (prompt, first, second);
         Verdict::Tie
+    }
+}
+
+impl Request {
+    /// A single question: `prompt` as the conversation's one user message.
+    pub fn question(prompt: impl Into<String>) -> Request {
+        let prompt = prompt.into();
+        Request {
+            messages: vec![Message::user(prompt.clone())],
+            prompt,
+            domain: None,
+            choices: Vec::new(),
+            max_tokens: 64,
+            temperature: 0.0,
+            seed: 0,
+        }
+    }
+
+    /// The conversation's system prompt, if it has one.
+    pub fn system(&self) -> Option<&str> {
+        self.messages
+            .iter()
+            .find(|m| m.role == "system")
+            .map(|m| m.content.as_str())
+    }
+
+    /// The conversation as turns, never empty: a request from an older host (or built by
+    /// hand) without `messages` is its prompt as one user turn.
+    pub fn turns(&self) -> Vec<Message> {
+        if self.messages.is_empty() {
+            vec![Message::user(self.prompt.clone())]
+        } else {
+            self.messages.clone()
+        }
+    }
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Message {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Message {
+        Message {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn system(content: impl Into<String>) -> Message {
+        Message {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+}
+
+impl Judgment {
+    /// A graded preference from two scores of the candidates (higher is better), e.g.
+    /// mean log-likelihoods: the logistic of their difference times `sharpness`. Scores
+    /// closer than `margin` abstain; a non-finite score abstains.
+    pub fn from_scores(first: f32, second: f32, sharpness: f32, margin: f32) -> Judgment {
+        let d = first - second;
+        if !d.is_finite() || d.abs() < margin {
+            return Judgment::Abstain;
+        }
+        Judgment::Prefer(1.0 / (1.0 + (-sharpness * d).exp()))
     }
 }
 
@@ -99,7 +186,23 @@ impl Answer {
             text: text.into(),
             confidence: confidence.clamp(0.0, 1.0),
             choice: None,
+            option_scores: Vec::new(),
+            tokens: 0,
         }
+    }
+
+    /// With a score per option (log-likelihoods, in the order of the request's choices),
+    /// which the host pools across plugins.
+    pub fn with_option_scores(self, scores: Vec<f32>) -> Self {
+        Answer {
+            option_scores: scores,
+            ..self
+        }
+    }
+
+    /// With the number of tokens generated for the text (the API's `usage`).
+    pub fn with_tokens(self, tokens: u32) -> Self {
+        Answer { tokens, ..self }
     }
 
     /// An answer picking option `index` of a multiple-choice request.
@@ -192,12 +295,12 @@ macro_rules! export_specialist {
                 Self::with(|s| <$ty as $crate::Specialist>::answer(s, &req))
             }
 
-            fn compare(
-                prompt: ::std::string::String,
+            fn judge(
+                req: $crate::Request,
                 first: ::std::string::String,
                 second: ::std::string::String,
-            ) -> $crate::Verdict {
-                Self::with(|s| <$ty as $crate::Specialist>::compare(s, &prompt, &first, &second))
+            ) -> $crate::Judgment {
+                Self::with(|s| <$ty as $crate::Specialist>::judge(s, &req, &first, &second))
             }
         }
 

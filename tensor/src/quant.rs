@@ -782,6 +782,69 @@ mod tests {
         }
     }
 
+    /// llama.cpp's `dequantize_row_q5_0`, transcribed: block `[d: f16, qh: u32, qs: 16]`,
+    /// element j < 16 is `qs[j] & 0xF` with high bit `(qh >> j) & 1`, element j + 16 is
+    /// `qs[j] >> 4` with high bit `(qh >> (j + 16)) & 1`, the value `d·(q − 16)`.
+    fn dequantize_q5_0_direct(src: &[u8]) -> Vec<f32> {
+        let mut y = Vec::new();
+        for b in src.chunks_exact(crate::gguf::Q5_0_BLOCK_BYTES) {
+            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            let qs = &b[6..22];
+            for j in 0..32 {
+                let low = if j < 16 {
+                    qs[j] & 0x0F
+                } else {
+                    qs[j - 16] >> 4
+                };
+                let high = ((qh >> j) & 1) as u8;
+                y.push(d * ((low | (high << 4)) as i32 - 16) as f32);
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn q5_0_widening_is_bit_exact() {
+        // Random blocks, then the high-bit patterns that separate the two halves.
+        let mut src = Vec::new();
+        let scales = [0.5f32, -0.031, 1.0e-3, 65504.0, -2.0, 6.0e-8, 0.0];
+        for (i, &d) in scales.iter().enumerate() {
+            let qh: u32 = [
+                0,
+                u32::MAX,
+                0x5555_5555,
+                0xFFFF_0000,
+                0x0000_FFFF,
+                1 << 31,
+                0x8001,
+            ][i];
+            src.extend(f16::from_f32(d).to_le_bytes());
+            src.extend(qh.to_le_bytes());
+            src.extend(bytes(16, i as u64 + 3));
+        }
+        for (i, chunk) in bytes(22 * 64, 77).chunks_exact(22).enumerate() {
+            let d = f16::from_f32((i as f32 - 32.0) / 97.0);
+            src.extend(d.to_le_bytes());
+            src.extend(&chunk[2..]);
+        }
+        let blocks = src.len() / crate::gguf::Q5_0_BLOCK_BYTES;
+        let mut wide = vec![0u8; blocks * DType::Q8_0.block().1];
+        widen_q5_0_to_q8_0(&src, &mut wide);
+        let mut got = vec![0f32; blocks * 32];
+        dequantize(DType::Q8_0, &wide, &mut got);
+        let want = dequantize_q5_0_direct(&src);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "value {i}: {g} vs {w}");
+        }
+        // Every 5-bit code appears, so both ends of −16..=15 are covered.
+        let codes: std::collections::BTreeSet<i8> = wide
+            .chunks_exact(34)
+            .flat_map(|b| b[2..].iter().map(|&q| q as i8))
+            .collect();
+        assert_eq!(codes, (-16..=15).collect());
+    }
+
     #[test]
     fn integer_path_is_close_to_float_path() {
         let k = 1024;

@@ -505,6 +505,22 @@ mod tests {
     }
 
     #[test]
+    fn q5_0_embedding_rows_are_the_widened_rows() {
+        // An embedding table stored as Q5_0 (Qwen2.5's token_embd) goes through the
+        // embedding kernel like any Q8_0 table.
+        let dir = tempfile::tempdir().unwrap();
+        let (bytes, want) = q5_0_gguf();
+        write(dir.path(), "q5e.gguf", &bytes);
+        let w = open(Some(dir.path()), "q5e.gguf").unwrap();
+        let table = w.tensor("w").unwrap();
+        let rows = crate::cpu::embedding(&table, &[1, 0, 1], crate::Budget::NONE).unwrap();
+        assert_eq!(rows.shape, vec![3, 32]);
+        let got = rows.to_f32().unwrap();
+        let expect: Vec<f32> = [&want[32..], &want[..32], &want[32..]].concat();
+        assert_eq!(got.as_ref(), expect.as_slice());
+    }
+
+    #[test]
     fn corrupt_and_truncated_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let gguf = crate::gguf::tests::tiny_gguf();

@@ -9,6 +9,8 @@
 //! id, peers and message statistics. Errors have OpenAI's shape. Any bearer token is
 //! accepted unless the operator sets one (the SDKs refuse to run without some key).
 
+use crate::sandbox::{Message, Request};
+use crate::swarm::wire::Turn;
 use crate::swarm::{Node, Progress, RoundFailure};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -188,6 +190,9 @@ fn text_of(content: &Option<Value>) -> String {
 pub struct ChatAsk {
     /// The text of the last user message (never blank).
     pub prompt: String,
+    /// The whole conversation, oldest first (`developer` read as `system`), which reaches
+    /// the plugins as `request.messages`.
+    pub messages: Vec<Turn>,
     pub model: String,
     /// In 1..=4096.
     pub max_tokens: u32,
@@ -209,8 +214,29 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatAsk, String> {
         .map(|m| text_of(&m.content))
         .filter(|t| !t.trim().is_empty())
         .ok_or("messages must contain a user message with text")?;
+    let messages = req
+        .messages
+        .iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                other => {
+                    return Err(format!(
+                        "message role {other:?} is not supported: use system, developer, user or assistant"
+                    ));
+                }
+            };
+            Ok(Turn {
+                role: role.to_string(),
+                content: text_of(&m.content),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     Ok(ChatAsk {
         prompt,
+        messages,
         model: req.model.unwrap_or_else(|| MODEL.to_string()),
         max_tokens: req
             .max_completion_tokens
@@ -227,25 +253,15 @@ async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Byte
     if let Err(r) = authorize(&app, &headers) {
         return *r;
     }
-    let ChatAsk {
-        prompt,
-        model,
-        max_tokens,
-        temperature,
-        seed,
-        stream: streamed,
-    } = match parse_chat_request(&body) {
+    let ask = match parse_chat_request(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &e),
     };
-    if streamed {
-        return stream(app, prompt, model, max_tokens, temperature, seed);
+    let (model, seed, req) = (ask.model.clone(), ask.seed, round_request(&ask));
+    if ask.stream {
+        return stream(app, req, model, seed);
     }
-    match app
-        .node
-        .ask(&prompt, None, max_tokens, temperature, seed, None)
-        .await
-    {
+    match app.node.ask_request(req, seed, None).await {
         Ok(r) => Json(json!({
             "id": format!("chatcmpl-{}", r.id),
             "object": "chat.completion",
@@ -257,7 +273,9 @@ async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Byte
                 "finish_reason": "stop",
                 "logprobs": null
             }],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            // Plugins report the tokens they generate (contract 1.2); a prompt's tokens
+            // depend on each plugin's tokenizer and are not counted.
+            "usage": {"prompt_tokens": 0, "completion_tokens": r.tokens, "total_tokens": r.tokens},
             "apiary": r,
         }))
         .into_response(),
@@ -273,22 +291,28 @@ fn failure(e: RoundFailure) -> Response {
     error(status, "server_error", &e.to_string())
 }
 
-fn stream(
-    app: App,
-    prompt: String,
-    model: String,
-    max_tokens: u32,
-    temperature: f32,
-    seed: Option<u64>,
-) -> Response {
+/// What the round is asked: the conversation and its last user message.
+fn round_request(ask: &ChatAsk) -> Request {
+    let mut req = crate::round::request(&ask.prompt, 0);
+    req.max_tokens = ask.max_tokens;
+    req.temperature = ask.temperature;
+    req.messages = ask
+        .messages
+        .iter()
+        .map(|t| Message {
+            role: t.role.clone(),
+            content: t.content.clone(),
+        })
+        .collect();
+    req
+}
+
+fn stream(app: App, req: Request, model: String, seed: Option<u64>) -> Response {
     let (events, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
         let (ptx, mut prx) = mpsc::unbounded_channel();
         let node = app.node.clone();
-        let ask = tokio::spawn(async move {
-            node.ask(&prompt, None, max_tokens, temperature, seed, Some(ptx))
-                .await
-        });
+        let ask = tokio::spawn(async move { node.ask_request(req, seed, Some(ptx)).await });
         while let Some(p) = prx.recv().await {
             let line = match p {
                 Progress::Forming => "forming".to_string(),
@@ -379,6 +403,12 @@ mod tests {
             ask,
             ChatAsk {
                 prompt: "c".into(),
+                messages: [("user", "a"), ("assistant", "b"), ("user", "c")]
+                    .map(|(role, content)| Turn {
+                        role: role.into(),
+                        content: content.into(),
+                    })
+                    .to_vec(),
                 model: MODEL.into(),
                 max_tokens: 1,
                 temperature: 2.0,
@@ -386,6 +416,15 @@ mod tests {
                 stream: false,
             }
         );
+        let system = parse_chat_request(
+            br#"{"messages":[{"role":"developer","content":"be brief"},{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(system.messages[0].role, "system");
+        let tool = parse_chat_request(
+            br#"{"messages":[{"role":"user","content":"hi"},{"role":"tool","content":"x"}]}"#,
+        );
+        assert!(tool.unwrap_err().contains("role \"tool\" is not supported"));
         let blank = parse_chat_request(br#"{"messages":[{"role":"user","content":"  "}]}"#);
         assert!(blank.unwrap_err().contains("user message with text"));
         assert!(

@@ -73,7 +73,8 @@ impl AskCommand {
         let ledger = match ledger {
             Some((key, ledger)) => {
                 let key = Arc::new(key);
-                weigh_by_reputation(&key, &ledger, &active, &mut config)?;
+                let domain = apiary::round::domain_of(&self.request());
+                weigh_by_reputation(&key, &ledger, &active, &domain, &mut config)?;
                 config.node = Some(key);
                 Some(ledger)
             }
@@ -179,12 +180,13 @@ fn weigh_by_reputation(
     key: &NodeKey,
     ledger: &Ledger,
     active: &[Arc<Plugin>],
+    domain: &str,
     config: &mut RoundConfig,
 ) -> Result<(), CliError> {
     let params = &config.settings.params.reputation;
     for p in active {
         let s = ledger
-            .standing(&local::member_key(&key.id(), &p.name), params)
+            .standing(&local::member_key(&key.id(), &p.name), domain, params)
             .map_err(CliError::ledger)?;
         config.standings.insert(p.name.clone(), s);
     }
@@ -205,19 +207,49 @@ fn print_explain(r: &RoundReport) {
     if !r.verdicts.is_empty() {
         print_verdicts(r);
     }
-    println!("scores (Bradley-Terry log-strength):");
+    println!("candidates (equal answers grouped; Bradley-Terry log-strength):");
     for (i, a) in r.answers.iter().enumerate() {
         let mark = if Some(i) == r.winner { "*" } else { " " };
-        println!(" {mark} {:<12} {:+.3}  {}", a.plugin, a.score, a.text);
+        let candidate = a
+            .candidate
+            .map(|c| format!("#{c}"))
+            .unwrap_or_else(|| "struck".into());
+        println!(
+            " {mark} {candidate:<6} {:<12} {:+.3}  {}",
+            a.plugin, a.score, a.text
+        );
     }
-    let how = if r.single_answer {
-        "single answer: nothing to compare".to_string()
-    } else if r.undecided {
-        "the verdicts did not separate the best answers; took the one with the most earned reputation (then assess, then the seed)".to_string()
-    } else {
-        format!("margin P(winner beats runner-up) = {:.2}", r.margin)
-    };
-    println!("{how}; round took {} ms", r.elapsed_ms);
+    if !r.pooled.is_empty() {
+        let pooled: Vec<String> = r
+            .pooled
+            .iter()
+            .map(|p| format!("{:.0} %", p * 100.0))
+            .collect();
+        println!("pooled option scores: {}", pooled.join(", "));
+    }
+    println!("{}; round took {} ms", how_decided(r), r.elapsed_ms);
+}
+
+/// One line on what decided the round.
+fn how_decided(r: &RoundReport) -> String {
+    use apiary::ledger::fold::DecidedBy;
+    match r.decided_by {
+        None => "no answer".into(),
+        Some(DecidedBy::Single) => "decided by: a single candidate (nothing to compare)".into(),
+        Some(DecidedBy::Verdicts) => format!(
+            "decided by: verdicts (margin P(winner beats runner-up) = {:.2})",
+            r.margin
+        ),
+        Some(DecidedBy::Pooled) => {
+            "decided by: pooled option scores (the verdicts left the best tied)".into()
+        }
+        Some(DecidedBy::Support) => {
+            "decided by: support (the most reputation behind one candidate; verdicts and option scores left it tied)".into()
+        }
+        Some(DecidedBy::Order) => {
+            "decided by: fallback order (earned reputation, then assess, then the seed)".into()
+        }
+    }
 }
 
 fn print_members(r: &RoundReport) {
@@ -246,6 +278,13 @@ fn print_verdicts(r: &RoundReport) {
             Some(Outcome::First) => r.answers[v.first].plugin.clone(),
             Some(Outcome::Second) => r.answers[v.second].plugin.clone(),
             Some(Outcome::Tie) => "tie".into(),
+            Some(Outcome::Prefer(p)) => format!(
+                "{} ({:.0} %)",
+                r.answers[if p >= 500 { v.first } else { v.second }].plugin,
+                f64::from(p.max(1000 - p.min(1000))) / 10.0
+            ),
+            Some(Outcome::Same) => "the same answer".into(),
+            Some(Outcome::Abstain) => "abstains".into(),
             None => format!("error: {}", v.error.as_deref().unwrap_or("?")),
         };
         println!(
@@ -278,10 +317,18 @@ fn print_node_explain(a: &Value) {
             m["note"].as_str().unwrap_or("")
         );
     }
+    let candidates: std::collections::BTreeSet<u64> = a["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
     println!(
-        "{} answers, {} verdicts, margin {:.2}{}",
+        "{} answers in {} candidates, {} verdicts, decided by {}, margin {:.2}{}",
         a["answers"],
+        candidates.len(),
         a["verdicts"],
+        a["decided_by"].as_str().unwrap_or("?"),
         a["margin"].as_f64().unwrap_or(0.0),
         if a["single_answer"].as_bool() == Some(true) {
             " (single answer)"

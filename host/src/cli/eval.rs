@@ -144,7 +144,11 @@ impl EvalCommand {
             if byzantine { "swarm-byz" } else { "-" },
             "oracle",
             "answered",
-            "judged"
+            "multi"
+        ));
+        table.push_str(&format!(
+            "{:<16} (multi: rounds with two or more different answers; decided there by)\n",
+            ""
         ));
         let rows = report
             .per_task
@@ -188,8 +192,15 @@ fn row(name: &str, t: &Tally, names: &[String], byzantine: bool) -> String {
         },
         pct(t.oracle, t.items),
         pct(t.answered, t.items),
-        pct(t.judged, t.items)
+        pct(t.multi, t.items)
     ));
+    if t.multi > 0 {
+        let by: Vec<String> = ["verdicts", "pooled", "support", "order"]
+            .iter()
+            .map(|k| format!("{k} {}", pct(t.by.get(*k).copied().unwrap_or(0), t.multi)))
+            .collect();
+        row.push_str(&format!("{:<16} {}\n", "", by.join(", ")));
+    }
     row
 }
 

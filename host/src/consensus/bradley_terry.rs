@@ -403,4 +403,177 @@ mod tests {
         let h = fit(2, &[c(1, 0)], FitOptions::default());
         assert!(h.separated && h.winner == Some(1), "{h:?}");
     }
+
+    #[test]
+    fn one_graded_vote_hand_computed() {
+        // Prefer(750) at weight 1: 0.75 of a win for 0, 0.25 for 1. Without a prior the
+        // MLE ratio is 0.75 / 0.25 = 3, as for three wins against one.
+        let graded = super::super::comparisons(0, 1, super::super::Outcome::Prefer(750), 1.0);
+        let f = fit(2, &graded, no_prior());
+        assert!(
+            (f.scores[0] - f.scores[1] - 3f64.ln()).abs() < 1e-9,
+            "{f:?}"
+        );
+        assert!((f.margin - 0.75).abs() < 1e-9);
+        // With the default prior (0.1 wins and losses against a virtual opponent of
+        // strength 1) the prior is symmetric under π → 1/π, so the optimum has
+        // θ_0 = −θ_1 = θ, and setting the derivative of
+        //   0.75·ln σ(2θ) + 0.25·ln σ(−2θ) + 0.1·Σ_{±} [ln σ(±θ) + ln σ(∓θ)]
+        // to zero gives σ(2θ) = 0.75 − 0.1·tanh(θ/2). Its root, by bisection:
+        let sigma = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let (mut lo, mut hi) = (0.0f64, 2.0f64);
+        for _ in 0..200 {
+            let mid = (lo + hi) / 2.0;
+            if sigma(2.0 * mid) > 0.75 - 0.1 * (mid / 2.0).tanh() {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        assert!((lo - 0.487_458_540_337).abs() < 1e-9, "bisection: {lo}");
+        let f = fit(2, &graded, FitOptions::default());
+        assert!(f.converged);
+        assert!(
+            (f.scores[0] - lo).abs() < 1e-9 && (f.scores[1] + lo).abs() < 1e-9,
+            "{f:?}"
+        );
+        assert!((f.margin - sigma(2.0 * lo)).abs() < 1e-9, "{f:?}");
+        assert!((f.margin - 0.726_098_490_618).abs() < 1e-9);
+    }
+
+    /// ln σ(x), stable for large |x|.
+    fn ln_sigma(x: f64) -> f64 {
+        if x >= 0.0 {
+            -(-x).exp().ln_1p()
+        } else {
+            x - x.exp().ln_1p()
+        }
+    }
+
+    /// The penalised log-likelihood that `fit` maximises, in log-strengths θ:
+    /// Σ_c w_c·ln σ(θ_winner − θ_loser) + prior·Σ_i [ln σ(θ_i) + ln σ(−θ_i)]
+    /// (the prior: `prior` wins and `prior` losses against a virtual opponent θ = 0).
+    fn penalised_log_likelihood(t: &[f64], comps: &[Comparison], prior: f64) -> f64 {
+        let data: f64 = comps
+            .iter()
+            .map(|c| c.weight * ln_sigma(t[c.winner] - t[c.loser]))
+            .sum();
+        data + prior * t.iter().map(|&x| ln_sigma(x) + ln_sigma(-x)).sum::<f64>()
+    }
+
+    /// Solve A·x = b by Gaussian elimination with partial pivoting.
+    fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+        let n = b.len();
+        for k in 0..n {
+            let p = (k..n)
+                .max_by(|&i, &j| a[i][k].abs().total_cmp(&a[j][k].abs()))
+                .unwrap();
+            a.swap(k, p);
+            b.swap(k, p);
+            let pivot = a[k].clone();
+            for i in (k + 1)..n {
+                let f = a[i][k] / pivot[k];
+                for (x, p) in a[i][k..].iter_mut().zip(&pivot[k..]) {
+                    *x -= f * p;
+                }
+                b[i] -= f * b[k];
+            }
+        }
+        let mut x = vec![0.0; n];
+        for k in (0..n).rev() {
+            let s: f64 = ((k + 1)..n).map(|j| a[k][j] * x[j]).sum();
+            x[k] = (b[k] - s) / a[k][k];
+        }
+        x
+    }
+
+    /// An independent maximiser of the same objective: damped Newton on θ (the objective
+    /// is strictly concave when prior > 0), centred like `fit`'s scores.
+    fn newton_reference(n: usize, comps: &[Comparison], prior: f64) -> Vec<f64> {
+        let sigma = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let mut t = vec![0.0f64; n];
+        for _ in 0..500 {
+            let mut g = vec![0.0; n];
+            let mut h = vec![vec![0.0; n]; n];
+            for i in 0..n {
+                let p = sigma(t[i]);
+                g[i] += prior * (1.0 - 2.0 * p);
+                h[i][i] -= 2.0 * prior * p * (1.0 - p);
+            }
+            for c in comps {
+                let (i, j) = (c.winner, c.loser);
+                let p = sigma(t[i] - t[j]);
+                g[i] += c.weight * (1.0 - p);
+                g[j] -= c.weight * (1.0 - p);
+                let q = c.weight * p * (1.0 - p);
+                h[i][i] -= q;
+                h[j][j] -= q;
+                h[i][j] += q;
+                h[j][i] += q;
+            }
+            let step = solve(h, g.iter().map(|x| -x).collect());
+            let before = penalised_log_likelihood(&t, comps, prior);
+            let mut scale = 1.0;
+            let next = loop {
+                let cand: Vec<f64> = t.iter().zip(&step).map(|(x, d)| x + scale * d).collect();
+                if penalised_log_likelihood(&cand, comps, prior) >= before || scale < 1e-6 {
+                    break cand;
+                }
+                scale /= 2.0;
+            };
+            t = next;
+            if step.iter().all(|d| d.abs() < 1e-14) {
+                break;
+            }
+        }
+        let mean = t.iter().sum::<f64>() / n as f64;
+        t.iter().map(|x| x - mean).collect()
+    }
+
+    #[test]
+    fn graded_fit_agrees_with_newton_on_random_graphs() {
+        use super::super::{Outcome, comparisons, pairs::SplitMix};
+        let mut rng = SplitMix(0xA91A_2024);
+        let mut unit = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        for trial in 0..50 {
+            let n = 2 + trial % 8;
+            let prior = [0.1, 0.5, 0.02][trial % 3];
+            let truth: Vec<f64> = (0..n).map(|_| unit() * 4.0 - 2.0).collect();
+            let mut comps = Vec::new();
+            let verdicts = (unit() * (4 * n) as f64) as usize;
+            for _ in 0..verdicts {
+                let i = (unit() * n as f64) as usize;
+                let j = (unit() * n as f64) as usize;
+                if i == j {
+                    continue;
+                }
+                let p = 1.0 / (1.0 + (truth[j] - truth[i]).exp());
+                let outcome = match (unit() * 6.0) as usize {
+                    0 => Outcome::First,
+                    1 => Outcome::Second,
+                    2 => Outcome::Tie,
+                    3 => Outcome::Same,
+                    4 => Outcome::Abstain,
+                    // A graded judge near the truth, rounded to per mille.
+                    _ => Outcome::Prefer((p * 1000.0).round() as u16),
+                };
+                comps.extend(comparisons(i, j, outcome, 0.1 + 2.0 * unit()));
+            }
+            let opts = FitOptions {
+                prior,
+                ..Default::default()
+            };
+            let ours = fit(n, &comps, opts);
+            let reference = newton_reference(n, &comps, prior);
+            assert!(ours.converged, "trial {trial}");
+            for (a, b) in ours.scores.iter().zip(&reference) {
+                assert!(
+                    (a - b).abs() < 1e-6,
+                    "trial {trial}: {:?} vs {:?}",
+                    ours.scores,
+                    reference
+                );
+            }
+        }
+    }
 }

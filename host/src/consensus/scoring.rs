@@ -19,9 +19,10 @@ pub struct Vote {
 
 /// Turn votes into weighted comparisons. `weights[judge]` is the judge's voting weight
 /// (its reputation; 0 for a judge that has not passed calibration). No judge may lend any
-/// one answer more than `clip` weight of support (a win counts fully, a tie half): past
-/// that, its votes for that answer are scaled down, so a colluding minority cannot lift a
-/// bad answer by voting for it over and over.
+/// one answer more than `clip` weight of support (a win counts fully, a tie half, a graded
+/// `Prefer(p)` its share p/1000; `Same` and `Abstain` lend none): past that, its votes for
+/// that answer are scaled down, so a colluding minority cannot lift a bad answer by voting
+/// for it over and over.
 pub fn weighted_comparisons(votes: &[Vote], weights: &[f64], clip: f64) -> Vec<Comparison> {
     use std::collections::HashMap;
     let weight = |j: usize| {
@@ -112,6 +113,14 @@ pub fn answer_performance(scores: &[f64]) -> Vec<f64> {
 
 /// Per judge (`n_judges`), the share of its decisive votes that agree with the consensus
 /// order (`None` for a judge with no decisive vote on answers the consensus separates).
+///
+/// Decisive means taking a side by at least [`Outcome::DECISIVE_MARGIN`]: `First` and
+/// `Second` always, `Prefer(p)` when |p − 500| ≥ 100, never a tie, `Same` or `Abstain`.
+/// A hunch inside the margin is neither rewarded nor punished: it moves the fit little
+/// (a 590 vote is a net 0.18 of a win), so hedging every vote buys a judge safety only at
+/// the price of its influence. Past the margin every vote counts once, however sure, so
+/// the score stays a share of votes, comparable between judges that grade and those that
+/// do not.
 pub fn judge_agreement(votes: &[Vote], scores: &[f64], n_judges: usize) -> Vec<Option<f64>> {
     let mut agree = vec![0usize; n_judges];
     let mut total = vec![0usize; n_judges];
@@ -122,10 +131,8 @@ pub fn judge_agreement(votes: &[Vote], scores: &[f64], n_judges: usize) -> Vec<O
         if v.judge >= n_judges || (a - b).abs() < 1e-9 {
             continue;
         }
-        let preferred_first = match v.outcome {
-            Outcome::First => true,
-            Outcome::Second => false,
-            Outcome::Tie => continue,
+        let Some(preferred_first) = v.outcome.decisive() else {
+            continue;
         };
         total[v.judge] += 1;
         if preferred_first == (a > b) {
@@ -308,6 +315,54 @@ mod tests {
             judge_agreement(&votes, &scores, 3),
             vec![Some(0.5), Some(1.0), None]
         );
+    }
+
+    #[test]
+    fn graded_agreement_counts_only_firm_votes() {
+        let scores = [1.0, 0.0];
+        let votes = [
+            vote(0, 0, 1, Outcome::Prefer(800)), // firm, agrees
+            vote(0, 1, 0, Outcome::Prefer(650)), // firm, disagrees
+            vote(0, 0, 1, Outcome::Prefer(560)), // a hunch: not counted
+            vote(1, 0, 1, Outcome::Same),
+            vote(1, 1, 0, Outcome::Abstain),
+            vote(1, 0, 1, Outcome::Prefer(2000)), // malformed: not counted
+            vote(2, 1, 0, Outcome::Prefer(100)),  // firm for answer 0: agrees
+        ];
+        assert_eq!(
+            judge_agreement(&votes, &scores, 3),
+            vec![Some(0.5), None, Some(1.0)]
+        );
+    }
+
+    #[test]
+    fn graded_votes_in_the_weighted_fit() {
+        // Judge 0 (weight 1) is 80 % sure of answer 0; judge 1 (weight 1) is 60 % sure of
+        // answer 1: 0.8 + 0.4 = 1.2 wins for answer 0 against 0.2 + 0.6 = 0.8.
+        let votes = [
+            vote(0, 0, 1, Outcome::Prefer(800)),
+            vote(1, 1, 0, Outcome::Prefer(600)),
+            vote(2, 0, 1, Outcome::Same),
+            vote(2, 1, 0, Outcome::Abstain),
+        ];
+        let c = weighted_comparisons(&votes, &[1.0, 1.0, 5.0], 0.0);
+        let wins = |i: usize| -> f64 { c.iter().filter(|c| c.winner == i).map(|c| c.weight).sum() };
+        assert!(
+            (wins(0) - 1.2).abs() < 1e-12 && (wins(1) - 0.8).abs() < 1e-12,
+            "{c:?}"
+        );
+        let no_prior = FitOptions {
+            prior: 0.0,
+            ..Default::default()
+        };
+        let f = aggregate(2, &votes, &[1.0, 1.0, 5.0], 0.0, no_prior);
+        assert!(
+            (f.scores[0] - f.scores[1] - 1.5f64.ln()).abs() < 1e-9,
+            "{f:?}"
+        );
+        // Clipping counts graded support: judge 0 lends answer 0 only 0.8, under a clip of 1.
+        let clipped = weighted_comparisons(&votes, &[1.0, 1.0, 5.0], 1.0);
+        assert_eq!(c, clipped);
     }
 
     #[test]

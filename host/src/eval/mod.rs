@@ -174,9 +174,14 @@ pub struct Tally {
     pub oracle: usize,
     /// Rounds with at least one answer.
     pub answered: usize,
-    /// Rounds whose winner the judges' verdicts decided (two or more answers, not
-    /// undecided): where the consensus, rather than routing, made the choice.
+    /// Rounds whose winner the judges' verdicts decided (two or more candidates, the fit
+    /// separated the best): where the consensus, rather than routing, made the choice.
     pub judged: usize,
+    /// Rounds with two or more candidates (different answers): where a rule had to choose.
+    pub multi: usize,
+    /// Multi-candidate rounds by what decided them ("verdicts", "pooled", "support",
+    /// "order").
+    pub by: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,9 +195,8 @@ pub struct ItemResult {
     pub majority_right: bool,
     pub oracle: bool,
     pub right: Vec<String>,
-    /// How the round chose: "none" (no answer), "single", "undecided" (the fit did not
-    /// separate the best answers: the fallback order of `consensus::fallback`) or
-    /// "verdicts".
+    /// How the round chose: "none" (no answer), "single" (one candidate), or for two or
+    /// more candidates "verdicts", "pooled", "support" or "order" (`ledger::fold`).
     pub decided_by: &'static str,
     pub ms: u64,
 }
@@ -261,6 +265,10 @@ pub fn run_with(
             t.oracle += usize::from(result.oracle);
             t.answered += usize::from(result.decided_by != "none");
             t.judged += usize::from(result.decided_by == "verdicts");
+            if !matches!(result.decided_by, "none" | "single") {
+                t.multi += 1;
+                *t.by.entry(result.decided_by.to_string()).or_default() += 1;
+            }
         }
         progress(k, &result);
         results.push(result);

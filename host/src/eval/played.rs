@@ -1,7 +1,7 @@
 //! One round as the eval scores it, whichever driver played it.
 
-use crate::consensus::Outcome;
-use crate::ledger::transcript::{Transcript, recompute_struck};
+use crate::ledger::fold::DecidedBy;
+use crate::ledger::transcript::Transcript;
 use crate::round::RoundReport;
 use crate::swarm::RoundResult;
 
@@ -10,8 +10,7 @@ use crate::swarm::RoundResult;
 pub struct Said {
     pub plugin: String,
     pub text: String,
-    /// Its multiple-choice pick, where the driver carries it (a local round does; the
-    /// wire carries text only, as a client sees it).
+    /// Its multiple-choice pick (signed with the answer since contract 1.2).
     pub choice: Option<u32>,
     pub assess: f32,
 }
@@ -27,18 +26,20 @@ pub struct Played {
     pub transcript: Option<Transcript>,
     /// The plugin that spoke for each transcript member.
     pub plugin_of: Vec<String>,
-    /// "none" (no answer), "single", "undecided" (the fallback order chose) or
-    /// "verdicts".
+    /// "none" (no answer), or what decided (`ledger::fold::DecidedBy`): "single",
+    /// "verdicts", "pooled", "support" or "order".
     pub decided_by: &'static str,
     pub ms: u64,
 }
 
-fn decided_by(winner: bool, single: bool, undecided: bool) -> &'static str {
-    match (winner, single, undecided) {
-        (false, _, _) => "none",
-        (true, true, _) => "single",
-        (true, false, true) => "undecided",
-        (true, false, false) => "verdicts",
+fn decided_by(how: Option<DecidedBy>) -> &'static str {
+    match how {
+        None => "none",
+        Some(DecidedBy::Single) => "single",
+        Some(DecidedBy::Verdicts) => "verdicts",
+        Some(DecidedBy::Pooled) => "pooled",
+        Some(DecidedBy::Support) => "support",
+        Some(DecidedBy::Order) => "order",
     }
 }
 
@@ -81,7 +82,7 @@ impl Played {
             winner: r.winner,
             transcript: r.transcript.clone(),
             plugin_of,
-            decided_by: decided_by(r.winner.is_some(), r.single_answer, r.undecided),
+            decided_by: decided_by(r.winner.and(r.decided_by)),
             ms: r.elapsed_ms,
         }
     }
@@ -95,7 +96,7 @@ impl Played {
             .map(|a| Said {
                 plugin: plugin_of[a.payload.member].clone(),
                 text: a.payload.text.clone(),
-                choice: None,
+                choice: a.payload.choice,
                 assess: r.members[a.payload.member].score,
             })
             .collect();
@@ -105,7 +106,7 @@ impl Played {
             answers,
             transcript: Some(t.clone()),
             plugin_of,
-            decided_by: decided_by(true, r.single_answer, r.undecided),
+            decided_by: decided_by(Some(r.decided_by)),
             ms: r.elapsed_ms,
         }
     }
@@ -135,20 +136,8 @@ impl Played {
         };
         let mut verdicts = t.verdicts.clone();
         for v in verdicts.iter_mut().filter(|v| bad(v.payload.judge)) {
-            v.payload.outcome = match v.payload.outcome {
-                Outcome::First => Outcome::Second,
-                Outcome::Second => Outcome::First,
-                Outcome::Tie => Outcome::Tie,
-            };
+            v.payload.outcome = v.payload.outcome.swapped();
         }
-        recompute_struck(
-            &t.members,
-            &t.params,
-            &t.answers,
-            &verdicts,
-            &t.calibration,
-            &t.struck,
-        )
-        .winner
+        t.recompute_with(&verdicts).winner
     }
 }

@@ -113,14 +113,7 @@ pub async fn start(
 pub async fn play(entry: &Node, request: &crate::sandbox::Request) -> Result<Played, String> {
     let started = std::time::Instant::now();
     let r = entry
-        .ask(
-            &request.prompt,
-            request.domain.clone(),
-            request.max_tokens,
-            request.temperature,
-            Some(request.seed),
-            None,
-        )
+        .ask_request(request.clone(), Some(request.seed), None)
         .await;
     match r {
         Ok(r) => Ok(Played::swarm(&r)),

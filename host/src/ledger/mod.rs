@@ -4,6 +4,7 @@
 //! result — from which any node can check the signatures and recompute the winner, the
 //! rewards and the reputation changes ([`transcript::Transcript::verify`]).
 
+pub mod fold;
 pub mod identity;
 pub mod local;
 pub mod store;

@@ -25,11 +25,13 @@ CREATE TABLE IF NOT EXISTS identities (
     id TEXT PRIMARY KEY,
     first_seen INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS standings (
-    key TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS domain_standings (
+    key TEXT NOT NULL,
+    domain TEXT NOT NULL,
     reputation REAL NOT NULL,
     calibration_correct INTEGER NOT NULL,
-    calibration_total INTEGER NOT NULL
+    calibration_total INTEGER NOT NULL,
+    PRIMARY KEY (key, domain)
 );
 CREATE TABLE IF NOT EXISTS rounds (
     id TEXT PRIMARY KEY,
@@ -78,23 +80,30 @@ impl Ledger {
         Ok(())
     }
 
-    pub fn standing(&self, key: &str, p: &ReputationParams) -> Result<Standing, LedgerError> {
+    /// A member's standing in `domain` (see `round::domain_of`): reputation is earned
+    /// and spent per domain, and a member new to a domain starts there as anyone does.
+    pub fn standing(
+        &self,
+        key: &str,
+        domain: &str,
+        p: &ReputationParams,
+    ) -> Result<Standing, LedgerError> {
         Ok(self
             .db
             .query_row(
-                "SELECT reputation, calibration_correct, calibration_total FROM standings WHERE key = ?1",
-                params![key],
+                "SELECT reputation, calibration_correct, calibration_total FROM domain_standings WHERE key = ?1 AND domain = ?2",
+                params![key, domain],
                 |r| Ok(Standing { reputation: r.get(0)?, calibration_correct: r.get(1)?, calibration_total: r.get(2)? }),
             )
             .optional()?
             .unwrap_or_else(|| Standing::new(p)))
     }
 
-    pub fn set_standing(&self, key: &str, s: &Standing) -> Result<(), LedgerError> {
+    pub fn set_standing(&self, key: &str, domain: &str, s: &Standing) -> Result<(), LedgerError> {
         self.db.execute(
-            "INSERT INTO standings (key, reputation, calibration_correct, calibration_total) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(key) DO UPDATE SET reputation = ?2, calibration_correct = ?3, calibration_total = ?4",
-            params![key, s.reputation, s.calibration_correct, s.calibration_total],
+            "INSERT INTO domain_standings (key, domain, reputation, calibration_correct, calibration_total) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(key, domain) DO UPDATE SET reputation = ?3, calibration_correct = ?4, calibration_total = ?5",
+            params![key, domain, s.reputation, s.calibration_correct, s.calibration_total],
         )?;
         Ok(())
     }
@@ -119,9 +128,9 @@ impl Ledger {
         }
         for (m, s) in t.members.iter().zip(&t.result.payload.after) {
             tx.execute(
-                "INSERT INTO standings (key, reputation, calibration_correct, calibration_total) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(key) DO UPDATE SET reputation = ?2, calibration_correct = ?3, calibration_total = ?4",
-                params![m.key, s.reputation, s.calibration_correct, s.calibration_total],
+                "INSERT INTO domain_standings (key, domain, reputation, calibration_correct, calibration_total) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(key, domain) DO UPDATE SET reputation = ?3, calibration_correct = ?4, calibration_total = ?5",
+                params![m.key, t.domain, s.reputation, s.calibration_correct, s.calibration_total],
             )?;
         }
         tx.commit()?;
@@ -194,10 +203,19 @@ mod tests {
         assert!(matches!(l.round("nope"), Err(LedgerError::NoSuchRound(_))));
         let p = ReputationParams::default();
         assert_eq!(
-            l.standing(&t.members[0].key, &p).unwrap(),
+            l.standing(&t.members[0].key, &t.domain, &p).unwrap(),
             t.result.payload.after[0]
         );
-        assert_eq!(l.standing("unknown", &p).unwrap(), Standing::new(&p));
+        // Reputation is per domain: the same member elsewhere starts fresh.
+        assert_ne!(t.result.payload.after[0], Standing::new(&p));
+        assert_eq!(
+            l.standing(&t.members[0].key, "elsewhere", &p).unwrap(),
+            Standing::new(&p)
+        );
+        assert_eq!(
+            l.standing("unknown", &t.domain, &p).unwrap(),
+            Standing::new(&p)
+        );
         assert!(l.total_rewards(&t.members[0].key).unwrap() > 0.0);
         assert_eq!(l.rounds(10).unwrap().len(), 1);
     }

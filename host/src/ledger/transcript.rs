@@ -1,12 +1,16 @@
 //! A round's transcript: every signed message and the result, enough for anyone to check
 //! the signatures and recompute the winner, the rewards and the reputation changes.
 
+use super::fold::{self, DecidedBy};
 use super::identity::{NodeKey, Signed};
 use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
 use crate::consensus::{FitOptions, Outcome};
 use serde::{Deserialize, Serialize};
 
-pub const TRANSCRIPT_VERSION: u32 = 1;
+/// 2: candidates (equal answers grouped), graded verdicts, pooled option scores, the
+/// request's options and domain (see [`super::fold`]). Version 1 transcripts still
+/// verify, folded as they were.
+pub const TRANSCRIPT_VERSION: u32 = 2;
 
 /// A member of the round: a node, or one plugin of a node in a local round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,12 +21,27 @@ pub struct Member {
     pub before: Standing,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AnswerMsg {
     pub round: String,
     /// Index into [`Transcript::members`].
     pub member: usize,
     pub text: String,
+    /// For a multiple-choice request: the option the answer picks, by index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choice: Option<u32>,
+    /// For a multiple-choice request: the author's score of each option (log-likelihoods,
+    /// in the request's order), which the consensus pools. Signed with the answer, so a
+    /// member commits to them before it sees any other answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub option_scores: Vec<f32>,
+    /// Tokens the author generated (the API's `usage`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,13 +68,14 @@ pub struct CalibrationCheck {
 }
 
 impl CalibrationCheck {
-    /// Whether the judge got it right; `None` for a tie (abstention).
+    /// Whether the judge got it right; `None` when it did not lean either way (a tie,
+    /// an abstention, "the same", or a graded preference within 0.1 of even).
     pub fn correct(&self) -> Option<bool> {
-        match self.verdict.payload.outcome {
-            Outcome::Tie => None,
-            Outcome::First => Some(self.first_is_right),
-            Outcome::Second => Some(!self.first_is_right),
-        }
+        self.verdict
+            .payload
+            .outcome
+            .decisive()
+            .map(|first| first == self.first_is_right)
     }
 }
 
@@ -88,6 +108,16 @@ pub struct Outcomes {
     pub rewards: Vec<f64>,
     /// Standing after the round, per member.
     pub after: Vec<Standing>,
+    /// Per answer, its candidate (answers saying the same thing share one); `None` for a
+    /// struck answer. Empty in version 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Option<usize>>,
+    /// What decided the winner. `None` in version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<DecidedBy>,
+    /// The pooled probability of each option (multiple choice with option scores).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pooled: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +127,13 @@ pub struct Transcript {
     /// The entry node that ran the round and signed the result.
     pub entry: String,
     pub prompt: String,
+    /// The request's options, for a multiple-choice request: what an answer's option
+    /// letter or text means, so its candidate can be recomputed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// The domain the members' standings were read in (and the standings after apply to).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub domain: String,
     pub seed: u64,
     pub members: Vec<Member>,
     pub params: Params,
@@ -115,7 +152,8 @@ pub struct Transcript {
     pub result: Signed<Outcomes>,
 }
 
-/// The result that follows from the messages, by the pure consensus functions.
+/// The result that follows from a version 1 transcript's messages, by the pure
+/// consensus functions (version 2: [`super::fold::fold`]).
 pub fn recompute(
     members: &[Member],
     params: &Params,
@@ -202,6 +240,9 @@ pub fn recompute_struck(
         scores,
         rewards,
         after,
+        candidates: Vec::new(),
+        decided_by: None,
+        pooled: Vec::new(),
     }
 }
 
@@ -210,6 +251,8 @@ pub fn recompute_struck(
 pub struct Unsealed {
     pub id: String,
     pub prompt: String,
+    pub choices: Vec<String>,
+    pub domain: String,
     pub seed: u64,
     pub members: Vec<Member>,
     pub params: Params,
@@ -276,6 +319,8 @@ impl Transcript {
             Unsealed {
                 id,
                 prompt,
+                choices: Vec::new(),
+                domain: String::new(),
                 seed,
                 members,
                 params,
@@ -289,19 +334,22 @@ impl Transcript {
 
     /// The entry node computes the result that follows from the messages and signs it.
     pub fn seal(entry: &NodeKey, u: Unsealed) -> Transcript {
-        let result = entry.sign(recompute_struck(
-            &u.members,
-            &u.params,
-            &u.answers,
-            &u.verdicts,
-            &u.calibration,
-            &u.struck,
-        ));
+        let result = entry.sign(fold::fold(&fold::Inputs {
+            members: &u.members,
+            params: &u.params,
+            answers: &u.answers,
+            verdicts: &u.verdicts,
+            calibration: &u.calibration,
+            struck: &u.struck,
+            choices: &u.choices,
+        }));
         Transcript {
             version: TRANSCRIPT_VERSION,
             id: u.id,
             entry: entry.id(),
             prompt: u.prompt,
+            choices: u.choices,
+            domain: u.domain,
             seed: u.seed,
             members: u.members,
             params: u.params,
@@ -311,6 +359,80 @@ impl Transcript {
             struck: u.struck,
             result,
         }
+    }
+
+    /// The messages, without the result: to seal again (tests, what-if replays).
+    pub fn unsealed(&self) -> Unsealed {
+        Unsealed {
+            id: self.id.clone(),
+            prompt: self.prompt.clone(),
+            choices: self.choices.clone(),
+            domain: self.domain.clone(),
+            seed: self.seed,
+            members: self.members.clone(),
+            params: self.params.clone(),
+            answers: self.answers.clone(),
+            verdicts: self.verdicts.clone(),
+            calibration: self.calibration.clone(),
+            struck: self.struck.clone(),
+        }
+    }
+
+    /// The result that follows from the messages: folded as this transcript's version
+    /// says.
+    pub fn recompute(&self) -> Outcomes {
+        self.recompute_with(&self.verdicts)
+    }
+
+    /// [`Transcript::recompute`] with other verdicts (what-if replays: `apiary eval`'s
+    /// adversarial judges).
+    pub fn recompute_with(&self, verdicts: &[Signed<VerdictMsg>]) -> Outcomes {
+        if self.version < 2 {
+            return recompute_struck(
+                &self.members,
+                &self.params,
+                &self.answers,
+                verdicts,
+                &self.calibration,
+                &self.struck,
+            );
+        }
+        fold::fold(&fold::Inputs {
+            members: &self.members,
+            params: &self.params,
+            answers: &self.answers,
+            verdicts,
+            calibration: &self.calibration,
+            struck: &self.struck,
+            choices: &self.choices,
+        })
+    }
+
+    /// Verdicts by a judge on a pair holding its own candidate (a copy of its answer
+    /// given by someone else counts as its own).
+    fn judged_own_candidate(&self, o: &Outcomes) -> Vec<String> {
+        let own = |judge: usize, a: usize| {
+            let Some(Some(c)) = o.candidates.get(a) else {
+                return false;
+            };
+            self.answers
+                .iter()
+                .zip(&o.candidates)
+                .any(|(x, xc)| x.payload.member == judge && *xc == Some(*c))
+        };
+        self.verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| {
+                own(v.payload.judge, v.payload.first) || own(v.payload.judge, v.payload.second)
+            })
+            .map(|(i, v)| {
+                format!(
+                    "verdict {i}: member {} judged its own candidate",
+                    v.payload.judge
+                )
+            })
+            .collect()
     }
 
     /// Every problem found: bad signatures, messages of another round or out of range,
@@ -396,15 +518,21 @@ impl Transcript {
             problems.push("result is not signed by the entry node".into());
         }
         if problems.is_empty() {
-            let again = recompute_struck(
-                &self.members,
-                &self.params,
-                &self.answers,
-                &self.verdicts,
-                &self.calibration,
-                &self.struck,
-            );
+            let again = self.recompute();
             let recorded = &self.result.payload;
+            if again.candidates != recorded.candidates {
+                problems.push(format!(
+                    "candidates: recorded {:?}, recomputed {:?}",
+                    recorded.candidates, again.candidates
+                ));
+            }
+            if again.decided_by != recorded.decided_by {
+                problems.push(format!(
+                    "decided by: recorded {:?}, recomputed {:?}",
+                    recorded.decided_by, again.decided_by
+                ));
+            }
+            problems.extend(self.judged_own_candidate(&again));
             let near = |a: &[f64], b: &[f64]| {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9)
             };
@@ -458,11 +586,13 @@ pub(crate) mod tests {
                 round: id.clone(),
                 member: 0,
                 text: "391".into(),
+                ..Default::default()
             },
             AnswerMsg {
                 round: id.clone(),
                 member: 1,
                 text: "381".into(),
+                ..Default::default()
             },
         ];
         let verdicts = vec![
@@ -529,5 +659,124 @@ pub(crate) mod tests {
         let mut t = sample(&key);
         t.members[2].before.calibration_total = 0;
         assert!(!t.verify().is_empty());
+    }
+
+    /// Three answers, two of them the same number in two spellings, and a judge who
+    /// prefers 391 to 392 both ways round.
+    fn grouped(key: &NodeKey) -> Transcript {
+        let before = Standing {
+            reputation: 0.8,
+            calibration_correct: 5,
+            calibration_total: 5,
+        };
+        let members = (0..4)
+            .map(|i| Member {
+                key: format!("{}/p{i}", key.id()),
+                before,
+            })
+            .collect();
+        let answer = |member: usize, text: &str| AnswerMsg {
+            round: "g".into(),
+            member,
+            text: text.into(),
+            ..Default::default()
+        };
+        let verdict = |first, second, outcome| VerdictMsg {
+            round: "g".into(),
+            judge: 3,
+            first,
+            second,
+            outcome,
+        };
+        Transcript::build(
+            key,
+            "g".into(),
+            "What is 17 * 23?".into(),
+            1,
+            members,
+            Params::default(),
+            vec![
+                answer(0, "391"),
+                answer(1, "392"),
+                answer(2, "The answer is 391.0"),
+            ],
+            vec![
+                verdict(0, 1, Outcome::Prefer(900)),
+                verdict(1, 0, Outcome::Prefer(100)),
+            ],
+        )
+    }
+
+    #[test]
+    fn equal_answers_are_one_candidate_and_share_its_reward() {
+        let key = NodeKey::generate();
+        let t = grouped(&key);
+        let r = &t.result.payload;
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        assert_eq!(r.candidates, vec![Some(0), Some(1), Some(0)]);
+        assert_eq!(r.decided_by, Some(DecidedBy::Verdicts));
+        assert_eq!(r.winner, Some(0));
+        assert_eq!(r.scores[0], r.scores[2], "one candidate, one score");
+        assert!(r.rewards[0] > 0.0 && r.rewards[0] == r.rewards[2] && r.rewards[1] == 0.0);
+        assert!((r.rewards[0] + r.rewards[2] - t.params.points).abs() < 1e-9);
+        // Both members of the winning candidate gain reputation; the other loses.
+        assert!(r.after[2].reputation > t.members[2].before.reputation);
+        assert!(r.after[1].reputation < t.members[1].before.reputation);
+    }
+
+    #[test]
+    fn a_regrouped_answer_fails_verification() {
+        let key = NodeKey::generate();
+        // The entry node claims the two spellings of 391 are different candidates.
+        let mut t = grouped(&key);
+        let mut forged = t.result.payload.clone();
+        forged.candidates = vec![Some(0), Some(1), Some(2)];
+        t.result = key.sign(forged);
+        assert!(
+            t.verify().iter().any(|p| p.contains("candidates")),
+            "{:?}",
+            t.verify()
+        );
+        // An answer re-signed to say something else moves it to another candidate.
+        let mut t = grouped(&key);
+        t.answers[2] = key.sign(AnswerMsg {
+            text: "392".into(),
+            ..t.answers[2].payload.clone()
+        });
+        assert!(
+            t.verify().iter().any(|p| p.contains("candidates")),
+            "{:?}",
+            t.verify()
+        );
+        // A judge judging a pair holding a copy of its own answer.
+        let mut t = grouped(&key);
+        t.answers[1] = key.sign(AnswerMsg {
+            member: 3,
+            ..t.answers[1].payload.clone()
+        });
+        let t = Transcript::seal(&key, t.unsealed());
+        assert!(
+            t.verify().iter().any(|p| p.contains("own")),
+            "{:?}",
+            t.verify()
+        );
+    }
+
+    #[test]
+    fn version_1_transcripts_still_fold_as_they_did() {
+        let key = NodeKey::generate();
+        let mut t = grouped(&key);
+        t.version = 1;
+        let v1 = recompute(
+            &t.members,
+            &t.params,
+            &t.answers,
+            &t.verdicts,
+            &t.calibration,
+        );
+        assert!(v1.candidates.is_empty() && v1.decided_by.is_none());
+        t.result = key.sign(v1);
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        assert_eq!(t.recompute().winner, Some(0));
     }
 }

@@ -14,9 +14,7 @@ use super::manifest::{MANIFEST_FILE, MAX_MANIFEST_BYTES, PluginManifest};
 use super::safe_read::{self, FileKind, ReadError, excerpt};
 use crate::sandbox::imports::{CONTRACT_MAJOR, CONTRACT_PACKAGE, HANDLER_INTERFACE, InterfaceName};
 use crate::sandbox::limits::{Clamped, Limits};
-use crate::sandbox::{
-    CallError, InstanceSpec, PluginState, Sandbox, Session, bindings::SpecialistPre,
-};
+use crate::sandbox::{CallError, InstanceSpec, Sandbox, Session};
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use serde::Serialize;
@@ -359,7 +357,7 @@ pub struct Plugin {
     pub limits: Limits,
     pub clamped: Vec<Clamped>,
     pub cache: Option<CacheOutcome>,
-    pre: SpecialistPre<PluginState>,
+    pre: crate::sandbox::Pre,
     health: Health,
 }
 

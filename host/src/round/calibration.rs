@@ -30,11 +30,29 @@ const CAPITALS: &[(&str, &str, &str)] = &[
 
 /// `n` items from `seed`: mostly arithmetic, some geography.
 pub fn items(seed: u64, n: usize) -> Vec<Item> {
+    items_for(seed, n, "open")
+}
+
+/// How many of every four items are geography in `domain` (`round::domain_of`):
+/// calibration proves a judge where its verdicts will count, so a math round asks
+/// arithmetic, a knowledge or multiple-choice round facts, and an open round a mix.
+fn facts_per_four(domain: &str) -> u64 {
+    const MATH: &[&str] = &["math", "arithmetic", "algebra", "maths", "numbers"];
+    match domain {
+        d if MATH.contains(&d) => 0,
+        "open" => 1,
+        _ => 4,
+    }
+}
+
+/// `n` items from `seed` for a round in `domain`.
+pub fn items_for(seed: u64, n: usize, domain: &str) -> Vec<Item> {
     let mut rng = SplitMix(seed ^ 0xCA11_B8A7_E000_0001);
+    let facts = facts_per_four(domain);
     (0..n)
         .map(|_| {
             let r = rng.next_u64();
-            if r % 4 == 3 {
+            if r % 4 >= 4 - facts {
                 let (country, capital, other) = CAPITALS[(r >> 8) as usize % CAPITALS.len()];
                 Item {
                     prompt: format!("What is the capital of {country}?"),
@@ -71,5 +89,17 @@ mod tests {
         assert_ne!(a, items(8, 20));
         assert!(a.iter().all(|i| i.right != i.wrong));
         assert!(a.iter().any(|i| i.prompt.contains("capital")));
+    }
+
+    #[test]
+    fn each_domain_is_calibrated_on_its_own_kind_of_item() {
+        let math = items_for(7, 40, "math");
+        assert!(math.iter().all(|i| !i.prompt.contains("capital")));
+        let facts = items_for(7, 40, "choice");
+        assert!(facts.iter().all(|i| i.prompt.contains("capital")));
+        let open = items_for(7, 40, "open");
+        assert_eq!(open, items(7, 40), "open rounds keep the old mix");
+        assert!(open.iter().any(|i| i.prompt.contains("capital")));
+        assert!(open.iter().any(|i| !i.prompt.contains("capital")));
     }
 }

@@ -25,6 +25,7 @@
 use super::judging::{self, Filed, Given, JudgeTask};
 use super::settings::Settings;
 use crate::consensus::{self, Standing};
+use crate::ledger::fold::DecidedBy;
 use crate::ledger::transcript::{
     AnswerMsg, CalibrationCheck, Member, Transcript, Unsealed, VerdictMsg, speaks_for,
 };
@@ -168,11 +169,14 @@ pub struct Decision {
     pub winner: usize,
     /// Modelled probability that the winner beats the runner-up (1 for a single answer).
     pub margin: f64,
-    /// Only one answer counted: nothing was compared.
+    /// Only one candidate: one answer counted, or every answer said the same.
     pub single_answer: bool,
-    /// Two or more answers and the fit did not separate the best: the fallback order
-    /// decided (`consensus::fallback`: earned reputation, then assess, then the seed).
+    /// Two or more candidates and neither the verdicts nor pooled option scores
+    /// separated the best: support (a reputation-weighted majority) or the anonymisation
+    /// order (`consensus::fallback`: earned reputation, then assess, then the seed) did.
     pub undecided: bool,
+    /// What decided the winner (see `ledger::fold`).
+    pub decided_by: DecidedBy,
     /// Verdicts refused, with the judge's key and why (for logs).
     pub rejected: Vec<(String, String)>,
 }
@@ -628,8 +632,7 @@ impl Round {
         let standings: Vec<Standing> = self.seats.iter().map(|s| s.offer.standing).collect();
         let given = judging::tasks(
             &self.spec.id,
-            &self.spec.request.prompt,
-            self.spec.request.seed,
+            &self.spec.request,
             &self.answers,
             &judges,
             &standings,
@@ -690,6 +693,8 @@ impl Round {
             Unsealed {
                 id: self.spec.id.clone(),
                 prompt: self.spec.request.prompt.clone(),
+                choices: self.spec.request.choices.clone(),
+                domain: super::domain_of(&self.spec.request),
                 seed: self.spec.request.seed,
                 members: self
                     .seats
@@ -712,18 +717,23 @@ impl Round {
         }
         let result = &transcript.result.payload;
         let winner = result.winner.unwrap_or(live[0]);
-        let live_scores: Vec<f64> = live.iter().map(|&a| result.scores[a]).collect();
-        let live_texts: Vec<&str> = live
+        // Against the best other candidate: copies of the winner are not its rivals.
+        let own = result.candidates.get(winner).copied().flatten();
+        let rivals: Vec<f64> = live
             .iter()
-            .map(|&a| transcript.answers[a].payload.text.as_str())
+            .filter(|&&a| own.is_none() || result.candidates.get(a).copied().flatten() != own)
+            .filter(|&&a| a != winner)
+            .map(|&a| result.scores[a])
             .collect();
-        let margin = margin(&live_scores, result.scores[winner]);
+        let margin = margin(&rivals, result.scores[winner]);
+        let decided_by = result.decided_by.unwrap_or(DecidedBy::Order);
         let decision = Decision {
             members: self.seats.iter().map(Seat::report).collect(),
             winner,
             margin,
-            single_answer: live.len() == 1,
-            undecided: live.len() >= 2 && !consensus::decided(&live_scores, &live_texts),
+            single_answer: decided_by == DecidedBy::Single,
+            undecided: matches!(decided_by, DecidedBy::Support | DecidedBy::Order),
+            decided_by,
             rejected: std::mem::take(&mut self.rejected),
             transcript,
         };
@@ -731,13 +741,9 @@ impl Round {
     }
 }
 
-/// P(winner beats the best other answer) under the fit; 1 with no other answer.
-fn margin(scores: &[f64], winner: f64) -> f64 {
-    let mut others = scores.to_vec();
-    if let Some(w) = others.iter().position(|&s| s == winner) {
-        others.remove(w);
-    }
-    match others.iter().copied().reduce(f64::max) {
+/// P(winner beats the best of its rivals) under the fit; 1 with no rival.
+fn margin(rivals: &[f64], winner: f64) -> f64 {
+    match rivals.iter().copied().reduce(f64::max) {
         Some(r) => 1.0 / (1.0 + (r - winner).exp()),
         None => 1.0,
     }

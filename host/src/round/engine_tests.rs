@@ -3,6 +3,7 @@
 use super::*;
 use crate::consensus::Outcome;
 use crate::round::JudgeItem;
+use std::collections::BTreeMap;
 
 const T0: u64 = 1_000_000;
 
@@ -52,6 +53,7 @@ impl Script {
             round: "r1".into(),
             member,
             text: text.into(),
+            ..Default::default()
         })
     }
 
@@ -349,20 +351,75 @@ fn no_answer_at_all_fails_the_round_with_the_reasons() {
 }
 
 #[test]
-fn identical_answers_are_undecided_and_go_by_the_fallback_order() {
+fn equal_answers_are_one_candidate_and_nobody_judges_copies() {
     let s = Script::new(3);
-    let (mut r, tasks) = to_judging(&s, local_settings(), ["42", "42", "42"]);
-    for (key, task) in &tasks {
-        r.handle_verdicts(
-            T0 + 30,
-            key,
-            s.verdicts(index_of(&s, key), task, Outcome::First),
-        )
-        .unwrap();
+    let mut r = s.round(local_settings());
+    for i in 0..3 {
+        r.handle_join(T0 + 10, s.offer(i, 0.9)).unwrap();
     }
+    let texts = ["42", "42.0", "The answer is 42."];
+    for (member, key) in asked(&drain(&mut r)) {
+        let i = index_of(&s, &key);
+        r.handle_answer(T0 + 20, &key, s.answer(i, member, texts[i]))
+            .unwrap();
+    }
+    // One candidate: there is no pair to judge, so the round is over.
+    assert_eq!(r.phase(), Phase::Done);
     let d = decided(drain(&mut r));
-    assert!(d.undecided, "identical texts are never a decision");
-    assert_eq!(d.winner, 0, "the first of the fallback order");
+    assert_eq!(d.decided_by, DecidedBy::Single);
+    assert!(d.single_answer && !d.undecided);
+    let result = &d.transcript.result.payload;
+    assert_eq!(result.candidates, vec![Some(0); 3]);
+    assert!(
+        result.rewards.iter().all(|&p| p > 0.0),
+        "every member of the winning candidate shares the reward: {:?}",
+        result.rewards
+    );
+    assert!(d.transcript.verify().is_empty());
+}
+
+#[test]
+fn judges_are_given_candidates_and_never_their_own() {
+    let s = Script::new(4);
+    let mut r = s.round(local_settings());
+    for i in 0..4 {
+        r.handle_join(T0 + 10, s.offer(i, 0.9)).unwrap();
+    }
+    // Two say 42 (in two spellings), one 41, one 40: three candidates.
+    let texts = ["42", "41", "forty", "42.0"];
+    let mut author = BTreeMap::new();
+    for (member, key) in asked(&drain(&mut r)) {
+        let i = index_of(&s, &key);
+        author.insert(member, texts[i]);
+        r.handle_answer(T0 + 20, &key, s.answer(i, member, texts[i]))
+            .unwrap();
+    }
+    let tasks = tasks(&drain(&mut r));
+    let mut shown = BTreeSet::new();
+    for (_, task) in &tasks {
+        let own = author[&task.judge];
+        let own_value = if own.starts_with("42") { "42" } else { own };
+        for item in &task.items {
+            for text in [&item.first_text, &item.second_text] {
+                shown.insert(text.clone());
+                let value = if text.starts_with("42") {
+                    "42"
+                } else {
+                    text.as_str()
+                };
+                assert_ne!(
+                    value, own_value,
+                    "judge {} shown its own candidate",
+                    task.judge
+                );
+            }
+        }
+    }
+    assert_eq!(
+        shown.len(),
+        3,
+        "each candidate shown by one answer: {shown:?}"
+    );
 }
 
 #[test]
@@ -442,6 +499,7 @@ fn out_of_phase_unknown_and_duplicate_events_are_refused() {
         round: "r1".into(),
         member: 0,
         text: "42".into(),
+        ..Default::default()
     });
     assert!(matches!(
         r.handle_answer(T0, &stranger.id(), early),
@@ -471,6 +529,7 @@ fn out_of_phase_unknown_and_duplicate_events_are_refused() {
         round: "r1".into(),
         member: *m,
         text: "1".into(),
+        ..Default::default()
     });
     assert_eq!(
         r.handle_answer(T0 + 1, &stranger.id(), stray.clone()),
@@ -484,6 +543,7 @@ fn out_of_phase_unknown_and_duplicate_events_are_refused() {
         round: "r2".into(),
         member: *m,
         text: "42".into(),
+        ..Default::default()
     });
     assert!(matches!(
         r.handle_answer(T0 + 1, k, wrong_round),
@@ -620,6 +680,7 @@ fn random_event_scripts_never_panic_and_decide_once() {
                         },
                         member: pick(6),
                         text: ["42", "41", "42 ", ""][pick(4)].into(),
+                        ..Default::default()
                     }),
                 ),
                 2 if !seen_tasks.is_empty() => {

@@ -8,9 +8,10 @@
 use super::calibration;
 use super::settings::Settings;
 use crate::consensus::pairs::SplitMix;
-use crate::consensus::{self, Standing};
+use crate::consensus::{self, Standing, grouping};
 use crate::ledger::Signed;
 use crate::ledger::transcript::{AnswerMsg, CalibrationCheck, VerdictMsg, speaks_for};
+use crate::sandbox::Request;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,33 +51,52 @@ pub(crate) enum Filed {
 
 /// The tasks of one round: `judges` are member indexes, `authors[a]` the member that
 /// wrote answer `a`, `standings` every member's standing before the round.
+///
+/// Judges compare candidates, not copies: answers that say the same thing
+/// ([`candidates`]) are shown once, by their first answer, and nobody judges a pair
+/// holding a candidate it gave (a copy of its own answer is its own answer).
 pub(crate) fn tasks(
     round: &str,
-    prompt: &str,
-    seed: u64,
+    request: &Request,
     answers: &[Signed<AnswerMsg>],
     judges: &[usize],
     standings: &[Standing],
     settings: &Settings,
 ) -> Vec<Given> {
+    let (prompt, seed) = (request.prompt.as_str(), request.seed);
+    let domain = super::domain_of(request);
     let n = answers.len();
-    let authors: Vec<Option<usize>> = answers
-        .iter()
-        .map(|a| judges.iter().position(|&j| j == a.payload.member))
+    let cand = candidates(answers, &request.choices);
+    let reps: Vec<usize> = (0..cand.iter().map(|&c| c + 1).max().unwrap_or(0))
+        .filter_map(|c| cand.iter().position(|&x| x == c))
         .collect();
-    let assignment =
-        consensus::balanced_assignment(&authors, judges.len(), settings.pairs_per_judge, seed);
+    let judge_of = |member: usize| judges.iter().position(|&j| j == member);
+    let gave = |j: usize, c: usize| {
+        (0..n).any(|a| cand[a] == c && judge_of(answers[a].payload.member) == Some(j))
+    };
+    let authors: Vec<Option<usize>> = reps
+        .iter()
+        .map(|&a| judge_of(answers[a].payload.member))
+        .collect();
+    let assignment: Vec<consensus::Assignment> =
+        consensus::balanced_assignment(&authors, judges.len(), settings.pairs_per_judge, seed)
+            .into_iter()
+            .filter(|x| !gave(x.judge, x.first) && !gave(x.judge, x.second))
+            .collect();
     let mut out = Vec::new();
     for (j, &member) in judges.iter().enumerate() {
         let mut items: Vec<JudgeItem> = assignment
             .iter()
             .filter(|a| a.judge == j)
-            .map(|a| JudgeItem {
-                prompt: prompt.to_string(),
-                first: a.first,
-                second: a.second,
-                first_text: answers[a.first].payload.text.clone(),
-                second_text: answers[a.second].payload.text.clone(),
+            .map(|a| {
+                let (first, second) = (reps[a.first], reps[a.second]);
+                JudgeItem {
+                    prompt: prompt.to_string(),
+                    first,
+                    second,
+                    first_text: answers[first].payload.text.clone(),
+                    second_text: answers[second].payload.text.clone(),
+                }
             })
             .collect();
         let mut truth = BTreeMap::new();
@@ -85,7 +105,7 @@ pub(crate) fn tasks(
                 &mut items,
                 &mut truth,
                 n,
-                seed,
+                (seed, &domain),
                 member,
                 &standings[member],
                 settings,
@@ -107,6 +127,17 @@ pub(crate) fn tasks(
     out
 }
 
+/// The candidate of each answer by what it says (`consensus::grouping`), before any
+/// judge has spoken: what the judges are shown. The transcript's fold groups the same
+/// way, then merges what judges call the same.
+pub(crate) fn candidates(answers: &[Signed<AnswerMsg>], choices: &[String]) -> Vec<usize> {
+    let keys: Vec<grouping::Key> = answers
+        .iter()
+        .map(|a| grouping::key(&a.payload.text, a.payload.choice, choices))
+        .collect();
+    grouping::group(&keys)
+}
+
 /// A new judge gets enough items to prove itself in one round even if it abstains (ties)
 /// on the ones outside its domain; a proven one gets one pair, both orders, so it cannot
 /// stop trying. Labels start past the answers, so they name no real pair.
@@ -114,7 +145,7 @@ fn hide_calibration(
     items: &mut Vec<JudgeItem>,
     truth: &mut BTreeMap<(usize, usize), bool>,
     n: usize,
-    seed: u64,
+    (seed, domain): (u64, &str),
     member: usize,
     standing: &Standing,
     settings: &Settings,
@@ -125,7 +156,11 @@ fn hide_calibration(
     } else {
         2 * p.calibration_items as usize
     };
-    let bank = calibration::items(seed ^ (member as u64 + 1).wrapping_mul(0x9E37), wanted);
+    let bank = calibration::items_for(
+        seed ^ (member as u64 + 1).wrapping_mul(0x9E37),
+        wanted,
+        domain,
+    );
     for (k, item) in bank.into_iter().enumerate() {
         let (right, wrong) = (n + 2 * k, n + 2 * k + 1);
         for (first, second) in [(right, wrong), (wrong, right)] {

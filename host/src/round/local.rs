@@ -14,10 +14,11 @@ use super::engine::{Action, Deadlines, Decision, Offer, Round, Spec};
 use super::judging::JudgeTask;
 use super::settings::Settings;
 use crate::consensus::{Outcome, Standing};
-use crate::ledger::transcript::{AnswerMsg, Transcript, VerdictMsg};
+use crate::ledger::fold::DecidedBy;
+use crate::ledger::transcript::{Transcript, VerdictMsg};
 use crate::ledger::{NodeKey, Signed, local as ledger_local};
 use crate::plugins::Plugin;
-use crate::sandbox::{CallError, Request, Sandbox, Session, Verdict};
+use crate::sandbox::{CallError, Request, Sandbox, Session, WitAnswer};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -80,6 +81,8 @@ pub struct Member {
     pub answer: Option<String>,
     pub confidence: Option<f32>,
     pub choice: Option<u32>,
+    /// Tokens it generated for its answer.
+    pub tokens: u32,
     /// Why the plugin did not answer or judge, if it did not.
     pub error: Option<String>,
     /// Whether the error was a fault (counts towards quarantine).
@@ -95,6 +98,7 @@ impl Member {
             answer: None,
             confidence: None,
             choice: None,
+            tokens: 0,
             error: None,
             fault: false,
             answer_ms: None,
@@ -121,6 +125,8 @@ pub struct AnswerEntry {
     pub plugin: String,
     pub text: String,
     pub score: f64,
+    /// Its candidate: answers that say the same thing share one (`None` if struck).
+    pub candidate: Option<usize>,
     /// Its author faulted during the round, so it cannot win.
     pub disqualified: bool,
 }
@@ -138,10 +144,13 @@ pub struct RoundReport {
     pub margin: f64,
     /// Only one answer arrived: nothing was compared.
     pub single_answer: bool,
-    /// Two or more answers and the fit did not separate the best from the rest: the
-    /// winner is the tied answer whose author has the most earned reputation, then the
-    /// highest assess, then the round seed's draw (`consensus::fallback`).
+    /// Two or more candidates and neither verdicts nor pooled option scores separated the
+    /// best: support (reputation-weighted) or the fallback order decided.
     pub undecided: bool,
+    /// What decided the winner (`ledger::fold`); `None` when no answer was given.
+    pub decided_by: Option<DecidedBy>,
+    /// Pooled probability per option (multiple choice with option scores).
+    pub pooled: Vec<f64>,
     /// The live answers (indexes into `answers`, which are in the fallback order the
     /// fit used): what the verdicts leave tied goes to the first of them.
     pub order: Vec<usize>,
@@ -172,6 +181,8 @@ struct Participant {
     key: String,
     session: Option<Session>,
     member: Member,
+    /// Its answer as given, signed into the transcript once all have answered.
+    said: Option<WitAnswer>,
     /// What it said as a judge, for the report.
     verdicts: Vec<VerdictRecord>,
 }
@@ -268,6 +279,7 @@ pub fn run_local_round(
             key: ledger_local::member_key(&node, &p.name),
             session: None,
             member: Member::new(&p.name),
+            said: None,
             verdicts: Vec::new(),
         })
         .collect();
@@ -412,21 +424,19 @@ fn answer_all(
         };
         p.member.answer_ms = Some(t.elapsed().as_millis() as u64);
         if let Some(a) = p.note(out) {
-            p.member.answer = Some(a.text);
+            p.member.answer = Some(a.text.clone());
             p.member.confidence = Some(a.confidence.clamp(0.0, 1.0));
             p.member.choice = a.choice;
+            p.member.tokens = a.tokens;
+            p.said = Some(a);
         }
     });
     let now = now_ms();
     for (&i, &member) in asked {
         let p = &mut parts[i];
-        let event = match &p.member.answer {
-            Some(text) => {
-                let signed = key.sign(AnswerMsg {
-                    round: round.id().to_string(),
-                    member,
-                    text: text.clone(),
-                });
+        let event = match &p.said {
+            Some(a) => {
+                let signed = key.sign(super::answer_msg(round.id(), member, a));
                 round.handle_answer(now, &p.key, signed)
             }
             None => round.handle_failed(now, &p.key, p.why(), p.member.fault),
@@ -495,15 +505,12 @@ fn judge_task(
     signed: &mut Vec<Signed<VerdictMsg>>,
 ) {
     for item in &task.items {
+        let req = request(&item.prompt, task_seed(task));
         let result = match p.session.as_mut() {
-            Some(sess) => sess.compare(&item.prompt, &item.first_text, &item.second_text),
+            Some(sess) => sess.judge(&req, &item.first_text, &item.second_text),
             None => Err(CallError::Poisoned),
         };
-        let outcome = p.note(result).map(|v| match v {
-            Verdict::First => Outcome::First,
-            Verdict::Second => Outcome::Second,
-            Verdict::Tie => Outcome::Tie,
-        });
+        let outcome = p.note(result).map(super::outcome_of);
         records.push(VerdictRecord {
             judge: p.member.plugin.clone(),
             judge_member: i,
@@ -546,6 +553,8 @@ fn report(
         margin: 0.0,
         single_answer: false,
         undecided: false,
+        decided_by: None,
+        pooled: Vec::new(),
         order: Vec::new(),
         elapsed_ms: 0,
         transcript: None,
@@ -565,6 +574,7 @@ fn report(
                     plugin: parts[i].member.plugin.clone(),
                     text: msg.payload.text.clone(),
                     score: result.scores[a],
+                    candidate: result.candidates.get(a).copied().flatten(),
                     disqualified: t.struck.contains(&msg.payload.member),
                 }
             })
@@ -578,6 +588,8 @@ fn report(
         r.margin = d.margin;
         r.single_answer = d.single_answer;
         r.undecided = d.undecided;
+        r.decided_by = Some(d.decided_by);
+        r.pooled = result.pooled.clone();
         r.transcript = Some(d.transcript);
     }
     r.verdicts = verdicts;
@@ -586,7 +598,8 @@ fn report(
     r
 }
 
-/// A request with the defaults a plain question gets.
+/// A request with the defaults a plain question gets: the prompt as the conversation's
+/// one user message.
 pub fn request(prompt: &str, seed: u64) -> Request {
     Request {
         prompt: prompt.to_string(),
@@ -595,5 +608,15 @@ pub fn request(prompt: &str, seed: u64) -> Request {
         max_tokens: 256,
         temperature: 0.0,
         seed,
+        messages: vec![crate::sandbox::Message {
+            role: "user".into(),
+            content: prompt.to_string(),
+        }],
     }
+}
+
+/// The seed a judge's requests get: from the round, so a judgment replays; the same for
+/// real pairs and calibration items, so it tells them apart no better than the prompt.
+pub fn task_seed(task: &JudgeTask) -> u64 {
+    crate::consensus::fallback::seeded_draw(task.judge as u64, &task.round)
 }

@@ -15,7 +15,7 @@ use std::fmt;
 /// The WIT package of the plugin contract.
 pub const CONTRACT_PACKAGE: &str = "apiary:plugin";
 /// The contract version this host speaks. Plugins built against any `1.x` load.
-pub const CONTRACT_VERSION: &str = "1.1.0";
+pub const CONTRACT_VERSION: &str = "1.2.0";
 pub const CONTRACT_MAJOR: u64 = 1;
 /// The export every plugin must have.
 pub const HANDLER_INTERFACE: &str = "handler";

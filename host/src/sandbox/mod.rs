@@ -41,9 +41,12 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 pub use crate::bindings;
 
 pub use bindings::apiary::plugin::types::{
-    Manifest as WitManifest, PluginError as WitPluginError, Request, Response as WitAnswer, Verdict,
+    Judgment, Manifest as WitManifest, Message, PluginError as WitPluginError, Request,
+    Response as WitAnswer,
 };
-use bindings::{Specialist, SpecialistPre};
+use bindings::{Specialist, SpecialistPre, v1_1};
+
+mod legacy;
 
 /// Epoch tick: the granularity of call budgets.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -203,12 +206,16 @@ impl Sandbox {
         self.pooling
     }
 
-    pub(crate) fn pre(
-        &self,
-        component: &wasmtime::component::Component,
-    ) -> wasmtime::Result<SpecialistPre<PluginState>> {
+    /// Link a component and find its exports: the current contract's, else 1.1's (a 1.1
+    /// or 1.0 plugin lacks `judge`, so the first lookup fails on it).
+    pub(crate) fn pre(&self, component: &wasmtime::component::Component) -> wasmtime::Result<Pre> {
         let pre = self.linker.instantiate_pre(component)?;
-        SpecialistPre::new(pre)
+        match SpecialistPre::new(pre.clone()) {
+            Ok(current) => Ok(Pre::Current(current)),
+            Err(current) => v1_1::SpecialistPre::new(pre)
+                .map(Pre::V1_1)
+                .map_err(|_| current),
+        }
     }
 
     /// Whether the epoch ticker is running (it stops only when the sandbox is dropped).
@@ -269,10 +276,22 @@ impl CallError {
     }
 }
 
+/// A linked plugin, ready to instantiate, by the contract whose exports it has.
+pub enum Pre {
+    Current(SpecialistPre<PluginState>),
+    V1_1(v1_1::SpecialistPre<PluginState>),
+}
+
+/// A live instance's exports.
+enum Exports {
+    Current(Specialist),
+    V1_1(v1_1::Specialist),
+}
+
 /// What the host needs to know about the plugin it is instantiating.
 pub struct InstanceSpec<'a> {
     pub name: &'a str,
-    pub pre: &'a SpecialistPre<PluginState>,
+    pub pre: &'a Pre,
     pub limits: Limits,
     pub weights: Option<&'a Path>,
     pub seed: u64,
@@ -281,7 +300,7 @@ pub struct InstanceSpec<'a> {
 /// A live instance of one plugin for one round.
 pub struct Session {
     store: Store<PluginState>,
-    bindings: Specialist,
+    bindings: Exports,
     limits: Limits,
     poisoned: bool,
 }
@@ -336,13 +355,15 @@ impl Session {
         let budget = spec.limits.budget(CallKind::Assess);
         store.set_epoch_deadline(ticks(budget));
         store.data_mut().tensors.deadline = Some(Instant::now() + budget);
-        let instantiated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            spec.pre.instantiate(&mut store)
-        }))
-        .map_err(|panic| CallError::HostPanic {
-            call: CallKind::Describe,
-            message: panic_message(&*panic),
-        })?;
+        let instantiated =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match spec.pre {
+                Pre::Current(pre) => pre.instantiate(&mut store).map(Exports::Current),
+                Pre::V1_1(pre) => pre.instantiate(&mut store).map(Exports::V1_1),
+            }))
+            .map_err(|panic| CallError::HostPanic {
+                call: CallKind::Describe,
+                message: panic_message(&*panic),
+            })?;
         let bindings = instantiated.map_err(|e| {
             match classify(e, CallKind::Describe, &spec.limits, store.data()) {
                 CallError::Trap { message, .. } => CallError::Instantiate { message },
@@ -360,7 +381,7 @@ impl Session {
     fn call<R>(
         &mut self,
         kind: CallKind,
-        f: impl FnOnce(&Specialist, &mut Store<PluginState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         if self.poisoned {
             return Err(CallError::Poisoned);
@@ -392,15 +413,22 @@ impl Session {
     }
 
     pub fn describe(&mut self) -> Result<WitManifest, CallError> {
-        self.call(CallKind::Describe, |b, s| {
-            b.apiary_plugin_handler().call_describe(s)
+        self.call(CallKind::Describe, |b, s| match b {
+            Exports::Current(b) => b.apiary_plugin_handler().call_describe(s),
+            Exports::V1_1(b) => b
+                .apiary_plugin_handler()
+                .call_describe(s)
+                .map(legacy::manifest),
         })
     }
 
     /// The plugin's expertise score, clamped to [0, 1] (NaN counts as 0).
     pub fn assess(&mut self, req: &Request) -> Result<f32, CallError> {
-        let v = self.call(CallKind::Assess, |b, s| {
-            b.apiary_plugin_handler().call_assess(s, req)
+        let v = self.call(CallKind::Assess, |b, s| match b {
+            Exports::Current(b) => b.apiary_plugin_handler().call_assess(s, req),
+            Exports::V1_1(b) => b
+                .apiary_plugin_handler()
+                .call_assess(s, &legacy::request(req)),
         })?;
         Ok(if v.is_finite() {
             v.clamp(0.0, 1.0)
@@ -410,10 +438,21 @@ impl Session {
     }
 
     pub fn answer(&mut self, req: &Request) -> Result<WitAnswer, CallError> {
-        let out = self.call(CallKind::Answer, |b, s| {
-            b.apiary_plugin_handler().call_answer(s, req)
+        let out = self.call(CallKind::Answer, |b, s| match b {
+            Exports::Current(b) => b.apiary_plugin_handler().call_answer(s, req),
+            Exports::V1_1(b) => b
+                .apiary_plugin_handler()
+                .call_answer(s, &legacy::request(req))
+                .map(legacy::answer),
         })?;
-        let answer = out.map_err(|e| CallError::Declined(plugin_error_text(&e)))?;
+        let mut answer = out.map_err(|e| CallError::Declined(plugin_error_text(&e)))?;
+        // Option scores are pooled with other plugins': only a finite score per option
+        // of this request can be, so anything else is dropped here, at the boundary.
+        let fits = answer.option_scores.len() == req.choices.len()
+            && answer.option_scores.iter().all(|s| s.is_finite());
+        if !fits {
+            answer.option_scores.clear();
+        }
         if answer.text.len() > self.limits.answer_bytes() {
             // The instance is fine, but an oversized answer is the plugin's fault.
             return Err(CallError::AnswerTooLarge {
@@ -424,16 +463,36 @@ impl Session {
         Ok(answer)
     }
 
-    pub fn compare(
+    /// Judge two candidates. A 1.1 plugin's `compare` is asked instead, and its verdict
+    /// read as a certainty (`first`, `second`) or no preference (`tie`, as 1.1 hosts
+    /// counted it). A preference outside [0, 1] is clamped and NaN abstains, so what a
+    /// plugin returns can never be read as more than certainty.
+    pub fn judge(
         &mut self,
-        prompt: &str,
+        req: &Request,
         first: &str,
         second: &str,
-    ) -> Result<Verdict, CallError> {
-        self.call(CallKind::Compare, |b, s| {
-            b.apiary_plugin_handler()
-                .call_compare(s, prompt, first, second)
+    ) -> Result<Judgment, CallError> {
+        let out = self.call(CallKind::Compare, |b, s| match b {
+            Exports::Current(b) => b.apiary_plugin_handler().call_judge(s, req, first, second),
+            Exports::V1_1(b) => b
+                .apiary_plugin_handler()
+                .call_compare(s, &req.prompt, first, second)
+                .map(legacy::judgment),
+        })?;
+        Ok(match out {
+            Judgment::Prefer(p) if p.is_nan() => Judgment::Abstain,
+            Judgment::Prefer(p) => Judgment::Prefer(p.clamp(0.0, 1.0)),
+            other => other,
         })
+    }
+
+    /// Which contract the instance speaks: "1.2" or "1.1" (1.0 plugins have 1.1's exports).
+    pub fn contract(&self) -> &'static str {
+        match self.bindings {
+            Exports::Current(_) => "1.2",
+            Exports::V1_1(_) => "1.1",
+        }
     }
 
     /// The plugin's log lines so far, and how many were dropped past the bound.

@@ -7,14 +7,16 @@
 
 use crate::consensus::Outcome;
 use crate::plugins::{Plugin, Registry};
-use crate::sandbox::{CallError, Request, Sandbox, Session, Verdict};
+use crate::sandbox::{CallError, Request, Sandbox, Session, WitAnswer};
 use std::sync::Arc;
 
 /// A node's part in one round, kept from `assess` to the last verdict.
 pub trait Work: Send {
-    /// The answer and the author's confidence in it.
-    fn answer(&mut self, req: &Request) -> Result<(String, f32), String>;
-    fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Outcome, String>;
+    /// The answer: its text, the author's confidence, and for a multiple-choice request
+    /// the option picked and each option's score.
+    fn answer(&mut self, req: &Request) -> Result<WitAnswer, String>;
+    /// A graded judgment of two candidates to `req`.
+    fn judge(&mut self, req: &Request, first: &str, second: &str) -> Result<Outcome, String>;
 }
 
 pub struct Volunteer {
@@ -67,19 +69,14 @@ impl Drop for PluginWork {
 }
 
 impl Work for PluginWork {
-    fn answer(&mut self, req: &Request) -> Result<(String, f32), String> {
+    fn answer(&mut self, req: &Request) -> Result<WitAnswer, String> {
         let r = self.session.answer(req);
-        let a = self.note(r)?;
-        Ok((a.text, a.confidence.clamp(0.0, 1.0)))
+        self.note(r)
     }
 
-    fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Outcome, String> {
-        let r = self.session.compare(prompt, first, second);
-        Ok(match self.note(r)? {
-            Verdict::First => Outcome::First,
-            Verdict::Second => Outcome::Second,
-            Verdict::Tie => Outcome::Tie,
-        })
+    fn judge(&mut self, req: &Request, first: &str, second: &str) -> Result<Outcome, String> {
+        let r = self.session.judge(req, first, second);
+        self.note(r).map(crate::round::outcome_of)
     }
 }
 

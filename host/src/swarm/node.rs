@@ -28,7 +28,7 @@ use crate::consensus::scoring::Standing;
 use crate::ledger::transcript::{AnswerMsg, Transcript, VerdictMsg};
 use crate::ledger::{Ledger, NodeKey, Signed, local};
 use crate::round::{Action, Deadlines, Decision, Failure, Offer, Phase, Round, Spec};
-use crate::sandbox::Request;
+use crate::sandbox::{Message, Request};
 use libp2p::PeerId;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -75,6 +75,12 @@ pub struct RoundResult {
     pub members: Vec<MemberReport>,
     pub answers: usize,
     pub verdicts: usize,
+    /// Tokens the winning answer's author generated for it.
+    pub tokens: u32,
+    /// What decided the winner (`ledger::fold`).
+    pub decided_by: crate::ledger::fold::DecidedBy,
+    /// Each answer's candidate (equal answers share one), in the transcript's order.
+    pub candidates: Vec<Option<usize>>,
     pub elapsed_ms: u64,
     /// The sealed record of the round, as the ledger keeps it.
     #[serde(skip)]
@@ -249,11 +255,11 @@ impl Node {
             .map_err(|e| e.to_string())
     }
 
-    /// This node's view of another node's standing.
-    pub fn standing(&self, node: &str) -> Standing {
+    /// This node's view of another node's standing in `domain`.
+    pub fn standing(&self, node: &str, domain: &str) -> Standing {
         let p = &self.inner.settings.params.reputation;
         lock(&self.inner.ledger)
-            .standing(node, p)
+            .standing(node, domain, p)
             .unwrap_or_else(|_| Standing::new(p))
     }
 
@@ -527,12 +533,12 @@ impl Node {
         .await
         .unwrap_or_else(|_| Err("the answer task failed".into()));
         let (answer, error) = match out {
-            Ok((text, _confidence)) => (
-                Some(self.inner.key.sign(AnswerMsg {
-                    round: s.round.clone(),
-                    member: s.member,
-                    text,
-                })),
+            Ok(a) => (
+                Some(
+                    self.inner
+                        .key
+                        .sign(crate::round::answer_msg(&s.round, s.member, &a)),
+                ),
                 None,
             ),
             Err(e) => (None, Some(e)),
@@ -593,6 +599,23 @@ impl Node {
         seed: Option<u64>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Result<RoundResult, RoundFailure> {
+        let mut req = crate::round::request(prompt, 0);
+        req.domain = domain;
+        req.max_tokens = max_tokens;
+        req.temperature = temperature;
+        self.ask_request(req, seed, progress).await
+    }
+
+    /// [`Node::ask`] with the whole request: the options of a multiple-choice question,
+    /// the conversation. `req.seed` is replaced by `seed`, or by one derived from the
+    /// round id.
+    pub async fn ask_request(
+        &self,
+        req: Request,
+        seed: Option<u64>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+    ) -> Result<RoundResult, RoundFailure> {
+        let prompt = req.prompt.as_str();
         let started = Instant::now();
         let me = self.inner.id.clone();
         let id = local::round_id(&me, prompt);
@@ -610,10 +633,12 @@ impl Node {
             round: id.clone(),
             entry: me.clone(),
             prompt: prompt.to_string(),
-            domain,
-            max_tokens,
-            temperature,
+            domain: req.domain.clone(),
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
             seed,
+            choices: req.choices.clone(),
+            messages: single_question_or(&req),
             join_by: deadlines.join_by,
             answer_by: deadlines.answer_by,
             judge_by: deadlines.judge_by,
@@ -728,6 +753,9 @@ impl Node {
             undecided: d.undecided,
             answers: t.answers.len(),
             verdicts: t.verdicts.len(),
+            tokens: win.payload.tokens,
+            decided_by: d.decided_by,
+            candidates: t.result.payload.candidates.clone(),
             members: d.members.clone(),
             elapsed_ms: started.elapsed().as_millis() as u64,
             transcript: t.clone(),
@@ -811,8 +839,9 @@ impl EntryDriver {
                 .handle_failed(now, &node, "declined".into(), false);
             return;
         }
+        let domain = crate::round::domain_of(&self.request);
         let offer = Offer {
-            standing: self.node.standing(&node),
+            standing: self.node.standing(&node, &domain),
             key: node.clone(),
             signer: node,
             plugin: j.plugin,
@@ -838,8 +867,9 @@ impl EntryDriver {
                 let outcome = match v.work {
                     Some(work) => {
                         self.own_work = Some(Arc::new(tokio::sync::Mutex::new(Some(work))));
+                        let domain = crate::round::domain_of(&self.request);
                         let offer = Offer {
-                            standing: self.node.standing(&me),
+                            standing: self.node.standing(&me, &domain),
                             key: me.clone(),
                             signer: me.clone(),
                             plugin: v.plugin,
@@ -979,12 +1009,8 @@ async fn answer_locally(
     let key = key.clone();
     tokio::task::spawn_blocking(move || {
         let mut w = work.blocking_lock();
-        let (text, _) = w.as_mut().ok_or("no local work")?.answer(&request)?;
-        Ok(key.sign(AnswerMsg {
-            round,
-            member,
-            text,
-        }))
+        let a = w.as_mut().ok_or("no local work")?.answer(&request)?;
+        Ok(key.sign(crate::round::answer_msg(&round, member, &a)))
     })
     .await
     .map_err(|_| "answer task failed".to_string())?
@@ -1000,14 +1026,47 @@ fn own_announcements(l: &Limits) -> Rate {
     }
 }
 
+/// The conversation to announce: nothing for a single question (the prompt says it all,
+/// and announcements stay small), else every turn.
+fn single_question_or(req: &Request) -> Vec<wire::Turn> {
+    let single = req.messages.len() == 1
+        && req.messages[0].role == "user"
+        && req.messages[0].content == req.prompt;
+    if single {
+        return Vec::new();
+    }
+    req.messages
+        .iter()
+        .map(|m| wire::Turn {
+            role: m.role.clone(),
+            content: m.content.clone(),
+        })
+        .collect()
+}
+
 fn to_request(r: &RoundRequest) -> Request {
+    let mut messages: Vec<Message> = r
+        .messages
+        .iter()
+        .map(|t| Message {
+            role: t.role.clone(),
+            content: t.content.clone(),
+        })
+        .collect();
+    if messages.is_empty() {
+        messages.push(Message {
+            role: "user".into(),
+            content: r.prompt.clone(),
+        });
+    }
     Request {
         prompt: r.prompt.clone(),
         domain: r.domain.clone(),
-        choices: Vec::new(),
+        choices: r.choices.clone(),
         max_tokens: r.max_tokens,
         temperature: r.temperature,
         seed: r.seed,
+        messages,
     }
 }
 
@@ -1022,12 +1081,12 @@ async fn judge_items(
         let Some(w) = w.as_mut() else {
             return Vec::new();
         };
+        let seed = crate::round::local::task_seed(&task);
         task.items
             .iter()
             .filter_map(|item| {
-                let outcome = w
-                    .compare(&item.prompt, &item.first_text, &item.second_text)
-                    .ok()?;
+                let req = crate::round::request(&item.prompt, seed);
+                let outcome = w.judge(&req, &item.first_text, &item.second_text).ok()?;
                 Some(key.sign(wire::verdict(&task.round, task.judge, item, outcome)))
             })
             .collect()

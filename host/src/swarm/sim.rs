@@ -25,7 +25,7 @@ use super::wire::{AnswerReply, Join, Msg, RoundRequest, VerdictReply, now_ms};
 use crate::consensus::Outcome;
 use crate::consensus::pairs::SplitMix;
 use crate::ledger::{Ledger, NodeKey};
-use crate::sandbox::Request;
+use crate::sandbox::{Request, WitAnswer};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,10 +112,10 @@ impl SimWork {
 }
 
 impl Work for SimWork {
-    fn answer(&mut self, _req: &Request) -> Result<(String, f32), String> {
+    fn answer(&mut self, _req: &Request) -> Result<WitAnswer, String> {
         let truth = self.truth.ok_or("not a sum")?;
         let lucky = self.chance(self.answer_accuracy);
-        Ok(match self.role {
+        let (text, confidence) = match self.role {
             Role::Honest if lucky => (truth.to_string(), 0.9),
             Role::Honest => (
                 (truth + 1 + (self.rng.next_u64() % 9) as i64).to_string(),
@@ -123,10 +123,18 @@ impl Work for SimWork {
             ),
             Role::Garbage => (format!("zzz{}", self.rng.next_u64() % 1000), 1.0),
             Role::Colluder => (collusion_target(truth).to_string(), 1.0),
+        };
+        Ok(WitAnswer {
+            text,
+            confidence,
+            choice: None,
+            option_scores: Vec::new(),
+            tokens: 0,
         })
     }
 
-    fn compare(&mut self, prompt: &str, first: &str, second: &str) -> Result<Outcome, String> {
+    fn judge(&mut self, req: &Request, first: &str, second: &str) -> Result<Outcome, String> {
+        let prompt = req.prompt.as_str();
         let Some((a, b)) = parse_sum(prompt) else {
             // Calibration geography: every simulated judge knows the capitals it is shown
             // as well as its accuracy lets it.
@@ -386,6 +394,8 @@ pub async fn flood(
             max_tokens: 16,
             temperature: 0.0,
             seed: n,
+            choices: Vec::new(),
+            messages: Vec::new(),
             join_by: now + 1_000,
             answer_by: now + 2_000,
             judge_by: now + 3_000 + far,

@@ -99,6 +99,13 @@ pub struct RoundRequest {
     pub max_tokens: u32,
     pub temperature: f32,
     pub seed: u64,
+    /// For multiple-choice requests, the options in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+    /// The whole conversation (its last user message is `prompt`); empty for a single
+    /// question.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Turn>,
     /// Phase deadlines, unix milliseconds on the entry node's clock.
     pub join_by: u64,
     pub answer_by: u64,
@@ -109,6 +116,13 @@ pub struct RoundRequest {
     /// entry can say so (announcements are signed by the entry they name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub open: Vec<String>,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

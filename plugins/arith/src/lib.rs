@@ -6,7 +6,7 @@
 //! candidate whose final number matches; when it cannot compute the answer it abstains.
 
 use apiary_plugin_api::{
-    Answer, Manifest, PluginError, Request, Specialist, Verdict, export_specialist, text,
+    Answer, Judgment, Manifest, PluginError, Request, Specialist, Verdict, export_specialist, text,
 };
 
 mod expr;
@@ -41,6 +41,28 @@ impl Specialist for Arith {
             .ok_or_else(|| PluginError::Unsupported(format!("{solution} is not among the options")))
     }
 
+    /// Recomputes the answer: certain when exactly one candidate has it, "the same" when
+    /// both do, and abstains otherwise (two wrong numbers, or what it cannot solve: an
+    /// incidental number in two texts does not make them the same answer).
+    fn judge(&self, req: &Request, first: &str, second: &str) -> Judgment {
+        let (Ok(solution), Some(a), Some(b)) = (
+            solve(&req.prompt),
+            text::final_number(first),
+            text::final_number(second),
+        ) else {
+            return Judgment::Abstain;
+        };
+        match (
+            text::close(a, solution.value()),
+            text::close(b, solution.value()),
+        ) {
+            (true, true) => Judgment::Same,
+            (true, false) => Judgment::Prefer(1.0),
+            (false, true) => Judgment::Prefer(0.0),
+            _ => Judgment::Abstain,
+        }
+    }
+
     fn compare(&self, prompt: &str, first: &str, second: &str) -> Verdict {
         let Ok(solution) = solve(prompt) else {
             return Verdict::Tie;
@@ -72,6 +94,16 @@ mod tests {
             Verdict::Second
         );
         assert_eq!(a.compare(p, "381", "382"), Verdict::Tie);
+        let req = Request::question(p);
+        assert_eq!(a.judge(&req, "17 * 23 = 391", "381"), Judgment::Prefer(1.0));
+        assert_eq!(a.judge(&req, "381", "It is 391."), Judgment::Prefer(0.0));
+        assert_eq!(a.judge(&req, "391", "The answer is 391."), Judgment::Same);
+        assert_eq!(a.judge(&req, "381", "382"), Judgment::Abstain);
+        assert_eq!(a.judge(&req, "381", "x = 381"), Judgment::Abstain);
+        assert_eq!(
+            a.judge(&Request::question("Who?"), "1", "2"),
+            Judgment::Abstain
+        );
         assert_eq!(
             a.compare("What is the capital of France?", "Paris", "Lyon"),
             Verdict::Tie
@@ -88,6 +120,7 @@ mod tests {
             max_tokens: 16,
             temperature: 0.0,
             seed: 0,
+            messages: Vec::new(),
         };
         let got = a.answer(&req(&["381", "391", "401"])).unwrap();
         assert_eq!((got.choice, got.text.as_str()), (Some(1), "B. 391"));

@@ -21,6 +21,7 @@ fn main() {
         max_tokens: 24,
         temperature: 0.0,
         seed: 0,
+        messages: Vec::new(),
     };
     let t = std::time::Instant::now();
     let answer = gemma::Gemma::default().answer(&req);

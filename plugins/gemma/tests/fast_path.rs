@@ -21,6 +21,7 @@ fn eight_bit_activations_keep_the_reference_answers() {
             max_tokens: f["steps"].as_u64().unwrap() as u32,
             temperature: 0.0,
             seed: 0,
+            messages: Vec::new(),
         };
         let (text, _) = e.generate(&req).unwrap();
         assert_eq!(text, case["text"].as_str().unwrap().trim(), "{q}");

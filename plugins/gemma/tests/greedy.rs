@@ -60,6 +60,7 @@ fn greedy_output_matches_the_numpy_reference() {
             max_tokens: f["steps"].as_u64().unwrap() as u32,
             temperature: 0.0,
             seed: 0,
+            messages: Vec::new(),
         };
         let (out, _) = e.generate_ids(&e.prompt(q), &req).unwrap();
         assert_eq!(
@@ -83,6 +84,10 @@ fn multiple_choice_picks_the_likely_option() {
         .unwrap();
     assert!(s[1] > s[0] && s[1] > s[2], "{s:?}");
     let g = gemma::Gemma::default();
-    let verdict = g.compare("What is the capital of France?", "B. Paris", "A. Berlin");
-    assert_eq!(verdict, apiary_plugin_api::Verdict::First);
+    let req = Request::question("What is the capital of France?");
+    let judgment = g.judge(&req, "B. Paris", "A. Berlin");
+    assert!(
+        matches!(judgment, apiary_plugin_api::Judgment::Prefer(p) if p > 0.5),
+        "{judgment:?}"
+    );
 }

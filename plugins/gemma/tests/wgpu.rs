@@ -29,6 +29,7 @@ fn greedy_output_and_option_scores_on_the_gpu_match_the_cpu() {
         max_tokens: f["steps"].as_u64().unwrap() as u32,
         temperature: 0.0,
         seed: 0,
+        messages: Vec::new(),
     };
     let start = std::time::Instant::now();
     let (out, _) = e.generate_ids(&e.prompt(q), &req).unwrap();

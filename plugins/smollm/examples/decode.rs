@@ -20,6 +20,7 @@ fn main() {
         max_tokens: n,
         temperature: 0.0,
         seed: 0,
+        messages: Vec::new(),
     };
     let t = Instant::now();
     let mut cache = e.model.cache().unwrap();

@@ -30,6 +30,7 @@ fn eight_bit_activations_stay_close_to_the_reference() {
             max_tokens: steps,
             temperature: 0.0,
             seed: 0,
+            messages: Vec::new(),
         };
         e.generate_ids(&ids(&case["prompt_ids"]), &req).unwrap().0
     };

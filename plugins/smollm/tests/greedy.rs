@@ -61,6 +61,7 @@ fn greedy_output_matches_the_numpy_reference() {
             max_tokens: f["steps"].as_u64().unwrap() as u32,
             temperature: 0.0,
             seed: 0,
+            messages: Vec::new(),
         };
         let (out, confidence) = e.generate_ids(&ids(&case["prompt_ids"]), &req).unwrap();
         assert_eq!(

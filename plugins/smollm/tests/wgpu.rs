@@ -31,6 +31,7 @@ fn greedy_output_on_the_gpu_matches_the_reference_in_one_submission_per_token() 
         max_tokens: f["steps"].as_u64().unwrap() as u32,
         temperature: 0.0,
         seed: 0,
+        messages: Vec::new(),
     };
     let before = backend::gpu_submissions().expect("the wgpu backend is in use");
     let start = std::time::Instant::now();
