@@ -28,9 +28,12 @@ fn main() {
                 .iter()
                 .map(|c| c.as_str().unwrap())
                 .collect();
-            let s = engine
-                .scores(item["question"].as_str().unwrap(), &options)
+            let choices: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+            let rule = apiary_plugin_api::lm::Rule::for_choices(&choices, gemma::OPTIONS_RULE);
+            let l = engine
+                .likelihoods(item["question"].as_str().unwrap(), &options, rule)
                 .unwrap();
+            let s = apiary_plugin_api::lm::option_scores(rule, &l);
             let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
             let gold = (item["answer"].as_str().unwrap().as_bytes()[0] - b'A') as usize;
             right += usize::from(best == gold);
