@@ -125,14 +125,16 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
 
 /// The two language models, the arithmetic and the knowledge specialist on a handful of
 /// mixed items (written for this test): each is right on different items; the swarm
-/// routes each item to who can answer it, and on the capital of Canada the judges
-/// (facts verifying, smollm by likelihood) outvote gemma's wrong "Toronto". Greedy
+/// routes each item to who can answer it. Equal answers are one candidate: on the
+/// capital of Canada, facts and smollm say the same and nobody outside that candidate can
+/// judge it against gemma's wrong "Toronto", so the reputation behind it (support) wins;
+/// where the models pick different options, their pooled option scores decide. Greedy
 /// decoding and seeded rounds make the counts exact.
 #[test]
 fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     let (r, _) = eval_fixture("eval-mixed.jsonl", &["arith", "facts", "gemma", "smollm"]);
     let o = &r["overall"];
-    let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 3)];
+    let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 4)];
     for (p, n) in expect {
         assert_eq!(o["per_plugin"][p], n, "{p}: {o}");
     }
@@ -141,23 +143,19 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     assert_eq!(o["oracle"], 6, "{o}");
     let items = r["items"].as_array().unwrap();
     assert_eq!(items[0]["right"], serde_json::json!(["arith"]));
-    // Multiple choice answered by the knowledge specialist with the option, not a sentence.
+    assert_eq!(items[0]["decided_by"], "single");
+    // Multiple choice answered by the knowledge specialist with the option, not a
+    // sentence; all three picked C: one candidate.
     assert_eq!(items[4]["swarm"], "C. Paris");
+    assert_eq!(items[4]["decided_by"], "single");
     assert_eq!(items[5]["right"], serde_json::json!(["facts", "smollm"]));
     assert!(items[5]["swarm"].as_str().unwrap().contains("Ottawa"));
-    assert_eq!(items[5]["decided_by"], "verdicts");
-    assert_eq!(items[0]["decided_by"], "single");
-    // Judged by verdicts: the capital of Canada, and Paris (facts prefers gemma's
-    // option over smollm's).
-    assert_eq!(items[4]["decided_by"], "verdicts");
-    assert_eq!(
-        (&o["answered"], &o["judged"]),
-        (&6.into(), &2.into()),
-        "{o}"
-    );
-    // Where the two language models disagree and no one can judge them, reputation is
-    // equal (no ledger here), so the higher assess (gemma) is taken: here it is wrong.
+    assert_eq!(items[5]["decided_by"], "support");
+    // The two language models pick different options and no one can judge them: the
+    // pooled option scores decide, for smollm's right one.
     assert_eq!(items[3]["swarm"], "A. oxygen");
+    assert_eq!(items[3]["decided_by"], "pooled");
+    assert_eq!((&o["answered"], &o["multi"]), (&6.into(), &2.into()), "{o}");
 }
 
 /// The mixed set: reasoning-gym's generated arithmetic and algebra interleaved with
