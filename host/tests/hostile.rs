@@ -100,9 +100,11 @@ fn giant_answer_is_refused() {
 
 #[test]
 fn slow_judge_times_out_and_forfeits_its_answer() {
-    // Two ariths, so the slow judge has a pair it may judge (theirs).
+    // Two ariths (one candidate) and a liar, so the slow judge has a pair of candidates
+    // it may judge (theirs against the liar's).
     let folder = Folder::new();
     folder.add_two_ariths();
+    folder.add_fixture("liar");
     folder.add_fixture("slow-compare");
     let registry = folder.registry();
     let started = Instant::now();
@@ -385,23 +387,28 @@ fn repeated_faults_quarantine_until_reload() {
 #[test]
 fn judges_outvote_a_confident_liar() {
     // Two arithmetic plugins and a liar that answers "7" to everything with full
-    // confidence and votes "first" on every pair. Each arith judges the pair of the
-    // other arith's answer against the liar's, so the right answer wins.
+    // confidence and votes "first" on every pair. The ariths agree, so they are one
+    // candidate; nobody outside it can judge it against the liar's, and the liar may not
+    // judge its own. Its confidence counts for nothing: the reputation behind the
+    // ariths' candidate (support) wins, and the liar's reputation falls.
     let folder = Folder::new();
     folder.add_two_ariths();
     folder.add_fixture("liar");
     let registry = folder.registry();
     let r = ask(&registry, "What is 15% of 80?");
     assert!(winner(&r).ends_with("= 12"), "{r:#?}");
-    let liar = r.answers.iter().find(|a| a.plugin == "liar").unwrap();
-    assert!(
-        r.answers
-            .iter()
-            .all(|a| a.plugin == "liar" || a.score > liar.score),
+    assert_eq!(
+        r.decided_by,
+        Some(apiary::ledger::fold::DecidedBy::Support),
         "{r:#?}"
     );
-    assert!(r.margin > 0.5);
-    assert!(!r.undecided);
+    let t = r.transcript.as_ref().unwrap();
+    let liar = t
+        .members
+        .iter()
+        .position(|m| m.key.ends_with("/liar"))
+        .unwrap();
+    assert!(t.result.payload.after[liar].reputation < t.members[liar].before.reputation);
 }
 
 #[test]
