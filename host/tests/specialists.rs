@@ -124,7 +124,7 @@ fn describe_reports_domains_and_plugin_toml_wins() {
         arith.limits.answer_ms, 2000,
         "plugin.toml asked for 2000 ms"
     );
-    assert_eq!(arith.contract, "1.1.0");
+    assert_eq!(arith.contract, "1.2.0");
     assert_eq!(arith.wasm_sha256.len(), 64);
 }
 
