@@ -189,7 +189,9 @@ async fn five_nodes_on_loopback_answer_by_consensus() {
     assert_eq!(left_out.len(), 1, "only the killed member is missing: {a}");
     assert_eq!(left_out[0]["plugin"], "infinite-loop");
     assert_eq!(a["answers"], 4, "{a}");
-    assert!(a["verdicts"].as_u64().unwrap() > 0, "{a}");
+    // The three ariths agree: one candidate, against the liar's. Every member answered,
+    // so nobody may judge that pair, and the reputation behind the ariths' wins.
+    assert_eq!(a["decided_by"], "support", "{a}");
     assert!(
         took < Duration::from_secs(30),
         "the round waited for the dead member ({took:?})"
@@ -232,7 +234,8 @@ async fn five_nodes_on_loopback_answer_by_consensus() {
         !t.verify().is_empty(),
         "a falsified calibration item went unnoticed"
     );
-    assert!(a["margin"].as_f64().unwrap() > 0.5, "{a}");
+    // No verdict compared the two candidates (support decided): the fit's margin is even.
+    assert!(a["margin"].as_f64().unwrap() >= 0.5, "{a}");
     let verify = Command::new(env!("CARGO_BIN_EXE_apiary"))
         .args(["rounds", "verify", id, "--data-dir"])
         .arg(entry.data.path())
