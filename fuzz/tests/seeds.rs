@@ -276,16 +276,17 @@ tensor-mib = 18446744073709551615
             "r1".into(),
             "What is 17 * 23?".into(),
             9,
-            members(4, &k.id()),
+            members(5, &k.id()),
             Params::default(),
             vec![
                 k.sign(answer(0, "391")),
                 k.sign(answer(1, "381")),
-                k.sign(answer(2, "391.0")),
+                k.sign(answer(2, "401")),
+                k.sign(answer(3, "391.0")),
             ],
             vec![
-                k.sign(verdict(3, 0, 1, Outcome::First)),
-                k.sign(verdict(3, 1, 2, Outcome::Tie)),
+                k.sign(verdict(4, 0, 1, Outcome::First)),
+                k.sign(verdict(4, 1, 2, Outcome::Tie)),
                 k.sign(verdict(0, 1, 2, Outcome::Second)),
             ],
             vec![CalibrationCheck {
@@ -293,7 +294,7 @@ tensor-mib = 18446744073709551615
                 first_text: "4".into(),
                 second_text: "5".into(),
                 first_is_right: true,
-                verdict: k.sign(verdict(3, 100, 101, Outcome::First)),
+                verdict: k.sign(verdict(4, 100, 101, Outcome::First)),
             }],
         );
         let empty = Transcript::build(
