@@ -160,6 +160,7 @@ tensor-mib = 18446744073709551615
                     willing: true,
                     score: 0.95,
                     plugin: "arith".into(),
+                    note: None,
                 }),
             ),
             (

@@ -41,12 +41,21 @@ enum Backend {
 
 static BACKEND: OnceLock<Backend> = OnceLock::new();
 
+/// What system libraries printed while the backend was chosen (see [`crate::quiet`]).
+static PROBE_SAID: OnceLock<String> = OnceLock::new();
+
+/// The probe's captured stderr, for the host to log at debug level.
+pub fn probe_output() -> &'static str {
+    PROBE_SAID.get().map_or("", String::as_str)
+}
+
 /// Choose the backend. Only the first call decides; returns what is in use, or why the
 /// forced choice is impossible.
 pub fn init(choice: Choice) -> std::result::Result<String, String> {
     if BACKEND.get().is_none() {
-        let backend = pick(choice)?;
-        let _ = BACKEND.set(backend);
+        let (backend, said) = crate::quiet::capture_stderr(|| pick(choice));
+        let _ = PROBE_SAID.set(said);
+        let _ = BACKEND.set(backend?);
     }
     Ok(name())
 }

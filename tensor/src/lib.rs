@@ -22,6 +22,7 @@ pub mod gguf;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
 pub mod quant;
+pub mod quiet;
 pub mod weights;
 
 pub use dtype::DType;

@@ -9,11 +9,12 @@
 //! id, peers and message statistics. Errors have OpenAI's shape. Any bearer token is
 //! accepted unless the operator sets one (the SDKs refuse to run without some key).
 
+use crate::plugins::Registry;
 use crate::sandbox::{Message, Request};
 use crate::swarm::wire::Turn;
 use crate::swarm::{Node, Progress, RoundFailure};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,38 +23,170 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use tokio::sync::mpsc;
 
 /// The model name clients use (any name is accepted; this is the one listed).
 pub const MODEL: &str = "apiary-swarm";
 
+pub mod admission;
+mod dashboard;
+mod events;
+mod operate;
+
+pub use admission::Admission;
+use admission::Door;
+
+/// How `apiary run` serves its API.
+#[derive(Clone, Default)]
+pub struct ApiOptions {
+    /// Require this bearer token (or the dashboard's cookie); none: any token is accepted.
+    pub token: Option<String>,
+    pub admission: Admission,
+    /// The plugins folder, for the listing with refusals and quarantines.
+    pub registry: Option<Arc<Registry>>,
+    /// False until the plugins are loaded: `/health` answers 503 meanwhile. None: ready.
+    pub ready: Option<Arc<AtomicBool>>,
+}
+
 #[derive(Clone)]
 struct App {
     node: Node,
     token: Option<String>,
+    door: Door,
+    registry: Option<Arc<Registry>>,
+    ready: Arc<AtomicBool>,
 }
 
 pub fn router(node: Node, token: Option<String>) -> Router {
+    router_with(
+        node,
+        ApiOptions {
+            token,
+            ..Default::default()
+        },
+    )
+}
+
+pub fn router_with(node: Node, options: ApiOptions) -> Router {
+    let app = App {
+        node,
+        token: options.token,
+        door: Door::new(options.admission),
+        registry: options.registry,
+        ready: options
+            .ready
+            .unwrap_or_else(|| Arc::new(AtomicBool::new(true))),
+    };
+    let page = dashboard::routes().layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        key_from_query,
+    ));
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/rounds", get(operate::rounds))
         .route("/v1/rounds/{id}", get(round))
-        .route("/v1/node", get(status))
+        .route("/v1/node", get(operate::status))
+        .route("/v1/node/pause", post(operate::pause))
+        .route("/v1/node/resume", post(operate::resume))
+        .route("/v1/events", get(events::events))
+        .route("/health", get(operate::health))
+        .route("/metrics", get(operate::metrics))
+        .merge(page)
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint (this node serves /v1/models, /v1/chat/completions, /v1/rounds/{id}, /v1/node)",
+                "no such endpoint (this node serves the dashboard at /, /v1/models, /v1/chat/completions, /v1/rounds, /v1/rounds/{id}, /v1/node, /v1/events, /health, /metrics)",
             )
         })
-        .with_state(App { node, token })
+        .with_state(app)
 }
 
 /// Serve until the listener fails.
 pub async fn serve(listener: tokio::net::TcpListener, node: Node, token: Option<String>) {
-    if let Err(e) = axum::serve(listener, router(node, token)).await {
+    serve_with(
+        listener,
+        node,
+        ApiOptions {
+            token,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn serve_with(listener: tokio::net::TcpListener, node: Node, options: ApiOptions) {
+    if let Err(e) = axum::serve(listener, router_with(node, options)).await {
         tracing::error!("HTTP API stopped: {e}");
     }
+}
+
+/// The cookie the dashboard's own requests carry (a browser's `EventSource` cannot send
+/// an `Authorization` header).
+const KEY_COOKIE: &str = "apiary_key";
+
+/// `/?key=KEY` with the right key: keep it in a cookie and show the page without it in the
+/// address bar (or the browser's history).
+async fn key_from_query(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("key="))
+            .map(percent_decode)
+    });
+    match (&app.token, given) {
+        (Some(token), Some(given)) if constant_time_eq(token.as_bytes(), given.as_bytes()) => (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, request.uri().path().to_string()),
+                (
+                    header::SET_COOKIE,
+                    format!("{KEY_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"),
+                ),
+            ],
+        )
+            .into_response(),
+        (Some(_), Some(_)) => error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "wrong API key: open the dashboard with the key the node's operator set (--api-key)",
+        ),
+        _ => next.run(request).await,
+    }
+}
+
+/// `%XX` and `+` as a form sends them.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Keys are compared in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
@@ -68,11 +201,21 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &app.token else {
         return Ok(());
     };
-    let given = headers
-        .get("authorization")
+    let bearer = headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(KEY_COOKIE)?.strip_prefix('='));
+    let ok = [bearer, cookie]
+        .into_iter()
+        .flatten()
+        .any(|given| constant_time_eq(given.as_bytes(), token.as_bytes()));
+    if ok {
         Ok(())
     } else {
         Err(Box::new(error(
@@ -94,29 +237,6 @@ async fn models(State(app): State<App>, headers: HeaderMap) -> Response {
     Json(json!({
         "object": "list",
         "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "apiary"}]
-    }))
-    .into_response()
-}
-
-async fn status(State(app): State<App>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&app, &headers) {
-        return *r;
-    }
-    let net = app.node.net();
-    let peers: Vec<String> = net.peers().await.iter().map(|p| p.to_string()).collect();
-    let listening: Vec<String> = net
-        .listening()
-        .await
-        .iter()
-        .map(|a| format!("{a}/p2p/{}", net.peer_id))
-        .collect();
-    Json(json!({
-        "node": app.node.id(),
-        "peer_id": net.peer_id.to_string(),
-        "listening": listening,
-        "peers": peers,
-        "plugins": app.node.expertise().names(),
-        "messages": net.stats(),
     }))
     .into_response()
 }
@@ -258,10 +378,26 @@ async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Byte
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &e),
     };
     let (model, seed, req) = (ask.model.clone(), ask.seed, round_request(&ask));
-    if ask.stream {
-        return stream(app, req, model, seed);
+    if let Err((size, limit)) = app.node.announcement_fits(&req) {
+        crate::metrics::global().http_rejected("too_large");
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            &format!(
+                "the conversation is too large to ask the swarm: its announcement would be {size} bytes, and peers accept at most {limit}; shorten the messages"
+            ),
+        );
     }
-    match app.node.ask_request(req, seed, None).await {
+    let ticket = match app.door.enter().await {
+        Ok(t) => t,
+        Err(busy) => return too_busy(busy),
+    };
+    if ask.stream {
+        return stream(app, req, model, seed, ticket);
+    }
+    let result = app.node.ask_request(req, seed, None).await;
+    drop(ticket);
+    match result {
         Ok(r) => Json(json!({
             "id": format!("chatcmpl-{}", r.id),
             "object": "chat.completion",
@@ -281,6 +417,26 @@ async fn chat(State(app): State<App>, headers: HeaderMap, body: axum::body::Byte
         .into_response(),
         Err(e) => failure(e),
     }
+}
+
+/// Seconds a refused client is told to wait: about one round's time.
+const RETRY_AFTER_S: u64 = 5;
+
+fn too_busy(busy: admission::Busy) -> Response {
+    crate::metrics::global().http_rejected("busy");
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        &format!(
+            "this node is busy: {} rounds running and {} waiting, the most it takes; retry after {RETRY_AFTER_S} s (its operator sets --max-rounds and --queue)",
+            busy.running, busy.waiting
+        ),
+    );
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(RETRY_AFTER_S),
+    );
+    r
 }
 
 fn failure(e: RoundFailure) -> Response {
@@ -307,9 +463,17 @@ fn round_request(ask: &ChatAsk) -> Request {
     req
 }
 
-fn stream(app: App, req: Request, model: String, seed: Option<u64>) -> Response {
+fn stream(
+    app: App,
+    req: Request,
+    model: String,
+    seed: Option<u64>,
+    ticket: admission::Ticket,
+) -> Response {
     let (events, rx) = mpsc::unbounded_channel::<Event>();
     tokio::spawn(async move {
+        // The slot is held until the round is over, however the client reads.
+        let _ticket = ticket;
         let (ptx, mut prx) = mpsc::unbounded_channel();
         let node = app.node.clone();
         let ask = tokio::spawn(async move { node.ask_request(req, seed, Some(ptx)).await });

@@ -272,6 +272,20 @@ impl Round {
         self.phase
     }
 
+    /// The seated members, in seat order: key and the plugin it offered. For watchers
+    /// (the dashboard); the engine's decisions never read this.
+    pub fn seated(&self) -> Vec<(String, String)> {
+        self.seats
+            .iter()
+            .map(|s| (s.offer.key.clone(), s.offer.plugin.clone()))
+            .collect()
+    }
+
+    /// The answers gathered so far, as signed.
+    pub fn answers(&self) -> &[Signed<AnswerMsg>] {
+        &self.answers
+    }
+
     /// The next piece of work, if any.
     pub fn poll(&mut self) -> Option<Action> {
         self.actions.pop_front()

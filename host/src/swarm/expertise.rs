@@ -50,6 +50,21 @@ struct PluginWork {
 }
 
 impl PluginWork {
+    /// One plugin call: on a low-priority thread, timed and counted for `/metrics`, a
+    /// fault remembered for the quarantine count.
+    fn call<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Session) -> Result<T, CallError>,
+    ) -> Result<T, String> {
+        lower_priority_once();
+        let start = std::time::Instant::now();
+        let r = f(&mut self.session);
+        let fault = matches!(&r, Err(e) if e.is_fault());
+        crate::metrics::global().plugin_call(&self.plugin.name, name, start.elapsed(), fault);
+        self.note(r)
+    }
+
     fn note<T>(&mut self, r: Result<T, CallError>) -> Result<T, String> {
         r.map_err(|e| {
             if e.is_fault() {
@@ -61,6 +76,22 @@ impl PluginWork {
     }
 }
 
+/// Plugin work runs on threads the owner's own programs should win against (the nice
+/// value of BOINC's service, and the idle I/O class): lowered once per thread, the first
+/// time it runs a plugin call. A thread that cannot be lowered still runs the call.
+fn lower_priority_once() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|done| {
+        if !done.replace(true)
+            && let Err(e) = crate::governor::priority::lower_current_thread()
+        {
+            tracing::debug!("plugin thread keeps its priority: {e}");
+        }
+    });
+}
+
 impl Drop for PluginWork {
     fn drop(&mut self) {
         self.plugin
@@ -70,13 +101,12 @@ impl Drop for PluginWork {
 
 impl Work for PluginWork {
     fn answer(&mut self, req: &Request) -> Result<WitAnswer, String> {
-        let r = self.session.answer(req);
-        self.note(r)
+        self.call("answer", |s| s.answer(req))
     }
 
     fn judge(&mut self, req: &Request, first: &str, second: &str) -> Result<Outcome, String> {
-        let r = self.session.judge(req, first, second);
-        self.note(r).map(crate::round::outcome_of)
+        self.call("judge", |s| s.judge(req, first, second))
+            .map(crate::round::outcome_of)
     }
 }
 
@@ -166,7 +196,6 @@ fn assess_one(sandbox: &Sandbox, p: &Arc<Plugin>, req: &Request) -> Option<(f32,
         session,
         faulted: false,
     };
-    let score = work.session.assess(req);
-    let score = work.note(score).ok()?;
+    let score = work.call("assess", |s| s.assess(req)).ok()?;
     Some((score, work))
 }

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod net;
 pub mod node;
 pub mod sim;
+pub mod watch;
 pub mod wire;
 
 pub use expertise::{Expertise, PluginSet, Plugins, Volunteer, Work};

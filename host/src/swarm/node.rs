@@ -22,9 +22,11 @@
 use super::expertise::{Expertise, Volunteer, Work};
 use super::limits::{Full, Limits, Rate, RoundTable, TableStats, TokenBucket};
 use super::net::{Inbound, Net, NetConfig};
+use super::watch::{self, Watchers};
 use super::wire::{self, Ack, AnswerReply, Join, JudgeTask, Msg, RoundRequest};
 use super::wire::{Select, VerdictReply, short};
 use crate::consensus::scoring::Standing;
+use crate::governor::{Governor, State};
 use crate::ledger::transcript::{AnswerMsg, Transcript, VerdictMsg};
 use crate::ledger::{Ledger, NodeKey, Signed, local};
 use crate::round::{Action, Deadlines, Decision, Failure, Offer, Phase, Round, Spec};
@@ -153,6 +155,12 @@ struct Inner {
     /// This node's own announcements: paced to `announce_rate`.
     announce: Mutex<TokenBucket>,
     announce_rate: Rate,
+    /// Set by `apiary run`; without one (tests, `sim`) the node is always active.
+    governor: std::sync::OnceLock<Governor>,
+    /// The owner's duty cycle: no plugin work starts before this instant.
+    rest_until: Mutex<Option<Instant>>,
+    watchers: Watchers,
+    started: Instant,
 }
 
 /// A running node. Cheap to clone.
@@ -206,6 +214,10 @@ impl Node {
                 )),
                 announce: Mutex::new(TokenBucket::full(announce_rate, wire::now_ms())),
                 announce_rate,
+                governor: std::sync::OnceLock::new(),
+                rest_until: Mutex::new(None),
+                watchers: Watchers::default(),
+                started: Instant::now(),
             }),
         };
         let n = node.clone();
@@ -234,6 +246,96 @@ impl Node {
 
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Let `governor` decide when this node volunteers, how many rounds it takes and how
+    /// hard its plugins run. Set once; later calls are ignored.
+    pub fn set_governor(&self, governor: Governor) {
+        if let Some(g) = self.inner.governor.get() {
+            tracing::warn!(
+                "the node already has a governor ({}); keeping it",
+                g.state()
+            );
+            return;
+        }
+        let mut changes = governor.subscribe();
+        let _ = self.inner.governor.set(governor);
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let status = serde_json::to_value(&*changes.borrow_and_update());
+                let Some(inner) = weak.upgrade() else { return };
+                if let Ok(status) = status {
+                    inner.watchers.send("governor", status);
+                }
+            }
+        });
+    }
+
+    pub fn governor(&self) -> Option<&Governor> {
+        self.inner.governor.get()
+    }
+
+    /// What this node does for watchers (`GET /v1/events`).
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<watch::Event> {
+        self.inner.watchers.subscribe()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
+    }
+
+    /// Recent rounds this node recorded, newest first: (id, created ms, transcript).
+    pub fn recent_rounds(&self, limit: usize) -> Vec<(String, u64, Result<Transcript, String>)> {
+        let ledger = lock(&self.inner.ledger);
+        let rows = ledger.rounds(limit).unwrap_or_default();
+        rows.into_iter()
+            .map(|(id, created, _)| {
+                let t = ledger.round(&id).map_err(|e| e.to_string());
+                // The ledger keeps seconds; watchers get milliseconds like every other time.
+                (id, created.max(0) as u64 * 1000, t)
+            })
+            .collect()
+    }
+
+    /// Why this node should not volunteer now, if its owner's governor says so.
+    fn declining(&self, judging: bool) -> Option<String> {
+        let g = self.inner.governor.get()?;
+        let status = g.status();
+        match status.state {
+            State::Paused if !(judging && g.rules().judge_when_paused) => {
+                Some(format!("paused: {}", status.reason))
+            }
+            State::Throttled if !judging => {
+                let open = lock(&self.inner.member_rounds).stats(wire::now_ms()).open;
+                (open >= g.round_slots(MAX_MEMBER_ROUNDS))
+                    .then(|| format!("throttled: {}", status.reason))
+            }
+            _ => None,
+        }
+    }
+
+    /// The duty cycle: wait out the rest owed for earlier plugin work (never past
+    /// `deadline_ms`), run `work` on a blocking thread, then owe rest for its time.
+    async fn plugin_work<T: Send + 'static>(
+        &self,
+        deadline_ms: u64,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let rest =
+            lock(&self.inner.rest_until).map(|t| t.saturating_duration_since(Instant::now()));
+        if let Some(rest) = rest.filter(|r| !r.is_zero()) {
+            tokio::time::sleep(rest.min(until(deadline_ms))).await;
+        }
+        let start = Instant::now();
+        let out = tokio::task::spawn_blocking(work).await;
+        if let Some(g) = self.inner.governor.get() {
+            let rest = g.rest_after(start.elapsed());
+            if !rest.is_zero() {
+                *lock(&self.inner.rest_until) = Some(Instant::now() + rest);
+            }
+        }
+        out
     }
 
     pub fn net(&self) -> &Net {
@@ -387,18 +489,36 @@ impl Node {
                 (false, 0.0, String::new())
             }
             Ok(()) => {
+                if let Some(note) = self.declining(false) {
+                    tracing::info!(
+                        "round {} from {}: declined ({note})",
+                        r.round,
+                        short(&r.entry)
+                    );
+                    release(self);
+                    return self
+                        .send_join(
+                            entry,
+                            (&r.round, r.join_by),
+                            false,
+                            0.0,
+                            String::new(),
+                            Some(note),
+                        )
+                        .await;
+                }
                 let expertise = self.inner.expertise.clone();
                 let threshold = self.inner.settings.threshold;
-                let v =
-                    match tokio::task::spawn_blocking(move || expertise.volunteer(&req, threshold))
-                        .await
-                    {
-                        Ok(v) => v,
-                        Err(_) => {
-                            release(self);
-                            return;
-                        }
-                    };
+                let v = match self
+                    .plugin_work(r.join_by, move || expertise.volunteer(&req, threshold))
+                    .await
+                {
+                    Ok(v) => v,
+                    Err(_) => {
+                        release(self);
+                        return;
+                    }
+                };
                 if v.work.is_some() {
                     // Dropped by the sweeper once past its deadline (see `Node::start`).
                     *round.work.lock().await = v.work;
@@ -408,22 +528,36 @@ impl Node {
                 (v.willing, v.score, v.plugin)
             }
         };
+        self.send_join(entry, (&r.round, r.join_by), willing, score, plugin, None)
+            .await;
+    }
+
+    async fn send_join(
+        &self,
+        entry: PeerId,
+        (round, join_by): (&str, u64),
+        willing: bool,
+        score: f32,
+        plugin: String,
+        note: Option<String>,
+    ) {
         let join = self.sign(Msg::Join(Join {
-            round: r.round.clone(),
+            round: round.to_string(),
             willing,
             score,
             plugin,
+            note,
         }));
         if self.inner.persona == Persona::Forger {
             self.forge(entry, &join).await;
         }
         let sent = tokio::time::timeout(
-            until(r.join_by) + Duration::from_millis(500),
+            until(join_by) + Duration::from_millis(500),
             self.inner.net.request(entry, join),
         )
         .await;
         if !matches!(sent, Ok(Ok(_))) {
-            tracing::info!("round {}: join not acknowledged", r.round);
+            tracing::info!("round {round}: join not acknowledged");
         }
     }
 
@@ -523,15 +657,16 @@ impl Node {
         }
         let work = r.work.clone();
         let req = r.request_full.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let mut w = work.blocking_lock();
-            match w.as_mut() {
-                Some(w) => w.answer(&req),
-                None => Err("no plugin volunteered on this node".into()),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err("the answer task failed".into()));
+        let out = self
+            .plugin_work(r.keep_until, move || {
+                let mut w = work.blocking_lock();
+                match w.as_mut() {
+                    Some(w) => w.answer(&req),
+                    None => Err("no plugin volunteered on this node".into()),
+                }
+            })
+            .await
+            .unwrap_or_else(|_| Err("the answer task failed".into()));
         let (answer, error) = match out {
             Ok(a) => (
                 Some(
@@ -552,7 +687,9 @@ impl Node {
 
     async fn on_judge(&self, from: &str, t: JudgeTask) -> Option<Msg> {
         let checked = self.member_round(from, &t.round).and_then(|r| {
-            if t.items.len() > MAX_JUDGE_ITEMS {
+            if let Some(why) = self.declining(true) {
+                Err(why)
+            } else if t.items.len() > MAX_JUDGE_ITEMS {
                 Err(format!(
                     "{} items (at most {MAX_JUDGE_ITEMS})",
                     t.items.len()
@@ -629,21 +766,7 @@ impl Node {
         let open = self.open_round(&id);
         let now = wire::now_ms();
         let deadlines = Deadlines::after(now, s);
-        let announcement = RoundRequest {
-            round: id.clone(),
-            entry: me.clone(),
-            prompt: prompt.to_string(),
-            domain: req.domain.clone(),
-            max_tokens: req.max_tokens,
-            temperature: req.temperature,
-            seed,
-            choices: req.choices.clone(),
-            messages: single_question_or(&req),
-            join_by: deadlines.join_by,
-            answer_by: deadlines.answer_by,
-            judge_by: deadlines.judge_by,
-            open,
-        };
+        let announcement = self.announcement(&id, &req, seed, deadlines, open);
         let request = to_request(&announcement);
         let mut expected: BTreeSet<String> = peers.iter().filter_map(wire::node_id_of).collect();
         expected.insert(me.clone());
@@ -683,8 +806,70 @@ impl Node {
         let outcome = driver.run().await;
         lock(&self.inner.joins).remove(&id);
         lock(&self.inner.open).remove(&id);
-        let decision = outcome?;
-        self.conclude(*decision, started)
+        let result = outcome.and_then(|d| self.conclude(*d, started));
+        self.report(&id, &result, started);
+        result
+    }
+
+    /// Count the round for `/metrics` and show its end to watchers.
+    fn report(&self, id: &str, result: &Result<RoundResult, RoundFailure>, started: Instant) {
+        let (outcome, data) = match result {
+            Ok(r) => (
+                serde_json::to_value(r.decided_by)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                {
+                    let mut v = watch::summary(&r.transcript, wire::now_ms());
+                    v["margin"] = serde_json::json!(r.margin);
+                    v
+                },
+            ),
+            Err(e) => ("failed".to_string(), watch::failed(id, &e.to_string())),
+        };
+        crate::metrics::global().round(&outcome, started.elapsed());
+        self.inner.watchers.send("round", data);
+    }
+
+    fn announcement(
+        &self,
+        id: &str,
+        req: &Request,
+        seed: u64,
+        deadlines: Deadlines,
+        open: Vec<String>,
+    ) -> RoundRequest {
+        RoundRequest {
+            round: id.to_string(),
+            entry: self.inner.id.clone(),
+            prompt: req.prompt.clone(),
+            domain: req.domain.clone(),
+            max_tokens: req.max_tokens,
+            temperature: req.temperature,
+            seed,
+            choices: req.choices.clone(),
+            messages: single_question_or(req),
+            join_by: deadlines.join_by,
+            answer_by: deadlines.answer_by,
+            judge_by: deadlines.judge_by,
+            open,
+        }
+    }
+
+    /// Whether asking `req` can reach the peers: its signed announcement, with as many
+    /// open rounds listed as there may be, within what peers accept. Err: (its size, the
+    /// limit). A request too big to announce would otherwise run on this node alone.
+    pub fn announcement_fits(&self, req: &Request) -> Result<(), (usize, usize)> {
+        let id = local::round_id(&self.inner.id, &req.prompt);
+        let open = vec![id.clone(); MAX_OPEN_LISTED];
+        let deadlines = Deadlines::after(wire::now_ms(), &self.inner.settings);
+        let a = self.announcement(&id, req, u64::MAX, deadlines, open);
+        let size = wire::to_bytes(&self.sign(Msg::Request(a))).len();
+        if size > wire::MAX_MESSAGE_BYTES {
+            Err((size, wire::MAX_MESSAGE_BYTES))
+        } else {
+            Ok(())
+        }
     }
 
     /// Peers refuse announcements past their budget for this node: wait for ours.
@@ -706,6 +891,10 @@ impl Node {
 
     /// This node's own plugins assess while the peers join; their join is an event too.
     fn volunteer_locally(&self, request: Request, events: mpsc::UnboundedSender<Event>) {
+        if let Some(why) = self.declining(false) {
+            let _ = events.send(Event::Declined(why));
+            return;
+        }
         let expertise = self.inner.expertise.clone();
         let threshold = self.inner.settings.threshold;
         tokio::spawn(async move {
@@ -769,6 +958,8 @@ type SharedWork = Arc<tokio::sync::Mutex<Option<Box<dyn Work>>>>;
 /// What comes back to the entry driver from the tasks it started.
 enum Event {
     Volunteered(Option<Volunteer>),
+    /// This node's own plugins sit the round out: its owner's governor says why.
+    Declined(String),
     Answered(String, Result<Signed<AnswerMsg>, String>),
     Judged(String, Result<Vec<Signed<VerdictMsg>>, String>),
 }
@@ -792,6 +983,7 @@ impl EntryDriver {
             while let Some(action) = self.engine.poll() {
                 match action {
                     Action::Progress(p) => {
+                        self.show(&p);
                         if let Some(tx) = &self.progress {
                             let _ = tx.send(p);
                         }
@@ -804,6 +996,30 @@ impl EntryDriver {
             }
             self.next_event().await?;
         }
+    }
+
+    /// Tell watchers where the round is.
+    fn show(&self, p: &Progress) {
+        let id = self.engine.id();
+        let data = match p {
+            Progress::Forming => watch::forming(
+                id,
+                &self.request.prompt,
+                &self.node.inner.id,
+                wire::now_ms(),
+            ),
+            Progress::Answering { .. } => watch::answering(id, &self.engine.seated()),
+            Progress::Ranking { .. } => {
+                let answers: Vec<(usize, String)> = self
+                    .engine
+                    .answers()
+                    .iter()
+                    .map(|a| (a.payload.member, a.payload.text.clone()))
+                    .collect();
+                watch::judging(id, &answers)
+            }
+        };
+        self.node.inner.watchers.send("round", data);
     }
 
     /// Wait for one event (a join, a reply, a deadline) and hand it to the engine.
@@ -834,9 +1050,8 @@ impl EntryDriver {
         let now = wire::now_ms();
         if !j.willing && j.plugin.is_empty() {
             // Declined (busy, or nothing to offer): heard, so not waited for.
-            let _ = self
-                .engine
-                .handle_failed(now, &node, "declined".into(), false);
+            let why = j.note.unwrap_or_else(|| "declined".into());
+            let _ = self.engine.handle_failed(now, &node, why, false);
             return;
         }
         let domain = crate::round::domain_of(&self.request);
@@ -863,6 +1078,10 @@ impl EntryDriver {
         let me = self.node.inner.id.clone();
         let (key, outcome) = match ev {
             Event::Volunteered(None) => return Err(RoundFailure::Stopped),
+            Event::Declined(why) => {
+                let outcome = self.engine.handle_failed(now, &me, why, false);
+                (me, outcome)
+            }
             Event::Volunteered(Some(v)) => {
                 let outcome = match v.work {
                     Some(work) => {

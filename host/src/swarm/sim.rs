@@ -415,6 +415,7 @@ pub async fn flood(
                 willing: true,
                 score: 1.0,
                 plugin: "flood".into(),
+                note: None,
             }),
             1 => Msg::Verdicts(VerdictReply {
                 round,

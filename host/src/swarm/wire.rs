@@ -133,6 +133,9 @@ pub struct Join {
     pub score: f32,
     /// Which plugin would answer (for explanations only).
     pub plugin: String,
+    /// Why a node declined (its owner is busy: "paused: ..."), for the entry's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
