@@ -1,11 +1,20 @@
 //! `apiary run`: a swarm node. Loads the plugins (and watches for changes), joins the
-//! swarm over libp2p and serves the OpenAI-compatible HTTP API until Ctrl-C.
+//! swarm over libp2p and serves the OpenAI-compatible HTTP API until Ctrl-C. The
+//! governor (`[governor]` in the config file, `--governor`) decides from the machine's
+//! load whether the node works, works less or rests.
+//!
+//! Every flag is also a key of the config file; [`RunCommand::configure`] merges the
+//! file under what the command line and the environment set (`config show` uses it too).
 
-use super::{CliError, RoundArgs, SandboxArgs, default_data_dir, open_ledger, runtime};
+use super::config::{Merge, parse_list, path_json};
+use super::{CliError, Context, RoundArgs, default_data_dir, open_ledger, runtime};
+use apiary::api::{Admission, ApiOptions};
+use apiary::governor::{Governor, Mode, Rules};
 use apiary::plugins::Registry;
 use apiary::plugins::registry::{Status, WatchHandle};
 use apiary::swarm::Node;
 use clap::Args;
+use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,29 +42,81 @@ pub struct RunCommand {
     /// Do not look for peers on the LAN with mDNS.
     #[arg(long)]
     no_mdns: bool,
+    /// Who decides when the node works: `auto` (the `[governor]` rules, from the
+    /// machine's load, battery and idleness), `always` (a dedicated machine) or `never`
+    /// (paused). Default: the config file's `[governor] mode`, else auto.
+    #[arg(long, value_name = "MODE")]
+    governor: Option<Mode>,
+    /// Rounds this node starts through its HTTP API at once.
+    #[arg(long, value_name = "N", default_value_t = Admission::default().max_rounds)]
+    max_rounds: usize,
+    /// Requests that may wait for a round beyond --max-rounds (more get 429).
+    #[arg(long, value_name = "N", default_value_t = Admission::default().queue)]
+    queue: usize,
     #[command(flatten)]
     round: RoundArgs,
 }
 
 impl RunCommand {
-    pub fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
-        let registry = sandbox.registry(&self.plugins)?;
-        report_listing(&registry);
+    /// The file's values for every flag that neither the command line nor the
+    /// environment set, and the governor's rules (validated).
+    pub fn configure(&mut self, merge: &mut Merge) -> Result<Rules, CliError> {
+        let v = merge.file.values.clone();
+        let file = merge.file;
+        let listen = parse_list("listen", file, &v.listen)?;
+        let bootstrap = parse_list("bootstrap", file, &v.bootstrap)?;
+        let addrs =
+            |a: &Vec<libp2p::Multiaddr>| json!(a.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        merge.take("plugins", &mut self.plugins, v.plugins, |p| path_json(p));
+        merge.take("data-dir", &mut self.data_dir, v.data_dir.map(Some), |d| {
+            path_json(&d.clone().unwrap_or_else(default_data_dir))
+        });
+        merge.take("listen", &mut self.listen, listen, addrs);
+        merge.take("bootstrap", &mut self.bootstrap, bootstrap, addrs);
+        merge.take("http", &mut self.http, v.http, |h| json!(h));
+        // The key itself is a secret: `config show` says whether one is set.
+        merge.take("api-key", &mut self.api_key, v.api_key.map(Some), |k| {
+            k.as_ref().map_or(Value::Null, |_| json!("(set)"))
+        });
+        merge.take("no-mdns", &mut self.no_mdns, v.no_mdns, |b| json!(b));
+        merge.take("max-rounds", &mut self.max_rounds, v.max_rounds, |n| {
+            json!(n)
+        });
+        merge.take("queue", &mut self.queue, v.queue, |n| json!(n));
+        self.round.configure(merge);
+        if self.max_rounds == 0 {
+            return Err(CliError::Usage(
+                "--max-rounds (max-rounds) must be at least 1; to stop work, use `apiary pause` \
+                 or --governor never"
+                    .into(),
+            ));
+        }
+        merge.rules(self.governor)
+    }
+
+    pub fn run(mut self, ctx: &Context) -> Result<ExitCode, CliError> {
+        let mut merge = Merge::new(ctx.command, ctx.leaf(), ctx.config);
+        let rules = self.configure(&mut merge)?;
+        let registry = ctx.sandbox.empty_registry(&self.plugins)?;
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let (key, ledger) = open_ledger(&data_dir)?;
         runtime()?.block_on(async move {
-            // Held for as long as the node runs; dropping it stops the watcher.
-            let _watch = watch(&registry, &self.plugins);
             let node = Node::start(
                 key,
                 ledger,
-                Arc::new(apiary::swarm::Plugins { registry }),
+                Arc::new(apiary::swarm::Plugins {
+                    registry: registry.clone(),
+                }),
                 self.net(),
                 self.round.settings(),
                 apiary::swarm::Persona::Honest,
             )
             .map_err(CliError::node)?;
-            self.serve(node, &data_dir).await
+            let governor = Governor::start(rules);
+            let s = governor.status();
+            eprintln!("governor: mode {}, {} ({})", s.mode, s.state, s.reason);
+            node.set_governor(governor);
+            self.serve(node, registry, &data_dir).await
         })
     }
 
@@ -69,7 +130,12 @@ impl RunCommand {
     }
 
     /// The HTTP API, until Ctrl-C.
-    async fn serve(&self, node: Node, data_dir: &Path) -> Result<ExitCode, CliError> {
+    async fn serve(
+        &self,
+        node: Node,
+        registry: Arc<Registry>,
+        data_dir: &Path,
+    ) -> Result<ExitCode, CliError> {
         let listener = tokio::net::TcpListener::bind(&self.http)
             .await
             .map_err(|e| {
@@ -79,12 +145,43 @@ impl RunCommand {
                 ))
             })?;
         let http = listener.local_addr().map_err(CliError::node)?;
+        // Serve first, then load: `/health` says 503 while plugins compile (minutes for
+        // a large model without a cache), so a supervisor can tell loading from dead.
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut options = self.api_options(registry.clone());
+        options.ready = Some(ready.clone());
+        let server = tokio::spawn(apiary::api::serve_with(listener, node.clone(), options));
         announce(&node, http, data_dir).await;
+        let dir = self.plugins.clone();
+        let loaded = tokio::task::spawn_blocking(move || registry.rescan().map(|_| registry))
+            .await
+            .map_err(|e| CliError::Plugins(format!("loading the plugins failed: {e}")))?
+            .map_err(|e| CliError::Plugins(format!("cannot read {}: {e}", dir.display())))?;
+        report_listing(&loaded);
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        // Held for as long as the node runs; dropping it stops the watcher.
+        let _watch = watch(&loaded, &self.plugins);
         tokio::select! {
-            _ = apiary::api::serve(listener, node, self.api_key.clone()) => {}
+            _ = server => {}
             _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl RunCommand {
+    fn api_options(&self, registry: Arc<Registry>) -> ApiOptions {
+        ApiOptions {
+            token: self.api_key.clone(),
+            admission: Admission {
+                max_rounds: self.max_rounds,
+                queue: self.queue,
+            },
+            registry: Some(registry),
+            ..Default::default()
+        }
     }
 }
 
