@@ -33,12 +33,15 @@ start() {
   for p in "$@"; do cp -r "target/plugins/$p" "$DEMO/$name/plugins/"; done
   local boot=()
   if [ -s "$DEMO/entry.addr" ]; then boot=(--bootstrap "$(cat "$DEMO/entry.addr")"); fi
+  # All the demo's nodes share one machine, so each would see the others' work as its
+  # owner's load and pause: the governor is told to stay out of it (--governor always).
   $APIARY run --plugins "$DEMO/$name/plugins" --data-dir "$DEMO/$name/data" \
-    --listen /ip4/127.0.0.1/tcp/0 --http 127.0.0.1:0 --no-mdns "${boot[@]}" \
+    --listen /ip4/127.0.0.1/tcp/0 --http 127.0.0.1:0 --no-mdns --governor always "${boot[@]}" \
     >"$DEMO/$name.out" 2>"$DEMO/$name.log" &
   pids+=($!)
-  for _ in $(seq 1 300); do grep -q '^http ' "$DEMO/$name.out" 2>/dev/null && break; sleep 0.1; done
-  grep -q '^http ' "$DEMO/$name.out" || { cat "$DEMO/$name.log"; exit 1; }
+  # `ready` follows `http` once the plugins are loaded (a first compile takes a while).
+  for _ in $(seq 1 1800); do grep -q '^ready' "$DEMO/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q '^ready' "$DEMO/$name.out" || { cat "$DEMO/$name.log"; exit 1; }
   echo "    node $name: $* ($(grep '^http ' "$DEMO/$name.out" | cut -d' ' -f2))"
 }
 

@@ -21,6 +21,22 @@ if ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
   export APIARY_REQUIRE_WGPU=1
 fi
 
+# A headless Chromium opens the live dashboard in host/tests/dashboard.rs. Installed when
+# missing and possible; then that test is required (it skips without a browser otherwise).
+if [ -z "${APIARY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium (for the dashboard test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+      || echo "warning: could not install chromium; the dashboard browser test will be skipped"
+  fi
+fi
+if [ -z "${APIARY_CHROMIUM:-}" ]; then
+  APIARY_CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
+fi
+if [ -n "$APIARY_CHROMIUM" ]; then
+  export APIARY_CHROMIUM APIARY_REQUIRE_BROWSER=1
+fi
+
 # The official OpenAI Python client drives a node in host/tests/swarm.rs.
 if ! PYTHONPATH=target/pydeps python3 -c "import openai" >/dev/null 2>&1; then
   echo "==> installing the openai Python package into target/pydeps"
@@ -29,6 +45,13 @@ if ! PYTHONPATH=target/pydeps python3 -c "import openai" >/dev/null 2>&1; then
   fi
   python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps "openai==3.57.0" \
     || python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps openai
+fi
+
+# The Prometheus project's Python client parses `/metrics` in host/tests/node_ops.rs.
+if ! PYTHONPATH=target/pydeps python3 -c "import prometheus_client" >/dev/null 2>&1; then
+  echo "==> installing prometheus-client into target/pydeps (to parse /metrics)"
+  python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps "prometheus-client==0.23.1" \
+    || python3 -m pip install --quiet --disable-pip-version-check --target target/pydeps prometheus-client
 fi
 
 # The eval datasets (host/tests/eval.rs checks the converter on the real package):
