@@ -87,6 +87,34 @@ fn eval_over_an_in_process_swarm_matches_the_local_eval() {
             .collect()
     };
     assert_eq!(swarm(&net), swarm(&local));
+    // Longer phase deadlines for slow plugins give the same results...
+    let (slow, _) = eval_fixture_with(
+        "eval-mini.jsonl",
+        &plugins,
+        &[
+            "--nodes",
+            "3",
+            "--answer-ms",
+            "120000",
+            "--judge-ms",
+            "120000",
+        ],
+    );
+    assert_eq!(swarm(&slow), swarm(&local));
+    // ...and deadlines past what members accept are refused before anything runs.
+    let folder = Folder::new();
+    folder.add(&plugin("arith"), "arith");
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["--no-cache", "eval"])
+        .arg(common::workspace().join("host/tests/fixtures/eval-mini.jsonl"))
+        .arg("--plugins")
+        .arg(folder.path())
+        .args(["--nodes", "1", "--answer-ms", "900000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("members refuse rounds"), "{e}");
     // A layout naming a plugin that is not loaded is a usage error, said plainly.
     let folder = Folder::new();
     folder.add(&plugin("arith"), "arith");

@@ -80,6 +80,11 @@ pub struct ConfigFile {
 
 /// `$XDG_CONFIG_HOME/apiary/config.toml`, else `~/.config/apiary/config.toml`.
 pub fn default_path() -> Option<PathBuf> {
+    config_home().map(|d| d.join("apiary").join(FILE_NAME))
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config` (empty values count as unset, as XDG says).
+pub fn config_home() -> Option<PathBuf> {
     let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
     std::env::var_os("XDG_CONFIG_HOME")
         .and_then(nonempty)
@@ -88,7 +93,6 @@ pub fn default_path() -> Option<PathBuf> {
                 .and_then(nonempty)
                 .map(|h| h.join(".config"))
         })
-        .map(|d| d.join("apiary").join(FILE_NAME))
 }
 
 impl ConfigFile {

@@ -42,9 +42,38 @@ pub struct EvalCommand {
     /// one plugin per node by default) or groups such as `arith+facts,units`.
     #[arg(long, default_value = "spread")]
     layout: eval::swarm::Layout,
+    /// With --nodes: phase deadlines in milliseconds (default: the swarm's, 3 s + 60 s +
+    /// 60 s), for slow plugins on a busy machine. Members refuse rounds that end more
+    /// than 15 minutes ahead, so the three add up to at most that.
+    #[arg(long, value_name = "MS")]
+    join_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    answer_ms: Option<u64>,
+    #[arg(long, value_name = "MS")]
+    judge_ms: Option<u64>,
 }
 
 impl EvalCommand {
+    fn swarm_settings(&self) -> Result<RoundSettings, CliError> {
+        let base = RoundSettings::swarm();
+        let settings = RoundSettings {
+            threshold: self.threshold,
+            join_ms: self.join_ms.unwrap_or(base.join_ms),
+            answer_ms: self.answer_ms.unwrap_or(base.answer_ms),
+            judge_ms: self.judge_ms.unwrap_or(base.judge_ms),
+            ..base
+        };
+        let total = settings.join_ms + settings.answer_ms + settings.judge_ms;
+        if total > apiary::swarm::node::MAX_ROUND_MS {
+            return Err(CliError::Usage(format!(
+                "--join-ms + --answer-ms + --judge-ms is {total} ms; members refuse rounds \
+                 that end more than {} ms ahead, so shorten them",
+                apiary::swarm::node::MAX_ROUND_MS
+            )));
+        }
+        Ok(settings)
+    }
+
     pub fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
         let mut items = Vec::new();
         for path in &self.datasets {
@@ -72,10 +101,7 @@ impl EvalCommand {
                 groups.len(),
                 describe(&groups)
             );
-            let settings = RoundSettings {
-                threshold: self.threshold,
-                ..RoundSettings::swarm()
-            };
+            let settings = self.swarm_settings()?;
             eval::swarm::run(
                 registry.sandbox(),
                 groups,

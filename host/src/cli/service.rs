@@ -58,14 +58,7 @@ impl ServiceCommand {
 
 /// `$XDG_CONFIG_HOME/systemd/user/apiary.service`, else `~/.config/systemd/user/...`.
 pub fn unit_path() -> Result<PathBuf, CliError> {
-    let nonempty = |v: std::ffi::OsString| (!v.is_empty()).then(|| PathBuf::from(v));
-    std::env::var_os("XDG_CONFIG_HOME")
-        .and_then(nonempty)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .and_then(nonempty)
-                .map(|h| h.join(".config"))
-        })
+    super::config::config_home()
         .map(|d| d.join("systemd").join("user").join(UNIT))
         .ok_or_else(|| {
             CliError::Service(
