@@ -21,8 +21,12 @@
 mod ask;
 pub mod config;
 mod eval;
+mod keys;
 mod pause;
 mod plugins;
+mod plugins_check;
+mod plugins_new;
+mod plugins_pack;
 mod rounds;
 mod run;
 mod service;
@@ -123,6 +127,8 @@ pub enum Command {
     Resume(pause::ResumeCommand),
     /// Run the node as a background service of this user (a systemd user unit).
     Service(service::ServiceCommand),
+    /// The author key that signs plugin packages (`keys new`, `keys show`).
+    Keys(keys::KeysCommand),
 }
 
 impl Command {
@@ -140,6 +146,7 @@ impl Command {
             Command::Pause(c) => c.run(ctx),
             Command::Resume(c) => c.run(ctx),
             Command::Service(c) => c.run(ctx),
+            Command::Keys(c) => c.run(ctx),
         }
     }
 

@@ -23,6 +23,17 @@ enum PluginsSubcommand {
     Audit(AuditArgs),
     /// Watch a folder and report plugins as they are added, replaced or removed.
     Watch(WatchArgs),
+    /// Start a new plugin crate from a template (`--kind rule` or `--kind model`).
+    New(super::plugins_new::NewArgs),
+    /// Build a plugin crate for wasm32-wasip2 and lay out its plugin folder.
+    Build(super::plugins_new::BuildArgs),
+    /// Load a plugin as a node would and try every export with a standard set of
+    /// requests; non-zero exit on any failure.
+    Check(super::plugins_check::CheckArgs),
+    /// Pack a plugin folder into one signed file (NAME-VERSION.apiary).
+    Pack(super::plugins_pack::PackArgs),
+    /// Verify a package's signature and hashes, then unpack it into the plugins folder.
+    Install(super::plugins_pack::InstallArgs),
 }
 
 impl PluginsCommand {
@@ -31,6 +42,11 @@ impl PluginsCommand {
             PluginsSubcommand::List(c) => c.run(sandbox),
             PluginsSubcommand::Audit(c) => c.run(sandbox),
             PluginsSubcommand::Watch(c) => c.run(sandbox),
+            PluginsSubcommand::New(c) => c.run(),
+            PluginsSubcommand::Build(c) => c.run(),
+            PluginsSubcommand::Check(c) => c.run(sandbox),
+            PluginsSubcommand::Pack(c) => c.run(),
+            PluginsSubcommand::Install(c) => c.run(sandbox),
         }
     }
 }
