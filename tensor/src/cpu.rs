@@ -5,6 +5,7 @@
 //! rows); weight matrices are `[out_features, in_features]` (GGUF's layout), so a linear
 //! layer is `matmul(x, w, transpose_b = true)`.
 
+use crate::batched::{LANES, dot_row_q8_x4};
 use crate::quant::{Q8Activations, block_sums, dot_row, dot_row_q8, has_q8_path, quantize_q8};
 use crate::{
     Budget, DType, Result, Storage, Tensor, TensorError, checked_numel, f32_bytes, shape_err,
@@ -210,35 +211,69 @@ fn matvec_rows(
     } else {
         (0..n).map(|i| block_sums(&x[i * k..(i + 1) * k])).collect()
     };
-    let bands: Vec<Result<Vec<f32>>> = (0..m.div_ceil(ROW_CHUNK))
-        .into_par_iter()
-        .map(|band| {
-            budget.check()?;
-            let r0 = band * ROW_CHUNK;
-            let r1 = (r0 + ROW_CHUNK).min(m);
-            let mut local = vec![0f32; n * (r1 - r0)];
-            for r in r0..r1 {
-                let row = &w[r * row_bytes..(r + 1) * row_bytes];
-                for i in 0..n {
-                    local[i * (r1 - r0) + (r - r0)] = match &q8 {
-                        Some(q8) => dot_row_q8(dtype, row, &q8[i]),
-                        None => dot_row(dtype, row, &x[i * k..(i + 1) * k], &sums[i]),
-                    };
-                }
-            }
-            Ok(local)
-        })
-        .collect();
     let mut y = vec![0f32; n * m];
-    for (band, local) in bands.into_iter().enumerate() {
-        let local = local?;
-        let r0 = band * ROW_CHUNK;
-        let width = local.len() / n.max(1);
-        for i in 0..n {
-            y[i * m + r0..i * m + r0 + width].copy_from_slice(&local[i * width..(i + 1) * width]);
+    let out = Disjoint(y.as_mut_ptr());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    crate::pool::run(m.div_ceil(ROW_CHUNK), |band| {
+        if failed.load(std::sync::atomic::Ordering::Relaxed) || budget.check().is_err() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
         }
+        let r0 = band * ROW_CHUNK;
+        let r1 = (r0 + ROW_CHUNK).min(m);
+        let row = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+        // SAFETY: band `band` alone writes y[i·m + r] for r in r0..r1, every i < n: no
+        // two bands touch the same element, and `y` outlives the pool job.
+        let put = |i: usize, r: usize, v: f32| unsafe { out.write(i * m + r, v) };
+        let mut i = 0;
+        // Four tokens at a time meet the band's rows (kept in cache) in one pass.
+        if let Some(q8) = &q8 {
+            while i + LANES <= n {
+                let xs = [&q8[i], &q8[i + 1], &q8[i + 2], &q8[i + 3]];
+                for r in r0..r1 {
+                    for (j, v) in dot_row_q8_x4(dtype, row(r), xs).into_iter().enumerate() {
+                        put(i + j, r, v);
+                    }
+                }
+                i += LANES;
+            }
+        }
+        for i in i..n {
+            for r in r0..r1 {
+                put(
+                    i,
+                    r,
+                    match &q8 {
+                        Some(q8) => dot_row_q8(dtype, row(r), &q8[i]),
+                        None => dot_row(dtype, row(r), &x[i * k..(i + 1) * k], &sums[i]),
+                    },
+                );
+            }
+        }
+    });
+    if failed.into_inner() {
+        budget.check()?;
+        return Err(TensorError::Deadline);
     }
     Ok(y)
+}
+
+/// A pointer into an output buffer that pool chunks write at disjoint indices.
+#[derive(Clone, Copy)]
+struct Disjoint(*mut f32);
+
+// SAFETY: chunks write disjoint elements (each caller's own argument), and the buffer
+// outlives the job.
+unsafe impl Sync for Disjoint {}
+unsafe impl Send for Disjoint {}
+
+impl Disjoint {
+    /// # Safety
+    /// `i` is in bounds and no other thread reads or writes element `i` meanwhile.
+    unsafe fn write(self, i: usize, v: f32) {
+        // SAFETY: as the caller promises.
+        unsafe { *self.0.add(i) = v }
+    }
 }
 
 pub(crate) fn same_or_row_broadcast(a: &Tensor, b: &Tensor, op: &str) -> Result<()> {

@@ -16,11 +16,13 @@
 //! host call cannot outlive the plugin's budget by more than one chunk.
 
 pub mod backend;
+pub mod batched;
 pub mod cpu;
 pub mod dtype;
 pub mod gguf;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
+pub mod pool;
 pub mod quant;
 pub mod quiet;
 pub mod weights;

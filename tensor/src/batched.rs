@@ -1,0 +1,248 @@
+//! One quantized weight row against four activation rows at once: the prompt's matrix
+//! products (prefill), where every weight row meets every token.
+//!
+//! Done one token at a time, a product re-reads and re-unpacks each weight block for
+//! every token, and every block's multiply-add waits on the previous one (one
+//! accumulator). Four tokens share one unpacking and run four independent accumulators,
+//! which is how llama.cpp's batched kernels win on prompts. Each of the four results is
+//! computed with exactly the operations, in exactly the order, of the one-row kernel in
+//! [`crate::quant::dot_row_q8`], so a batched product is bit-identical to four single
+//! ones: the greedy fixtures cannot tell which path ran. The tests here hold that.
+
+use crate::dtype::DType;
+use crate::quant::{Q8Activations, dot_row_q8};
+
+/// How many activation rows one call takes.
+pub const LANES: usize = 4;
+
+/// `[dot(row, x[0]), …, dot(row, x[3])]`, each bit-identical to [`dot_row_q8`].
+pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f32; LANES] {
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::simd_available() && is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2, FMA and F16C were detected at run time; `row` holds whole blocks
+        // and each `x` as many quantized blocks (checked by the caller, as for one row).
+        unsafe {
+            match dtype {
+                DType::Q4_1 => return simd::q4_1(row, x),
+                DType::Q8_0 => return simd::q8_0(row, x),
+                DType::Q4_K => return simd::q4_k(row, x),
+                DType::Q6_K => return simd::q6_k(row, x),
+                _ => {}
+            }
+        }
+    }
+    x.map(|x| dot_row_q8(dtype, row, x))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::LANES;
+    use crate::quant::simd::{h2f, hsum, madd_u8_i8, q4_1_block, xq};
+    use crate::quant::{Q8Activations, f16_at, scale_min_k4};
+    use std::arch::x86_64::*;
+
+    type X<'a> = [&'a Q8Activations; LANES];
+    /// One accumulator per activation row, as the one-row kernels keep.
+    type Acc = [__m256; LANES];
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn zeros() -> Acc {
+        [_mm256_setzero_ps(); LANES]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn sums(acc: Acc) -> [f32; LANES] {
+        // SAFETY: AVX2 present (this function's own target features).
+        acc.map(|a| unsafe { hsum(a) })
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_1(row: &[u8], x: X) -> [f32; LANES] {
+        let mut acc = zeros();
+        let mut macc = [0f32; LANES];
+        for (b, blk) in row.chunks_exact(20).enumerate() {
+            // SAFETY: blk is one 20-byte block; each x holds 32 activations per block.
+            unsafe {
+                let (qw, d, m) = q4_1_block(blk);
+                for j in 0..LANES {
+                    let p = madd_u8_i8(qw, xq(x[j], b));
+                    acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
+                    macc[j] += m * x[j].sum[b];
+                }
+            }
+        }
+        let s = sums(acc);
+        std::array::from_fn(|j| s[j] + macc[j])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q8_0(row: &[u8], x: X) -> [f32; LANES] {
+        let mut acc = zeros();
+        for (b, blk) in row.chunks_exact(34).enumerate() {
+            // SAFETY: blk has 34 bytes (32 from offset 2); each x.q has 32 per block.
+            unsafe {
+                let qw = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+                let aw = _mm256_sign_epi8(qw, qw);
+                let d = h2f(blk, 0);
+                for j in 0..LANES {
+                    let p = madd_u8_i8(aw, _mm256_sign_epi8(xq(x[j], b), qw));
+                    acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
+                }
+            }
+        }
+        sums(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_k(row: &[u8], x: X) -> [f32; LANES] {
+        let mut acc = zeros();
+        let mut mins = [0f32; LANES];
+        let low = _mm256_set1_epi8(0x0F);
+        for (sb, blk) in row.chunks_exact(144).enumerate() {
+            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+            let scales = &blk[4..16];
+            for chunk in 0..4 {
+                let (sc1, m1) = scale_min_k4(chunk * 2, scales);
+                let (sc2, m2) = scale_min_k4(chunk * 2 + 1, scales);
+                let (b1, b2) = (sb * 8 + chunk * 2, sb * 8 + chunk * 2 + 1);
+                // SAFETY: blk has 144 bytes (32 from 16 + 32·chunk); each x.q has 32 per
+                // block.
+                unsafe {
+                    let q = _mm256_loadu_si256(blk.as_ptr().add(16 + chunk * 32) as *const __m256i);
+                    let lo = _mm256_and_si256(q, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+                    for j in 0..LANES {
+                        let p1 = madd_u8_i8(lo, xq(x[j], b1));
+                        let p2 = madd_u8_i8(hi, xq(x[j], b2));
+                        let s1 = _mm256_set1_ps(d * sc1 as f32 * x[j].d[b1]);
+                        let s2 = _mm256_set1_ps(d * sc2 as f32 * x[j].d[b2]);
+                        acc[j] = _mm256_fmadd_ps(s1, p1, acc[j]);
+                        acc[j] = _mm256_fmadd_ps(s2, p2, acc[j]);
+                        mins[j] += dmin * (m1 as f32 * x[j].sum[b1] + m2 as f32 * x[j].sum[b2]);
+                    }
+                }
+            }
+        }
+        let s = sums(acc);
+        std::array::from_fn(|j| s[j] - mins[j])
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q6_k(row: &[u8], x: X) -> [f32; LANES] {
+        let mut acc = zeros();
+        let (m4, m2, off) = (
+            _mm256_set1_epi8(0x0F),
+            _mm256_set1_epi8(3),
+            _mm256_set1_epi8(32),
+        );
+        for (sb, blk) in row.chunks_exact(210).enumerate() {
+            let d = f16_at(blk, 208);
+            for half in 0..2 {
+                let sc = &blk[192 + half * 8..192 + half * 8 + 8];
+                // SAFETY: blk has 210 bytes; the loads read 64 bytes of ql from 64·half and
+                // 32 of qh from 128 + 32·half. Each x.q has 32 per block.
+                unsafe {
+                    let ql0 = _mm256_loadu_si256(blk.as_ptr().add(half * 64) as *const __m256i);
+                    let ql1 =
+                        _mm256_loadu_si256(blk.as_ptr().add(half * 64 + 32) as *const __m256i);
+                    let qh =
+                        _mm256_loadu_si256(blk.as_ptr().add(128 + half * 32) as *const __m256i);
+                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
+                    let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
+                    let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
+                    let vals = [
+                        _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+                        _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+                    ];
+                    for (k, v) in vals.into_iter().enumerate() {
+                        let v = _mm256_sub_epi8(v, off);
+                        let av = _mm256_sign_epi8(v, v);
+                        let b = sb * 8 + half * 4 + k;
+                        let (c1, c2) = ((sc[2 * k] as i8) as f32, (sc[2 * k + 1] as i8) as f32);
+                        for j in 0..LANES {
+                            let p = madd_u8_i8(av, _mm256_sign_epi8(xq(x[j], b), v));
+                            let f = d * x[j].d[b];
+                            let (s1, s2) = (f * c1, f * c2);
+                            let scale = _mm256_set_ps(s2, s2, s2, s2, s1, s1, s1, s1);
+                            acc[j] = _mm256_fmadd_ps(scale, p, acc[j]);
+                        }
+                    }
+                }
+            }
+        }
+        sums(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_q8;
+    use half::f16;
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// Random blocks with finite f16 scales (random bytes would make NaN and infinities).
+    fn row(dtype: DType, blocks: usize, seed: u64) -> Vec<u8> {
+        let (_, size) = dtype.block();
+        let mut r = noise(blocks * size, seed);
+        for (i, blk) in r.chunks_exact_mut(size).enumerate() {
+            let d = f16::from_f32(0.01 + (i % 7) as f32 * 0.003).to_le_bytes();
+            let m = f16::from_f32(-0.05 + (i % 5) as f32 * 0.01).to_le_bytes();
+            match dtype {
+                DType::Q8_0 => blk[..2].copy_from_slice(&d),
+                DType::Q4_1 | DType::Q4_K => {
+                    blk[..2].copy_from_slice(&d);
+                    blk[2..4].copy_from_slice(&m);
+                }
+                DType::Q6_K => blk[208..210].copy_from_slice(&d),
+                _ => unreachable!(),
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn four_rows_at_once_are_bit_identical_to_one_at_a_time() {
+        let k = 768; // three K-quant super-blocks, 24 blocks of 32
+        let acts: Vec<Q8Activations> = (0..LANES as u64)
+            .map(|s| {
+                let x: Vec<f32> = noise(k, 100 + s)
+                    .iter()
+                    .map(|&b| (b as f32 - 128.0) / (17.0 + s as f32))
+                    .collect();
+                quantize_q8(&x)
+            })
+            .collect();
+        let x = [&acts[0], &acts[1], &acts[2], &acts[3]];
+        for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K] {
+            let (per, _) = dtype.block();
+            for seed in 0..5 {
+                let w = row(dtype, k / per, seed);
+                let four = dot_row_q8_x4(dtype, &w, x);
+                for j in 0..LANES {
+                    let one = dot_row_q8(dtype, &w, x[j]);
+                    assert_eq!(
+                        four[j].to_bits(),
+                        one.to_bits(),
+                        "{dtype:?} lane {j}: {} vs {one}",
+                        four[j]
+                    );
+                }
+            }
+        }
+    }
+}
