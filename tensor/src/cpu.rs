@@ -1,4 +1,4 @@
-//! The CPU backend: multi-threaded kernels (rayon over output rows), SIMD where it pays
+//! The CPU backend: multi-threaded kernels ([`crate::pool`] over output rows), SIMD where it pays
 //! (the quantized dot products in [`super::quant`], `matrixmultiply`'s packed f32 GEMM).
 //!
 //! Conventions: activations are owned f32 tensors `[rows, cols]` (leading dimensions are
@@ -11,7 +11,6 @@ use crate::{
     Budget, DType, Result, Storage, Tensor, TensorError, checked_numel, f32_bytes, shape_err,
     total_bytes,
 };
-use rayon::prelude::*;
 
 /// Output rows computed between two deadline checks in a matrix product.
 const ROW_CHUNK: usize = 64;
@@ -554,46 +553,48 @@ pub fn attention(
     // Per-head outputs and their concatenation, plus one row of scores per worker.
     let (_, _, t, _) = attention_dims(q, k, v, &spec)?;
     let out_bytes = n.checked_mul(qcols).and_then(f32_bytes);
-    let scores = t
-        .checked_mul(rayon::current_num_threads())
-        .and_then(f32_bytes);
+    let scores = t.checked_mul(crate::pool::threads()).and_then(f32_bytes);
     budget.reserve(total_bytes(&[out_bytes, out_bytes, scores]))?;
     budget.check()?;
-    let heads: Vec<Vec<f32>> = (0..n * n_heads)
-        .into_par_iter()
-        .map(|job| {
-            if budget.check().is_err() {
-                return Vec::new();
+    let mut data = vec![0f32; n * qcols];
+    let dst = Disjoint(data.as_mut_ptr());
+    // One job per (query row, head), writing that head's `d` outputs of that row.
+    crate::pool::run(n * n_heads, |job| {
+        if budget.check().is_err() {
+            return;
+        }
+        let (i, h) = (job / n_heads, job % n_heads);
+        let kvh = h / group;
+        let qrow = &qv[i * qcols + h * d..i * qcols + (h + 1) * d];
+        let last = pos + i; // inclusive
+        let first = if window > 0 {
+            (last + 1).saturating_sub(window)
+        } else {
+            0
+        };
+        let mut scores: Vec<f32> = (first..=last)
+            .map(|s| {
+                crate::quant::dot_f32(qrow, &kv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d])
+                    * scale
+            })
+            .collect();
+        softmax_in_place(&mut scores);
+        let mut o = vec![0f32; d];
+        for (s, p) in (first..=last).zip(&scores) {
+            let vrow = &vv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d];
+            for (acc, x) in o.iter_mut().zip(vrow) {
+                *acc += p * x;
             }
-            let (i, h) = (job / n_heads, job % n_heads);
-            let kvh = h / group;
-            let qrow = &qv[i * qcols + h * d..i * qcols + (h + 1) * d];
-            let last = pos + i; // inclusive
-            let first = if window > 0 {
-                (last + 1).saturating_sub(window)
-            } else {
-                0
-            };
-            let mut scores: Vec<f32> = (first..=last)
-                .map(|s| {
-                    crate::quant::dot_f32(qrow, &kv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d])
-                        * scale
-                })
-                .collect();
-            softmax_in_place(&mut scores);
-            let mut o = vec![0f32; d];
-            for (s, p) in (first..=last).zip(&scores) {
-                let vrow = &vv[s * kcols + kvh * d..s * kcols + (kvh + 1) * d];
-                for (acc, x) in o.iter_mut().zip(vrow) {
-                    *acc += p * x;
-                }
-            }
-            o
-        })
-        .collect();
-    // A job that saw the deadline pass left its head empty.
+        }
+        for (c, v) in o.into_iter().enumerate() {
+            // SAFETY: job `job` alone writes data[job·d .. (job + 1)·d] (row i, head h),
+            // and `data` outlives the pool job.
+            unsafe { dst.write(job * d + c, v) };
+        }
+    });
+    // A job that saw the deadline pass left its head unwritten.
     budget.check()?;
-    Ok(out(vec![n, qcols], heads.concat()))
+    Ok(out(vec![n, qcols], data))
 }
 
 /// Validate attention operands: returns (query rows, query row width, cache rows, head

@@ -319,5 +319,5 @@ pub fn cpu_name() -> String {
     } else {
         "portable"
     };
-    format!("cpu ({simd}, {} threads)", rayon::current_num_threads())
+    format!("cpu ({simd}, {} threads)", pool::threads())
 }

@@ -73,7 +73,7 @@ fn pool() -> &'static Pool {
             // A pool that cannot start threads still works: the caller does everything.
             let _ = std::thread::Builder::new()
                 .name(format!("apiary-kernel-{i}"))
-                .spawn(move || pool.work());
+                .spawn(move || pool.work(i));
         }
         pool
     })
@@ -85,16 +85,30 @@ thread_local! {
     static IN_POOL: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Threads a job can use: the workers and the caller.
+/// At most this many threads (the caller included) per job; 0 for all of them.
+static MAX_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Threads a job can use now: the caller and the workers allowed.
 pub fn threads() -> usize {
-    pool().workers + 1
+    let all = pool().workers + 1;
+    match MAX_THREADS.load(SeqCst) {
+        0 => all,
+        n => n.min(all),
+    }
+}
+
+/// Let jobs use at most `n` threads, the caller included (0: all). A throttled node
+/// keeps its kernels to one core so the owner's work has the others; jobs already
+/// running finish as they started.
+pub fn set_max_threads(n: usize) {
+    MAX_THREADS.store(n, SeqCst);
 }
 
 /// Run `f(0)`, …, `f(chunks − 1)`, spread over the pool and the calling thread, and
 /// return when all have run. A panic in `f` is re-raised here.
 pub fn run(chunks: usize, f: impl Fn(usize) + Sync) {
     let pool = pool();
-    if chunks <= 1 || pool.workers == 0 || IN_POOL.get() || pool.busy.swap(true, SeqCst) {
+    if chunks <= 1 || threads() <= 1 || IN_POOL.get() || pool.busy.swap(true, SeqCst) {
         (0..chunks).for_each(f);
         return;
     }
@@ -155,13 +169,14 @@ impl Pool {
         }
     }
 
-    fn work(&self) {
+    /// Worker `index` (0-based) takes part in jobs while `index + 2 <= threads()`.
+    fn work(&self, index: usize) {
         IN_POOL.set(true);
         let mut seen = self.epoch.load(SeqCst);
         loop {
             let e = self.wait_for_change(seen);
             seen = e;
-            if e.is_multiple_of(2) {
+            if e.is_multiple_of(2) || index + 2 > threads() {
                 continue;
             }
             self.inside.fetch_add(1, SeqCst);
@@ -249,6 +264,21 @@ mod tests {
             }
         });
         assert_eq!(total.load(SeqCst), 4 * 200 * 4 * 3);
+    }
+
+    #[test]
+    fn one_thread_means_the_caller_alone() {
+        set_max_threads(1);
+        let me = std::thread::current().id();
+        let elsewhere = AtomicUsize::new(0);
+        run(64, |_| {
+            if std::thread::current().id() != me {
+                elsewhere.fetch_add(1, SeqCst);
+            }
+        });
+        set_max_threads(0);
+        assert_eq!(elsewhere.load(SeqCst), 0);
+        assert_eq!(threads(), pool().workers + 1);
     }
 
     #[test]

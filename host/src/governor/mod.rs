@@ -207,6 +207,12 @@ impl Inner {
             let notable = old.state != status.state
                 || old.manual != status.manual
                 || old.paused_until_ms != status.paused_until_ms;
+            if old.state != status.state {
+                // Throttled: the kernels keep to one core (the caller's), so the owner's
+                // work has the rest; otherwise they use every core.
+                let one = status.state == State::Throttled;
+                crate::tensor::pool::set_max_threads(usize::from(one));
+            }
             *old = status;
             notable
         });
