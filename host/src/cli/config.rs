@@ -3,7 +3,9 @@
 //! `~/.config/apiary/config.toml` (`$XDG_CONFIG_HOME/apiary/config.toml`, or the file
 //! named by `--config`) holds every `apiary run` flag and every global sandbox flag as a
 //! key of the same name without the dashes (`join-ms = 5000`, `listen = ["/ip4/..."]`),
-//! and a `[governor]` table of [`apiary::governor::Rules`]. A value comes from, highest
+//! the trust policy of `apiary plugins install` (`trusted-authors = ["ed25519:..."]`,
+//! `allow-unsigned`, `allow-unknown-authors`), and a `[governor]` table of
+//! [`apiary::governor::Rules`]. A value comes from, highest
 //! first: the command line, the flag's environment variable, the file, the default.
 //! clap says which of the first two set a value ([`ArgMatches::value_source`]), so the
 //! file only replaces values clap took from a default ([`Merge::take`]). Relative paths
@@ -52,6 +54,10 @@ pub struct Values {
     pub no_reputation: Option<bool>,
     pub max_rounds: Option<usize>,
     pub queue: Option<usize>,
+    // `apiary plugins install` (and what `list` and `audit` call trusted)
+    pub trusted_authors: Option<Vec<String>>,
+    pub allow_unsigned: Option<bool>,
+    pub allow_unknown_authors: Option<bool>,
     // global flags
     pub cache_dir: Option<PathBuf>,
     pub no_cache: Option<bool>,
@@ -186,6 +192,11 @@ impl ConfigFile {
         // Values a flag's own parser reads are checked now too, for every command.
         parse_list::<libp2p::Multiaddr>("listen", &file, &file.values.listen)?;
         parse_list::<libp2p::Multiaddr>("bootstrap", &file, &file.values.bootstrap)?;
+        parse_list::<apiary::package::AuthorKey>(
+            "trusted-authors",
+            &file,
+            &file.values.trusted_authors,
+        )?;
         if let Some(t) = &file.values.tensor_backend {
             parse_value::<apiary::tensor::backend::Choice>("tensor-backend", &file, t)?;
         }
@@ -551,6 +562,10 @@ struct ShowArgs {
     json: bool,
     #[command(flatten)]
     run: super::run::RunCommand,
+    /// `plugins install`'s trust policy (`--trust`, `--allow-unsigned`,
+    /// `--allow-unknown-author`), shown as its config keys.
+    #[command(flatten)]
+    trust: super::plugins_pack::TrustArgs,
 }
 
 impl ConfigCommand {
@@ -573,6 +588,7 @@ impl ConfigCommand {
             ConfigSubcommand::Show(mut args) => {
                 let mut merge = Merge::new(ctx.command, ctx.leaf(), ctx.config);
                 args.run.configure(&mut merge)?;
+                args.trust.configure(&mut merge)?;
                 let mut settings = ctx.global.to_vec();
                 settings.extend(merge.settings);
                 if args.json {

@@ -140,7 +140,7 @@ impl Command {
             Command::Run(c) => c.run(ctx),
             Command::Sim(c) => c.run(),
             Command::Rounds(c) => c.run(),
-            Command::Plugins(c) => c.run(sandbox),
+            Command::Plugins(c) => c.run(ctx),
             Command::Config(c) => c.run(ctx),
             Command::Status(c) => c.run(ctx),
             Command::Pause(c) => c.run(ctx),
@@ -224,6 +224,9 @@ pub enum CliError {
     /// `service install|uninstall`: the unit file, or a platform where it is not automated.
     #[error("{0}")]
     Service(String),
+    /// Plugin packages and the author key: packing, verifying, installing.
+    #[error("{0}")]
+    Package(String),
 }
 
 impl CliError {
@@ -241,7 +244,8 @@ impl CliError {
             | CliError::Runtime(_)
             | CliError::Output(_)
             | CliError::Config(_)
-            | CliError::Service(_) => exit::ERROR,
+            | CliError::Service(_)
+            | CliError::Package(_) => exit::ERROR,
         })
     }
 

@@ -1,7 +1,15 @@
 //! `apiary plugins list|audit|watch`: what a plugins folder holds, everything a reviewer
 //! needs about one plugin, and a live view of a folder as plugins come and go.
+//!
+//! `list` and `audit` say who signed each plugin (the record `plugins install` leaves,
+//! [`apiary::package::provenance`]): `list` re-verifies the signature and hashes the
+//! manifest and component but compares weights by size, `audit` hashes everything.
+//! Trusted means in `trusted-authors` (or `--trust`). Loading does not depend on it.
 
-use super::{CliError, SandboxArgs, exit, to_json};
+use super::plugins_pack::{TrustedAuthors, trust_for_display};
+use super::{CliError, Context, SandboxArgs, exit, to_json};
+use apiary::package::TrustPolicy;
+use apiary::package::provenance::{self, Depth, SignerReport};
 use apiary::plugins::registry::{Listing, Status};
 use apiary::plugins::{Registry, audit};
 use clap::{Args, Subcommand};
@@ -37,16 +45,17 @@ enum PluginsSubcommand {
 }
 
 impl PluginsCommand {
-    pub fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
+    pub fn run(self, ctx: &Context) -> Result<ExitCode, CliError> {
+        let sandbox = ctx.sandbox;
         match self.command {
-            PluginsSubcommand::List(c) => c.run(sandbox),
-            PluginsSubcommand::Audit(c) => c.run(sandbox),
+            PluginsSubcommand::List(c) => c.run(ctx),
+            PluginsSubcommand::Audit(c) => c.run(ctx),
             PluginsSubcommand::Watch(c) => c.run(sandbox),
             PluginsSubcommand::New(c) => c.run(),
             PluginsSubcommand::Build(c) => c.run(),
             PluginsSubcommand::Check(c) => c.run(sandbox),
-            PluginsSubcommand::Pack(c) => c.run(),
-            PluginsSubcommand::Install(c) => c.run(sandbox),
+            PluginsSubcommand::Pack(c) => c.run(sandbox),
+            PluginsSubcommand::Install(c) => c.run(ctx),
         }
     }
 }
@@ -55,16 +64,27 @@ impl PluginsCommand {
 struct ListArgs {
     #[arg(env = "APIARY_PLUGINS", default_value = "plugins")]
     dir: PathBuf,
+    /// Each plugin's JSON has a "signer" object (state, author, trusted, modified).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trusted: TrustedAuthors,
 }
 
 impl ListArgs {
-    fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
-        let registry = sandbox.registry(&self.dir)?;
+    fn run(mut self, ctx: &Context) -> Result<ExitCode, CliError> {
+        let trust = trust_for_display(ctx, &mut self.trusted)?;
+        let registry = ctx.sandbox.registry(&self.dir)?;
         let listing = registry.listing();
+        let signers: Vec<SignerReport> = listing.iter().map(|l| signer(l, &trust)).collect();
         if self.json {
-            println!("{}", to_json(&listing)?);
+            let mut out = Vec::new();
+            for (l, s) in listing.iter().zip(&signers) {
+                let mut v = serde_json::to_value(l).map_err(CliError::output)?;
+                v["signer"] = serde_json::to_value(s).map_err(CliError::output)?;
+                out.push(v);
+            }
+            println!("{}", to_json(&out)?);
             return Ok(ExitCode::SUCCESS);
         }
         let s = registry.sandbox();
@@ -79,11 +99,17 @@ impl ListArgs {
             },
             apiary::tensor::backend_name()
         );
-        for l in &listing {
+        for (l, s) in listing.iter().zip(&signers) {
             print_listing(&registry, l);
+            println!("           {s}");
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Who signed a listed plugin, by the quick check (weights by size).
+fn signer(l: &Listing, trust: &TrustPolicy) -> SignerReport {
+    SignerReport::new(provenance::check(&l.path, Depth::Quick), trust)
 }
 
 fn print_listing(registry: &Registry, l: &Listing) {
@@ -118,14 +144,18 @@ struct AuditArgs {
     path: PathBuf,
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    trusted: TrustedAuthors,
 }
 
 impl AuditArgs {
     /// A refusal is the audit's finding, not a failure to audit: the report is printed
-    /// either way and the exit code (3) says which.
-    fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
-        let sandbox = sandbox.sandbox()?;
-        let report = audit::audit(&sandbox, &self.path);
+    /// either way and the exit code (3) says which. A modified or unsigned plugin that
+    /// loads is reported, not refused: the node would load it too.
+    fn run(mut self, ctx: &Context) -> Result<ExitCode, CliError> {
+        let trust = trust_for_display(ctx, &mut self.trusted)?;
+        let sandbox = ctx.sandbox.sandbox()?;
+        let report = audit::audit(&sandbox, &self.path, &trust);
         if self.json {
             println!("{}", to_json(&report)?);
         } else {

@@ -1,13 +1,14 @@
 //! A node's persistent ed25519 identity, and signed messages.
 //!
 //! The key is 32 secret bytes in `<data-dir>/node.key` (mode 0600), created on first
-//! run. The same secret can seed libp2p's ed25519 keypair, so one identity signs both
+//! run ([`crate::keyfile`]: the author key that signs plugin packages is kept the same
+//! way). The same secret can seed libp2p's ed25519 keypair, so one identity signs both
 //! transport and round messages. A message's signature covers its canonical JSON
 //! (serde's field order; maps in messages are ordered), so any node can verify it.
 
+use crate::keyfile::{self, KeyFileError};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::Path;
 
 const KEY_FILE: &str = "node.key";
@@ -25,38 +26,35 @@ pub struct NodeKey {
 }
 
 impl NodeKey {
-    /// Load `<dir>/node.key`, or create it (0600) if absent.
+    /// Load `<dir>/node.key`, or create it (0600, written whole: [`crate::keyfile`]) if
+    /// absent. Two nodes starting at once on one folder end up with the same key.
     pub fn load_or_create(dir: &Path) -> Result<NodeKey, IdentityError> {
         let path = dir.join(KEY_FILE);
-        let io = |e: std::io::Error| IdentityError::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
+        let from = |e: KeyFileError| match e {
+            KeyFileError::Corrupt { path, .. } => {
+                IdentityError::Corrupt(path.display().to_string())
+            }
+            KeyFileError::Io { path, message } => IdentityError::Io {
+                path: path.display().to_string(),
+                message,
+            },
+            KeyFileError::Exists { path } => IdentityError::Io {
+                path: path.display().to_string(),
+                message: "exists already".into(),
+            },
         };
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let secret: [u8; 32] = bytes
-                    .try_into()
-                    .map_err(|_| IdentityError::Corrupt(path.display().to_string()))?;
-                Ok(NodeKey {
-                    key: SigningKey::from_bytes(&secret),
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(io)?;
-                let key = NodeKey::generate();
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                opts.open(&path)
-                    .and_then(|mut f| f.write_all(&key.key.to_bytes()))
-                    .map_err(io)?;
-                Ok(key)
-            }
-            Err(e) => Err(io(e)),
+        if let Some(secret) = keyfile::read(&path).map_err(from)? {
+            return Ok(NodeKey::from_secret(secret));
+        }
+        let key = NodeKey::generate();
+        match keyfile::write(&path, &key.key.to_bytes(), false) {
+            Ok(()) => Ok(key),
+            // Another process created it first: that one is the node's key.
+            Err(KeyFileError::Exists { .. }) => keyfile::read(&path)
+                .map_err(from)?
+                .map(NodeKey::from_secret)
+                .ok_or_else(|| from(KeyFileError::Exists { path: path.clone() })),
+            Err(e) => Err(from(e)),
         }
     }
 

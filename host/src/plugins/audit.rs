@@ -1,10 +1,13 @@
 //! `apiary plugins audit PATH`: everything a security reviewer needs to see first about a
 //! plugin — identity (hash), what it imports and whether each import is allowed, what it
 //! exports, what it asks for, what it would be granted, what data it ships, and whether
-//! the host would load it.
+//! the host would load it, and who signed it (the record a package install leaves,
+//! re-verified in full: [`crate::package::provenance`]).
 
 use super::loader::{self, LoadError};
 use super::safe_read::{FileKind, excerpt};
+use crate::package::TrustPolicy;
+use crate::package::provenance::{self, Depth, SignerReport};
 use crate::sandbox::Sandbox;
 use crate::sandbox::limits::{Clamped, Limits, RequestedLimits};
 use serde::Serialize;
@@ -54,9 +57,12 @@ pub struct AuditReport {
     pub description: Option<String>,
     /// `None` if the host would load it; otherwise why not.
     pub refused: Option<String>,
+    /// Who signed it and whether it changed since (every file hashed); `trusted` is
+    /// against `trust`. Reported only: the host loads a folder signed or not.
+    pub signer: SignerReport,
 }
 
-pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
+pub fn audit(sandbox: &Sandbox, path: &Path, trust: &TrustPolicy) -> AuditReport {
     let policy = sandbox.config();
     let mut r = AuditReport {
         path: path.to_path_buf(),
@@ -80,6 +86,7 @@ pub fn audit(sandbox: &Sandbox, path: &Path) -> AuditReport {
         domains: vec![],
         description: None,
         refused: None,
+        signer: SignerReport::new(provenance::check(path, Depth::Full), trust),
     };
     let refuse = |r: &mut AuditReport, e: LoadError| {
         r.refused = Some(e.to_string());
@@ -243,6 +250,7 @@ impl std::fmt::Display for AuditReport {
                 Some(why) => format!("REFUSED: {why}"),
             }
         )?;
+        writeln!(f, "signer     {}", self.signer)?;
         writeln!(f, "name       {} {}", opt(&self.name), opt(&self.version))?;
         if let Some(d) = &self.description {
             writeln!(f, "about      {d}")?;

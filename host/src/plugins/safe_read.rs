@@ -144,6 +144,12 @@ impl std::fmt::Display for ReadError {
 /// Read `name` inside `dir` (resolved by cap-std: nothing outside `dir` is reachable),
 /// at most `max` bytes.
 pub fn read_in(dir: &Dir, name: impl AsRef<Path>, max: u64) -> Result<Vec<u8>, ReadError> {
+    read_opened(open_in(dir, name)?, max)
+}
+
+/// Open `name` inside `dir` for reading as [`read_in`] does, for a caller that streams
+/// the file (hashing a weights file) rather than holding it. The handle is a regular file.
+pub fn open_in(dir: &Dir, name: impl AsRef<Path>) -> Result<std::fs::File, ReadError> {
     let name = name.as_ref();
     // Look before opening: a device node is not even opened. The opened handle is
     // checked again below, which is what holds if the file is swapped in between.
@@ -155,13 +161,21 @@ pub fn read_in(dir: &Dir, name: impl AsRef<Path>, max: u64) -> Result<Vec<u8>, R
     options.read(true);
     #[cfg(unix)]
     cap_std::fs::OpenOptionsExt::custom_flags(&mut options, OPEN_FLAGS);
-    let file = dir.open_with(name, &options).map_err(ReadError::Io)?;
-    read_opened(file.into_std(), max)
+    let file = dir
+        .open_with(name, &options)
+        .map_err(ReadError::Io)?
+        .into_std();
+    regular(file)
 }
 
 /// Read the file at `path` (a plain path: symlinks are followed, for a bare `.wasm` the
 /// operator put in the plugins folder), at most `max` bytes.
 pub fn read_path(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
+    read_opened(open_path(path)?, max)
+}
+
+/// Open the file at `path` as [`read_path`] does; the handle is a regular file.
+pub fn open_path(path: &Path) -> Result<std::fs::File, ReadError> {
     let meta = std::fs::metadata(path).map_err(ReadError::Io)?;
     if let Some(kind) = FileKind::of_std(&meta.file_type()) {
         return Err(ReadError::NotAFile(kind));
@@ -170,16 +184,22 @@ pub fn read_path(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     options.read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, OPEN_FLAGS);
-    let file = options.open(path).map_err(ReadError::Io)?;
-    read_opened(file, max)
+    regular(options.open(path).map_err(ReadError::Io)?)
+}
+
+/// The handle itself, if it is a regular file (`fstat`: what was opened is what counts).
+fn regular(file: std::fs::File) -> Result<std::fs::File, ReadError> {
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    match FileKind::of_std(&meta.file_type()) {
+        Some(kind) => Err(ReadError::NotAFile(kind)),
+        None => Ok(file),
+    }
 }
 
 /// Check an opened handle (it must be a regular file) and read at most `max` bytes of it.
 fn read_opened(file: std::fs::File, max: u64) -> Result<Vec<u8>, ReadError> {
+    let file = regular(file)?;
     let meta = file.metadata().map_err(ReadError::Io)?;
-    if let Some(kind) = FileKind::of_std(&meta.file_type()) {
-        return Err(ReadError::NotAFile(kind));
-    }
     if meta.len() > max {
         return Err(ReadError::TooLarge {
             size: meta.len(),
