@@ -3,6 +3,7 @@
 # prompt tokens and token counts as our own decode bench (benches/examples/decode.rs).
 #
 #   scripts/bench-anchor.sh [TOKENS]          (default 64 generated tokens)
+#   ANCHOR_ONLY=smollm scripts/bench-anchor.sh   (one model)
 #
 # llama.cpp comes from the llama-cpp-python sdist on PyPI, built once into target/anchor/
 # (about 10 minutes on 2 cores) with the CPU features this machine reports: GGML_NATIVE=ON
@@ -46,9 +47,18 @@ if [ ! -e "$STAMP" ]; then
 fi
 if [ "${ANCHOR_BUILD_ONLY:-}" = 1 ]; then exit 0; fi
 
-./scripts/build-plugins.sh >/dev/null
-cargo build --release -p apiary-benches --example decode >/dev/null 2>&1 ||
-  cargo build --release -p apiary-benches --example decode
+# The plugins' code is not what is measured (the kernels are the host's): build them only
+# when they are missing, or when asked (ANCHOR_REBUILD=1).
+for m in smollm gemma qwen; do
+  if [ "${ANCHOR_REBUILD:-}" = 1 ] || [ ! -s "target/plugins/$m/$m.wasm" ]; then
+    ./scripts/build-plugins.sh >/dev/null
+    break
+  fi
+done
+cargo build --release -p apiary-benches --example decode -p apiary-tensor --example bandwidth \
+  >/dev/null 2>&1 ||
+  cargo build --release -p apiary-benches --example decode -p apiary-tensor --example bandwidth
 OURS=$ANCHOR/ours.jsonl
-"${CARGO_TARGET_DIR:-target}/release/examples/decode" --tokens "$TOKENS" --json >"$OURS"
+"${CARGO_TARGET_DIR:-target}/release/examples/decode" --tokens "$TOKENS" --json \
+  ${ANCHOR_ONLY:+--only "$ANCHOR_ONLY"} >"$OURS"
 "$VENV/bin/python" scripts/anchor/llama_cpp_bench.py "$OURS"
