@@ -211,7 +211,7 @@ impl Inner {
                 // Throttled: the kernels keep to one core (the caller's), so the owner's
                 // work has the rest; otherwise they use every core.
                 let one = status.state == State::Throttled;
-                crate::tensor::pool::set_max_threads(usize::from(one));
+                apiary_tensor::pool::set_max_threads(usize::from(one));
             }
             *old = status;
             notable
