@@ -60,6 +60,8 @@ pub mod exit {
     pub const AUDIT_REFUSED: u8 = 3;
     /// `rounds verify`: a signature or a recomputed result does not match the transcript.
     pub const VERIFY_FAILED: u8 = 4;
+    /// `plugins check`: at least one check failed (the report says which, and what to fix).
+    pub const CHECK_FAILED: u8 = 5;
 }
 
 /// Every exit code with what it means, in the order `--help` lists them.
@@ -87,6 +89,10 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
     (
         exit::VERIFY_FAILED,
         "`rounds verify`: a signature or a recomputed result does not match",
+    ),
+    (
+        exit::CHECK_FAILED,
+        "`plugins check`: the plugin failed a check a node would refuse or quarantine it for",
     ),
 ];
 
@@ -224,6 +230,9 @@ pub enum CliError {
     /// `service install|uninstall`: the unit file, or a platform where it is not automated.
     #[error("{0}")]
     Service(String),
+    /// `plugins build`: cargo, the wasm target, or laying out the plugin folder.
+    #[error("{0}")]
+    Build(String),
 }
 
 impl CliError {
@@ -241,7 +250,8 @@ impl CliError {
             | CliError::Runtime(_)
             | CliError::Output(_)
             | CliError::Config(_)
-            | CliError::Service(_) => exit::ERROR,
+            | CliError::Service(_)
+            | CliError::Build(_) => exit::ERROR,
         })
     }
 
