@@ -16,12 +16,15 @@
 //! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call;
 //! - [`swarm`]: libp2p networking and the round protocol between nodes;
 //! - [`api`]: the OpenAI-compatible HTTP API a node serves;
-//! - [`eval`]: datasets with known answers through rounds, and how the swarm scores.
+//! - [`eval`]: datasets with known answers through rounds, and how the swarm scores;
+//! - [`author`]: a plugin author's commands: a crate from a template, its build, and the
+//!   conformance check that shows a node's view of the plugin.
 //!
 //! The boundary every plugin lives behind is documented, line by line with the test that
 //! proves it, in `SECURITY.md` at the repository root.
 
 pub mod api;
+pub mod author;
 pub mod bindings;
 pub mod consensus;
 pub mod eval;

@@ -60,6 +60,8 @@ pub mod exit {
     pub const AUDIT_REFUSED: u8 = 3;
     /// `rounds verify`: a signature or a recomputed result does not match the transcript.
     pub const VERIFY_FAILED: u8 = 4;
+    /// `plugins check`: at least one check failed (the report says which, and what to fix).
+    pub const CHECK_FAILED: u8 = 5;
 }
 
 /// Every exit code with what it means, in the order `--help` lists them.
@@ -87,6 +89,10 @@ pub const EXIT_CODES: &[(u8, &str)] = &[
     (
         exit::VERIFY_FAILED,
         "`rounds verify`: a signature or a recomputed result does not match",
+    ),
+    (
+        exit::CHECK_FAILED,
+        "`plugins check`: the plugin failed a check a node would refuse or quarantine it for",
     ),
 ];
 
@@ -227,6 +233,9 @@ pub enum CliError {
     /// Plugin packages and the author key: packing, verifying, installing.
     #[error("{0}")]
     Package(String),
+    /// `plugins build`: cargo, the wasm target, or laying out the plugin folder.
+    #[error("{0}")]
+    Build(String),
 }
 
 impl CliError {
@@ -245,7 +254,8 @@ impl CliError {
             | CliError::Output(_)
             | CliError::Config(_)
             | CliError::Service(_)
-            | CliError::Package(_) => exit::ERROR,
+            | CliError::Package(_)
+            | CliError::Build(_) => exit::ERROR,
         })
     }
 

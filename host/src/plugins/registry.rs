@@ -285,28 +285,13 @@ impl Registry {
         let budget = self.load_budget();
         // Results of this rescan only: a thread it gave up on may still send one later,
         // into a channel nobody reads any more (or that no longer expects it).
-        let (tx, rx) = channel::<(usize, Result<Plugin, LoadError>)>();
+        let (tx, rx) = channel::<Loaded>();
         let mut queue = work.into_iter().enumerate();
         let mut running: BTreeMap<usize, (Instant, Work)> = BTreeMap::new();
         loop {
             while running.len() < LOADS_AT_ONCE {
                 let Some((i, w)) = queue.next() else { break };
-                let tx = tx.clone();
-                let load = Arc::clone(&self.load);
-                let path = w.path.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("apiary-load".into())
-                    .spawn(move || {
-                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| load(&path)))
-                            .unwrap_or_else(|panic| {
-                                let message = crate::sandbox::panic_message(&*panic);
-                                Err(LoadError::Crashed {
-                                    message: super::safe_read::excerpt(&message, 300),
-                                })
-                            });
-                        let _ = tx.send((i, result));
-                    });
-                match spawned {
+                match spawn_load(&self.load, &w.path, i, tx.clone()) {
                     Ok(_) => {
                         let now = Instant::now();
                         // A budget too large to add is no deadline in practice: a year.
@@ -352,6 +337,24 @@ impl Registry {
                 // `tx` is held here, so the channel cannot disconnect.
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+        }
+    }
+
+    /// Load the plugin at `path` exactly as a rescan loads an entry (its own thread, a
+    /// panic a refusal, refused when the load budget runs out) without adding it to the
+    /// registry: `apiary plugins check` tries a plugin as a node would load it.
+    pub fn load_one(&self, path: &Path) -> Result<Plugin, LoadError> {
+        let (tx, rx) = channel();
+        spawn_load(&self.load, path, 0, tx).map_err(|e| LoadError::Io {
+            path: loader::shown(path),
+            message: format!("cannot start a thread to load it: {e}"),
+        })?;
+        let budget = self.load_budget();
+        match rx.recv_timeout(budget) {
+            Ok((_, result)) => result,
+            Err(_) => Err(LoadError::TimedOut {
+                budget: human(budget),
+            }),
         }
     }
 
@@ -500,6 +503,36 @@ impl Registry {
             thread: Some(thread),
         })
     }
+}
+
+/// A load's result, tagged with its place in the queue.
+type Loaded = (usize, Result<Plugin, LoadError>);
+
+/// Load `path` on a thread of its own and send the result, tagged `i`, to `tx`. A panic
+/// in the loader is a refusal. Whoever waits decides how long: the thread is never
+/// joined, so a load that hangs costs a thread, not the caller.
+fn spawn_load(
+    load: &Arc<LoadFn>,
+    path: &Path,
+    i: usize,
+    tx: std::sync::mpsc::Sender<Loaded>,
+) -> std::io::Result<()> {
+    let load = Arc::clone(load);
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("apiary-load".into())
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| load(&path))).unwrap_or_else(
+                |panic| {
+                    let message = crate::sandbox::panic_message(&*panic);
+                    Err(LoadError::Crashed {
+                        message: super::safe_read::excerpt(&message, 300),
+                    })
+                },
+            );
+            let _ = tx.send((i, result));
+        })
+        .map(|_| ())
 }
 
 /// A budget for a message: "60 s", or "250 ms" below a second or when not whole seconds.
@@ -681,6 +714,35 @@ mod tests {
         let older = older.join().unwrap();
         assert!(older.refused.is_empty(), "{older:?}");
         assert_eq!(reason(&r, "x"), "cannot read stub: new folder");
+    }
+
+    #[test]
+    fn one_plugin_loads_as_a_rescan_would_and_stays_out_of_the_registry() {
+        let dir = folder(&["slow", "boom"]);
+        let r = Registry::with_loader(dir.path(), sandbox(), |path| {
+            if id_of(path) == "boom" {
+                panic!("kaboom");
+            }
+            std::thread::sleep(Duration::from_secs(3600));
+            stub("never")
+        });
+        r.set_load_budget(Duration::from_millis(300));
+        let started = Instant::now();
+        let why = r
+            .load_one(&dir.path().join("slow"))
+            .unwrap_err()
+            .to_string();
+        assert!(why.starts_with("loading took longer than 300 ms"), "{why}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let why = r
+            .load_one(&dir.path().join("boom"))
+            .unwrap_err()
+            .to_string();
+        assert!(why.contains("crashed the loader: kaboom"), "{why}");
+        assert!(
+            r.listing().is_empty(),
+            "load_one adds nothing to the registry"
+        );
     }
 
     #[test]

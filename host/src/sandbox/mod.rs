@@ -303,6 +303,32 @@ pub struct Session {
     bindings: Exports,
     limits: Limits,
     poisoned: bool,
+    last: Option<CallUsage>,
+    corrections: Vec<Correction>,
+}
+
+/// What one call into the plugin spent: time, and memory at its worst. Rounds ignore it;
+/// `apiary plugins check` reports it against the plugin's limits.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CallUsage {
+    pub call: CallKind,
+    /// Wall-clock time of the guest call, host kernels included.
+    pub elapsed: Duration,
+    /// Linear memory of the instance after the call. Linear memory never shrinks, so this
+    /// is also the most the call had.
+    pub memory_bytes: usize,
+    /// The most host tensor memory the instance held during the call (mapped weights are
+    /// not counted; nor is a kernel's scratch, which is reserved and freed inside it).
+    pub tensor_peak_bytes: usize,
+}
+
+/// A value a plugin returned that the host corrected before using it (a NaN assess read
+/// as 0, a preference past certainty clamped, option scores dropped). A round goes on
+/// with the corrected value; `apiary plugins check` fails a plugin that needs any.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Correction {
+    pub call: CallKind,
+    pub what: String,
 }
 
 fn ticks(budget: Duration) -> u64 {
@@ -375,6 +401,8 @@ impl Session {
             bindings,
             limits: spec.limits,
             poisoned: false,
+            last: None,
+            corrections: Vec::new(),
         })
     }
 
@@ -391,12 +419,20 @@ impl Session {
         let started = Instant::now();
         // Host kernels are not interrupted by epochs: they stop at this deadline instead.
         self.store.data_mut().tensors.deadline = Some(started + budget);
+        self.store.data_mut().tensors.start_peak();
         // The last line of defence: a panic anywhere below (a host function, wasmtime)
         // unwinds to here and becomes this call's fault. The store is then never
         // re-entered (poisoned), so no state a panic interrupted is observed.
         let (bindings, store) = (&self.bindings, &mut self.store);
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(bindings, store)));
-        tracing::trace!(plugin = %self.store.data().plugin, %kind, elapsed = ?started.elapsed());
+        let state = self.store.data();
+        self.last = Some(CallUsage {
+            call: kind,
+            elapsed: started.elapsed(),
+            memory_bytes: state.limiter.allowed,
+            tensor_peak_bytes: state.tensors.peak,
+        });
+        tracing::trace!(plugin = %state.plugin, %kind, elapsed = ?started.elapsed());
         match out {
             Ok(out) => out.map_err(|e| {
                 self.poisoned = true;
@@ -430,11 +466,18 @@ impl Session {
                 .apiary_plugin_handler()
                 .call_assess(s, &legacy::request(req)),
         })?;
-        Ok(if v.is_finite() {
+        let fixed = if v.is_finite() {
             v.clamp(0.0, 1.0)
         } else {
             0.0
-        })
+        };
+        if fixed != v {
+            self.correct(
+                CallKind::Assess,
+                format!("assess returned {v}, read as {fixed}"),
+            );
+        }
+        Ok(fixed)
     }
 
     pub fn answer(&mut self, req: &Request) -> Result<WitAnswer, CallError> {
@@ -450,7 +493,18 @@ impl Session {
         // of this request can be, so anything else is dropped here, at the boundary.
         let fits = answer.option_scores.len() == req.choices.len()
             && answer.option_scores.iter().all(|s| s.is_finite());
-        if !fits {
+        if !fits && !answer.option_scores.is_empty() {
+            let what = format!(
+                "{} option scores ({}) for {} options; dropped",
+                answer.option_scores.len(),
+                if answer.option_scores.iter().all(|s| s.is_finite()) {
+                    "all numbers"
+                } else {
+                    "not all numbers"
+                },
+                req.choices.len()
+            );
+            self.correct(CallKind::Answer, what);
             answer.option_scores.clear();
         }
         if answer.text.len() > self.limits.answer_bytes() {
@@ -481,10 +535,39 @@ impl Session {
                 .map(legacy::judgment),
         })?;
         Ok(match out {
-            Judgment::Prefer(p) if p.is_nan() => Judgment::Abstain,
-            Judgment::Prefer(p) => Judgment::Prefer(p.clamp(0.0, 1.0)),
+            Judgment::Prefer(p) if !(0.0..=1.0).contains(&p) => {
+                let fixed = if p.is_nan() {
+                    Judgment::Abstain
+                } else {
+                    Judgment::Prefer(p.clamp(0.0, 1.0))
+                };
+                let read = match fixed {
+                    Judgment::Prefer(q) => format!("a preference of {q}"),
+                    _ => "an abstention".into(),
+                };
+                let what = format!("judge preferred the first with {p}, read as {read}");
+                self.correct(CallKind::Compare, what);
+                fixed
+            }
             other => other,
         })
+    }
+
+    fn correct(&mut self, call: CallKind, what: String) {
+        // Bounded: a plugin cannot grow the host's memory through its mistakes.
+        if self.corrections.len() < 64 {
+            self.corrections.push(Correction { call, what });
+        }
+    }
+
+    /// What the last call spent (none before the first call).
+    pub fn last_call(&self) -> Option<CallUsage> {
+        self.last
+    }
+
+    /// Every value the host has corrected in this instance's results so far.
+    pub fn corrections(&self) -> &[Correction] {
+        &self.corrections
     }
 
     /// Which contract the instance speaks: "1.2" or "1.1" (1.0 plugins have 1.1's exports).
@@ -618,6 +701,56 @@ mod tests {
                 call: CallKind::Answer
             }
             .is_fault()
+        );
+    }
+
+    /// Each call's time and memory are measured (what `apiary plugins check` reports),
+    /// and every value the host corrects is noted.
+    #[test]
+    fn each_call_reports_what_it_spent_and_what_was_corrected() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/fixtures");
+        assert!(
+            fixtures.is_dir(),
+            "{} is missing: run scripts/build-plugins.sh first",
+            fixtures.display()
+        );
+        let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+        let load = |name: &str| {
+            crate::plugins::loader::load(&sandbox, None, &fixtures.join(name)).expect("loads")
+        };
+        let req = crate::round::local::request("hello", 1);
+
+        let harmless = load("harmless");
+        let mut s = harmless.session(&sandbox, 1).expect("instance");
+        assert!(s.last_call().is_none());
+        s.answer(&req).expect("answers");
+        let u = s.last_call().expect("measured");
+        assert_eq!(u.call, CallKind::Answer);
+        assert!(u.memory_bytes > 0 && u.memory_bytes <= harmless.limits.memory_bytes());
+        assert!(u.elapsed < harmless.limits.budget(CallKind::Answer));
+        assert_eq!(u.tensor_peak_bytes, 0);
+        assert!(s.corrections().is_empty());
+
+        // A memory bomb's last call had all the memory it was allowed, and no more.
+        let bomb = load("memory-bomb");
+        let mut s = bomb.session(&sandbox, 1).expect("instance");
+        assert!(matches!(s.answer(&req), Err(CallError::MemoryLimit { .. })));
+        let (u, limit) = (s.last_call().expect("measured"), bomb.limits.memory_bytes());
+        assert!(
+            u.memory_bytes <= limit && u.memory_bytes > limit - (32 << 20),
+            "{} of {limit}",
+            u.memory_bytes
+        );
+
+        // A NaN preference is read as an abstention, and noted.
+        let wild = load("wild-judge");
+        let mut s = wild.session(&sandbox, 1).expect("instance");
+        assert!(matches!(s.judge(&req, "abc", "x"), Ok(Judgment::Abstain)));
+        assert_eq!(s.corrections().len(), 1, "{:?}", s.corrections());
+        assert!(
+            s.corrections()[0].what.contains("NaN"),
+            "{:?}",
+            s.corrections()
         );
     }
 

@@ -88,9 +88,16 @@ impl log::Host for PluginState {
 
 /// Memory and table growth limits for one instance. Growth past the limit traps, and the
 /// limiter remembers it so the fault is reported as "memory limit" rather than a bare trap.
+///
+/// It also keeps the instance's linear memory size: wasmtime asks it before creating a
+/// memory (from 0) and before every growth, and linear memory never shrinks, so the sum
+/// of what it allowed is the instance's high-water mark (`apiary plugins check` reports
+/// it per call against the plugin's limit).
 pub struct MemoryLimiter {
     pub(crate) max_memory: usize,
     pub(crate) exceeded: Option<usize>,
+    /// Bytes of linear memory allowed so far, over all of the instance's memories.
+    pub(crate) allowed: usize,
 }
 
 /// Tables hold function references; no honest plugin needs more entries than this.
@@ -101,6 +108,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             max_memory: limits.memory_bytes(),
             exceeded: None,
+            allowed: 0,
         }
     }
 }
@@ -108,7 +116,7 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -120,6 +128,7 @@ impl ResourceLimiter for MemoryLimiter {
                 self.max_memory >> 20
             );
         }
+        self.allowed = self.allowed.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 
@@ -243,5 +252,19 @@ mod tests {
         assert!(l.memory_growing(0, 512 << 10, None).unwrap());
         assert!(l.memory_growing(0, 2 << 20, None).is_err());
         assert_eq!(l.exceeded, Some(2 << 20));
+    }
+
+    #[test]
+    fn linear_memory_in_use_is_the_sum_of_what_was_allowed() {
+        let mut l = MemoryLimiter::new(&Limits {
+            memory_mib: 4,
+            ..Limits::default()
+        });
+        // Two memories created, then the first grows; a refused growth adds nothing.
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 64 << 10, None).unwrap());
+        assert!(l.memory_growing(1 << 20, 3 << 20, None).unwrap());
+        assert!(l.memory_growing(3 << 20, 8 << 20, None).is_err());
+        assert_eq!(l.allowed, (3 << 20) + (64 << 10));
     }
 }

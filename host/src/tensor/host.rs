@@ -109,6 +109,7 @@ impl TensorState {
             ))));
         }
         self.used += bytes;
+        self.note_peak();
         Ok(Ok(self.table.push(t)?))
     }
 
@@ -320,6 +321,7 @@ impl wit::Host for TensorState {
         let r = backend::append_rows(cache, &x, budget);
         let after = cache.owned_bytes();
         self.used = self.used + after - before.min(after);
+        self.note_peak();
         Ok(r.map_err(Into::into))
     }
 
@@ -407,5 +409,9 @@ mod tests {
         HostTensor::drop(&mut state, a).unwrap();
         HostTensor::drop(&mut state, sum).unwrap();
         assert_eq!(state.used, 0);
+        // The high-water mark outlives the tensors, until the next call starts anew.
+        assert_eq!(state.peak, 2 * one);
+        state.start_peak();
+        assert_eq!(state.peak, 0);
     }
 }

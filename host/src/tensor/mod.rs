@@ -18,6 +18,9 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 pub struct TensorState {
     /// Bytes of owned tensors alive in this instance.
     pub used: usize,
+    /// The most `used` has been since [`TensorState::start_peak`] (or since the instance
+    /// began): what a call needed at its worst, not only what it left behind.
+    pub peak: usize,
     pub quota: usize,
     /// The plugin's own `weights/` folder, the only place `weights.open` looks.
     pub weights_dir: Option<std::path::PathBuf>,
@@ -34,6 +37,7 @@ impl TensorState {
     pub fn new(quota: usize, weights_dir: Option<std::path::PathBuf>) -> Self {
         TensorState {
             used: 0,
+            peak: 0,
             quota,
             weights_dir,
             deadline: None,
@@ -45,6 +49,16 @@ impl TensorState {
     /// left of the quota.
     pub fn budget(&self) -> Budget {
         Budget::new(self.deadline, self.quota.saturating_sub(self.used))
+    }
+
+    /// Start measuring a new peak from what is held now (before each export call).
+    pub fn start_peak(&mut self) {
+        self.peak = self.used;
+    }
+
+    /// `used` went up: keep the high-water mark.
+    fn note_peak(&mut self) {
+        self.peak = self.peak.max(self.used);
     }
 }
 
