@@ -27,6 +27,19 @@ the wooden spoon. Which statement best explains this?\nA. Metal is a better cond
 than wood.\nB. Wood absorbs more heat than metal.\nC. Metal has a lower melting point than \
 wood.\nD. Wood is a better conductor of heat than metal.";
 
+/// Gemma's plugin answers one line (it stops at a line break), so its prompt asks for a
+/// long one: the sandboxed decode then runs as many steps as the others'.
+const ONE_LINE_PROMPT: &str = "List the names of forty different animals, separated by commas, \
+all on one line, without numbering them.";
+
+fn prompt_of(model: &str) -> &'static str {
+    if model == "gemma" {
+        ONE_LINE_PROMPT
+    } else {
+        PROMPT
+    }
+}
+
 struct Options {
     tokens: usize,
     reps: usize,
@@ -103,7 +116,7 @@ fn native(name: &str, n: usize) -> Figures {
         }
         "gemma" => {
             let e = gemma::load().expect(missing);
-            let ids = e.prompt(PROMPT);
+            let ids = e.prompt(ONE_LINE_PROMPT);
             let mut cache = e.model.cache().unwrap();
             time_native(&ids, n, |x| {
                 e.model.forward(x, &mut cache, x.len() - 1).unwrap()
@@ -122,10 +135,16 @@ fn native(name: &str, n: usize) -> Figures {
 }
 
 /// Two `answer` calls on a warm instance: one token, then up to `n + 1`.
-fn sandboxed(sandbox: &Sandbox, plugin: &Plugin, prompt_len: usize, n: usize) -> Figures {
+fn sandboxed(
+    sandbox: &Sandbox,
+    plugin: &Plugin,
+    prompt: &str,
+    prompt_len: usize,
+    n: usize,
+) -> Figures {
     let mut session = plugin.session(sandbox, 1).expect("instantiate");
     let mut ask = |max_tokens: usize| {
-        let mut req = round::request(PROMPT, 1);
+        let mut req = round::request(prompt, 1);
         req.max_tokens = max_tokens as u32;
         let t = Instant::now();
         let a = session.answer(&req).expect("answer");
@@ -134,7 +153,11 @@ fn sandboxed(sandbox: &Sandbox, plugin: &Plugin, prompt_len: usize, n: usize) ->
     ask(1); // loads the model into the instance (the weights are cached by the host)
     let (t1, k1) = ask(1);
     let (tn, kn) = ask(n + 1);
-    let steps = kn.saturating_sub(k1).max(1);
+    let steps = kn.saturating_sub(k1);
+    assert!(
+        steps >= n / 2,
+        "the plugin stopped after {kn} of {n} tokens: give it a prompt with a longer answer"
+    );
     let step = (tn - t1).max(0.0) / steps as f64;
     Figures {
         prompt_ids: Vec::with_capacity(prompt_len),
@@ -190,8 +213,9 @@ fn main() {
         let dir = plugin_dir(name);
         let nat = best(o.reps, || native(name, o.tokens));
         let plugin = loader::load(&sandbox, None, &dir).expect("plugin loads");
+        let prompt = prompt_of(name);
         let sbx = best(o.reps, || {
-            sandboxed(&sandbox, &plugin, nat.prompt_ids.len(), o.tokens)
+            sandboxed(&sandbox, &plugin, prompt, nat.prompt_ids.len(), o.tokens)
         });
         let p = nat.prompt_ids.len() as f64;
         let bytes = bytes_per_token(&dir);
