@@ -37,7 +37,7 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::LANES;
-    use crate::quant::simd::{h2f, hsum, madd_u8_i8, q4_1_block, xq};
+    use crate::quant::simd::{Madd, h2f, hsum, per_isa, q4_1_block, xq};
     use crate::quant::{Q8Activations, f16_at, scale_min_k4};
     use std::arch::x86_64::*;
 
@@ -45,39 +45,51 @@ mod simd {
     /// One accumulator per activation row, as the one-row kernels keep.
     type Acc = [__m256; LANES];
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn zeros() -> Acc {
-        [_mm256_setzero_ps(); LANES]
+    /// # Safety
+    /// AVX2 present.
+    #[inline(always)]
+    unsafe fn zeros() -> Acc {
+        // SAFETY: as the caller promises.
+        [unsafe { _mm256_setzero_ps() }; LANES]
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn sums(acc: Acc) -> [f32; LANES] {
-        // SAFETY: AVX2 present (this function's own target features).
+    /// # Safety
+    /// AVX2 present.
+    #[inline(always)]
+    unsafe fn sums(acc: Acc) -> [f32; LANES] {
+        // SAFETY: as the caller promises.
         acc.map(|a| unsafe { hsum(a) })
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q4_1(row: &[u8], x: X) -> [f32; LANES] {
-        let mut acc = zeros();
+    per_isa!(q4_1 = q4_1_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);
+
+    #[inline(always)]
+    unsafe fn q4_1_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let mut acc = unsafe { zeros() };
         let mut macc = [0f32; LANES];
         for (b, blk) in row.chunks_exact(20).enumerate() {
             // SAFETY: blk is one 20-byte block; each x holds 32 activations per block.
             unsafe {
                 let (qw, d, m) = q4_1_block(blk);
                 for j in 0..LANES {
-                    let p = madd_u8_i8(qw, xq(x[j], b));
+                    let p = M::madd(qw, xq(x[j], b));
                     acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
                     macc[j] += m * x[j].sum[b];
                 }
             }
         }
-        let s = sums(acc);
+        // SAFETY: as above.
+        let s = unsafe { sums(acc) };
         std::array::from_fn(|j| s[j] + macc[j])
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q8_0(row: &[u8], x: X) -> [f32; LANES] {
-        let mut acc = zeros();
+    per_isa!(q8_0 = q8_0_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);
+
+    #[inline(always)]
+    unsafe fn q8_0_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let mut acc = unsafe { zeros() };
         for (b, blk) in row.chunks_exact(34).enumerate() {
             // SAFETY: blk has 34 bytes (32 from offset 2); each x.q has 32 per block.
             unsafe {
@@ -85,19 +97,24 @@ mod simd {
                 let aw = _mm256_sign_epi8(qw, qw);
                 let d = h2f(blk, 0);
                 for j in 0..LANES {
-                    let p = madd_u8_i8(aw, _mm256_sign_epi8(xq(x[j], b), qw));
+                    let p = M::madd(aw, _mm256_sign_epi8(xq(x[j], b), qw));
                     acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
                 }
             }
         }
-        sums(acc)
+        // SAFETY: as above.
+        unsafe { sums(acc) }
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q4_k(row: &[u8], x: X) -> [f32; LANES] {
-        let mut acc = zeros();
+    per_isa!(q4_k = q4_k_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);
+
+    #[inline(always)]
+    unsafe fn q4_k_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let mut acc = unsafe { zeros() };
         let mut mins = [0f32; LANES];
-        let low = _mm256_set1_epi8(0x0F);
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let low = unsafe { _mm256_set1_epi8(0x0F) };
         for (sb, blk) in row.chunks_exact(144).enumerate() {
             let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
             let scales = &blk[4..16];
@@ -112,8 +129,8 @@ mod simd {
                     let lo = _mm256_and_si256(q, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
                     for j in 0..LANES {
-                        let p1 = madd_u8_i8(lo, xq(x[j], b1));
-                        let p2 = madd_u8_i8(hi, xq(x[j], b2));
+                        let p1 = M::madd(lo, xq(x[j], b1));
+                        let p2 = M::madd(hi, xq(x[j], b2));
                         let s1 = _mm256_set1_ps(d * sc1 as f32 * x[j].d[b1]);
                         let s2 = _mm256_set1_ps(d * sc2 as f32 * x[j].d[b2]);
                         acc[j] = _mm256_fmadd_ps(s1, p1, acc[j]);
@@ -123,18 +140,25 @@ mod simd {
                 }
             }
         }
-        let s = sums(acc);
+        // SAFETY: as above.
+        let s = unsafe { sums(acc) };
         std::array::from_fn(|j| s[j] - mins[j])
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q6_k(row: &[u8], x: X) -> [f32; LANES] {
-        let mut acc = zeros();
-        let (m4, m2, off) = (
-            _mm256_set1_epi8(0x0F),
-            _mm256_set1_epi8(3),
-            _mm256_set1_epi8(32),
-        );
+    per_isa!(q6_k = q6_k_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);
+
+    #[inline(always)]
+    unsafe fn q6_k_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let mut acc = unsafe { zeros() };
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let (m4, m2, off) = unsafe {
+            (
+                _mm256_set1_epi8(0x0F),
+                _mm256_set1_epi8(3),
+                _mm256_set1_epi8(32),
+            )
+        };
         for (sb, blk) in row.chunks_exact(210).enumerate() {
             let d = f16_at(blk, 208);
             for half in 0..2 {
@@ -163,7 +187,7 @@ mod simd {
                         let b = sb * 8 + half * 4 + k;
                         let (c1, c2) = ((sc[2 * k] as i8) as f32, (sc[2 * k + 1] as i8) as f32);
                         for j in 0..LANES {
-                            let p = madd_u8_i8(av, _mm256_sign_epi8(xq(x[j], b), v));
+                            let p = M::madd(av, _mm256_sign_epi8(xq(x[j], b), v));
                             let f = d * x[j].d[b];
                             let (s1, s2) = (f * c1, f * c2);
                             let scale = _mm256_set_ps(s2, s2, s2, s2, s1, s1, s1, s1);
@@ -173,7 +197,8 @@ mod simd {
                 }
             }
         }
-        sums(acc)
+        // SAFETY: as above.
+        unsafe { sums(acc) }
     }
 }
 
@@ -213,6 +238,48 @@ mod tests {
             }
         }
         r
+    }
+
+    /// The batched kernels' AVX2 and VNNI copies agree bit for bit, so which one ran on
+    /// a given CPU cannot change a prompt's logits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_and_avx2_batched_kernels_are_bit_identical() {
+        if !(crate::quant::simd_available()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl"))
+        {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let k = 768;
+        let acts: Vec<Q8Activations> = (0..LANES as u64)
+            .map(|s| {
+                let x: Vec<f32> = noise(k, 300 + s)
+                    .iter()
+                    .map(|&b| (b as f32 - 128.0) / 5.0)
+                    .collect();
+                quantize_q8(&x)
+            })
+            .collect();
+        let x = [&acts[0], &acts[1], &acts[2], &acts[3]];
+        type Kernel = unsafe fn(&[u8], [&Q8Activations; LANES]) -> [f32; LANES];
+        let kernels: [(DType, Kernel, Kernel); 4] = [
+            (DType::Q4_1, simd::q4_1::avx2, simd::q4_1::vnni),
+            (DType::Q8_0, simd::q8_0::avx2, simd::q8_0::vnni),
+            (DType::Q4_K, simd::q4_k::avx2, simd::q4_k::vnni),
+            (DType::Q6_K, simd::q6_k::avx2, simd::q6_k::vnni),
+        ];
+        for (dtype, avx2, vnni) in kernels {
+            let w = row(dtype, k / dtype.block().0, 7);
+            // SAFETY: AVX2, FMA, F16C and VNNI detected above; whole blocks.
+            let (a, v) = unsafe { (avx2(&w, x), vnni(&w, x)) };
+            assert_eq!(
+                a.map(f32::to_bits),
+                v.map(f32::to_bits),
+                "{dtype:?}: {a:?} vs {v:?}"
+            );
+        }
     }
 
     #[test]

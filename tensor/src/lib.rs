@@ -314,7 +314,9 @@ pub fn backend_name() -> String {
 
 /// The CPU backend's description.
 pub fn cpu_name() -> String {
-    let simd = if cfg!(target_arch = "x86_64") && quant::simd_available() {
+    let simd = if cfg!(target_arch = "x86_64") && quant::vnni_available() {
+        "avx512-vnni"
+    } else if cfg!(target_arch = "x86_64") && quant::simd_available() {
         "avx2+fma"
     } else {
         "portable"

@@ -139,6 +139,18 @@ pub fn simd_available() -> bool {
     }
 }
 
+/// Whether the 8-bit kernels use AVX-512 VNNI on this machine (see `simd::vnni`).
+pub fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        simd::vnni()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Activations quantized to 8 bits per 32-value block, once per matrix product, so the
 /// weight rows can be dotted with integer multiply-adds (`maddubs`), as llama.cpp does.
 /// `sum` holds each block's exact float sum, for Q4_1's `m·Σx` term.
@@ -413,6 +425,98 @@ pub(crate) mod simd {
             .get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
     }
 
+    /// Whether the 8-bit products use AVX-512 VNNI's `vpdpbusd` (on 256-bit registers,
+    /// so Zen 4's double-pumped 512-bit units cost nothing extra). Detected once at run
+    /// time, as llama.cpp's CPU backend does; `APIARY_CPU_KERNELS=avx2` turns it off, so
+    /// one binary can measure both side by side.
+    pub fn vnni() -> bool {
+        static VNNI: OnceLock<bool> = OnceLock::new();
+        *VNNI.get_or_init(|| {
+            available()
+                && is_x86_feature_detected!("f16c")
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl")
+                && std::env::var("APIARY_CPU_KERNELS").as_deref() != Ok("avx2")
+        })
+    }
+
+    /// Σ u·s over 32 unsigned × signed bytes, as eight i32 lanes (four bytes each)
+    /// converted to f32. The two instruction sets give the same integers: `maddubs`
+    /// saturates a pair's sum at ±32767, and no caller comes near it (activations are
+    /// clamped to ±127, weights after the sign trick to 128, nibbles to 15, Q6_K's
+    /// values to 32: at most 2·128·127 = 32512), so the kernels built on either are
+    /// bit-identical, and the greedy fixtures hold on both.
+    pub(crate) trait Madd {
+        /// # Safety
+        /// The instruction set the implementor names is present.
+        unsafe fn madd(u: __m256i, s: __m256i) -> __m256;
+    }
+
+    /// AVX2: `maddubs` (pairs to i16) then `madd` against ones (to i32).
+    pub(crate) enum Avx2 {}
+    /// AVX-512 VNNI on 256-bit registers: one `vpdpbusd`, four bytes to i32 at once.
+    pub(crate) enum Vnni {}
+
+    impl Madd for Avx2 {
+        #[inline(always)]
+        unsafe fn madd(u: __m256i, s: __m256i) -> __m256 {
+            // SAFETY: as the caller promises.
+            unsafe { madd_u8_i8(u, s) }
+        }
+    }
+
+    impl Madd for Vnni {
+        #[inline(always)]
+        unsafe fn madd(u: __m256i, s: __m256i) -> __m256 {
+            // SAFETY: as the caller promises (AVX-512 VNNI and VL present).
+            unsafe { _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)) }
+        }
+    }
+
+    /// `pub unsafe fn $name(args) -> ret`, compiled twice from the generic `$body`: for
+    /// AVX2 and for AVX-512 VNNI (`$name::avx2`, `$name::vnni`, a module of the same
+    /// name), the second picked at run time where [`vnni`] says so. Each copy is its own
+    /// function with its own target features, so the compiler inlines and schedules the
+    /// body for its instruction set. Argument types are written as full paths: they are
+    /// read inside the module too.
+    macro_rules! per_isa {
+        ($(#[$doc:meta])* $name:ident = $body:ident ($($a:ident: $t:ty),*) -> $r:ty) => {
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// AVX2, FMA and F16C present; the slices hold whole blocks.
+            pub unsafe fn $name($($a: $t),*) -> $r {
+                if $crate::quant::simd::vnni() {
+                    // SAFETY: VNNI detected at run time; the rest as the caller promises.
+                    unsafe { $name::vnni($($a),*) }
+                } else {
+                    // SAFETY: as the caller promises.
+                    unsafe { $name::avx2($($a),*) }
+                }
+            }
+
+            /// The two compiled copies of the function of the same name.
+            pub mod $name {
+                /// # Safety
+                /// As for the dispatching function.
+                #[target_feature(enable = "avx2,fma,f16c")]
+                pub unsafe fn avx2($($a: $t),*) -> $r {
+                    // SAFETY: this copy's features are the AVX2 ones.
+                    unsafe { super::$body::<$crate::quant::simd::Avx2>($($a),*) }
+                }
+
+                /// # Safety
+                /// As for the dispatching function, and AVX-512 VNNI and VL present.
+                #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vnni,avx512vl")]
+                pub unsafe fn vnni($($a: $t),*) -> $r {
+                    // SAFETY: as the caller promises.
+                    unsafe { super::$body::<$crate::quant::simd::Vnni>($($a),*) }
+                }
+            }
+        };
+    }
+    pub(crate) use per_isa;
+
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -523,19 +627,24 @@ pub(crate) mod simd {
         }
     }
 
-    /// Q4_1 against 8-bit activations. One accumulator, blocks in order: the sums are
-    /// the same, bit for bit, as before the kernels were tuned (two accumulators were
-    /// measured to move SmolLM2's logits by up to 0.8 through the 8-bit rounding of the
-    /// next layer's activations, so old transcripts would no longer replay).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_1_q8(row: &[u8], x: &super::Q8Activations) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+    per_isa!(
+        /// Q4_1 against 8-bit activations. One accumulator, blocks in order: the sums are
+        /// the same, bit for bit, as before the kernels were tuned (two accumulators were
+        /// measured to move SmolLM2's logits by up to 0.8 through the 8-bit rounding of the
+        /// next layer's activations, so old transcripts would no longer replay).
+        dot_q4_1_q8 = dot_q4_1_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
+    );
+
+    #[inline(always)]
+    unsafe fn dot_q4_1_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let mut acc = unsafe { _mm256_setzero_ps() };
         let mut macc = 0f32;
         for (b, blk) in row.chunks_exact(20).enumerate() {
             // SAFETY: blk is one 20-byte block; x holds 32 activations per block.
             unsafe {
                 let (qw, d, m) = q4_1_block(blk);
-                let p = madd_u8_i8(qw, xq(x, b));
+                let p = M::madd(qw, xq(x, b));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc);
                 macc += m * x.sum[b];
             }
@@ -586,16 +695,21 @@ pub(crate) mod simd {
         }
     }
 
-    /// Q8_0 against 8-bit activations (one accumulator, as for Q4_1).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0_q8(row: &[u8], x: &super::Q8Activations) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+    per_isa!(
+        /// Q8_0 against 8-bit activations (one accumulator, as for Q4_1).
+        dot_q8_0_q8 = dot_q8_0_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
+    );
+
+    #[inline(always)]
+    unsafe fn dot_q8_0_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let mut acc = unsafe { _mm256_setzero_ps() };
         for (b, blk) in row.chunks_exact(34).enumerate() {
             // SAFETY: blk has 34 bytes (32 from offset 2); x.q has 32 per block.
             unsafe {
                 let qw = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
                 // maddubs needs an unsigned operand: |w| and x carrying w's sign.
-                let p = madd_u8_i8(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(xq(x, b), qw));
+                let p = M::madd(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(xq(x, b), qw));
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk, 0) * x.d[b]), p, acc);
             }
         }
@@ -603,13 +717,17 @@ pub(crate) mod simd {
         unsafe { hsum(acc) }
     }
 
-    /// Q4_K against 8-bit activations: nibbles are unsigned, so `maddubs` takes them
-    /// directly; the mins' term uses the activation blocks' exact float sums.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4_k_q8(row: &[u8], x: &super::Q8Activations) -> f32 {
-        let mut acc = _mm256_setzero_ps();
+    per_isa!(
+        /// Q4_K against 8-bit activations: nibbles are unsigned, so `maddubs` takes them
+        /// directly; the mins' term uses the activation blocks' exact float sums.
+        dot_q4_k_q8 = dot_q4_k_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
+    );
+
+    #[inline(always)]
+    unsafe fn dot_q4_k_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let (mut acc, low) = unsafe { (_mm256_setzero_ps(), _mm256_set1_epi8(0x0F)) };
         let mut mins = 0.0f32;
-        let low = _mm256_set1_epi8(0x0F);
         for (sb, blk) in row.chunks_exact(144).enumerate() {
             let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
             let scales = &blk[4..16];
@@ -622,8 +740,8 @@ pub(crate) mod simd {
                     let q = _mm256_loadu_si256(blk.as_ptr().add(16 + chunk * 32) as *const __m256i);
                     let lo = _mm256_and_si256(q, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-                    let p1 = madd_u8_i8(lo, xq(x, b1));
-                    let p2 = madd_u8_i8(hi, xq(x, b2));
+                    let p1 = M::madd(lo, xq(x, b1));
+                    let p2 = M::madd(hi, xq(x, b2));
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 as f32 * x.d[b1]), p1, acc);
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc2 as f32 * x.d[b2]), p2, acc);
                 }
@@ -634,17 +752,24 @@ pub(crate) mod simd {
         unsafe { hsum(acc) - mins }
     }
 
-    /// Q6_K against 8-bit activations. Values are rebuilt as signed bytes (q − 32) and
-    /// multiplied with the sign trick of Q8_0; after `madd`, lanes 0–3 hold the first 16
-    /// values of a block and lanes 4–7 the second, which have their own scales.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q6_k_q8(row: &[u8], x: &super::Q8Activations) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let (m4, m2, off) = (
-            _mm256_set1_epi8(0x0F),
-            _mm256_set1_epi8(3),
-            _mm256_set1_epi8(32),
-        );
+    per_isa!(
+        /// Q6_K against 8-bit activations. Values are rebuilt as signed bytes (q − 32) and
+        /// multiplied with the sign trick of Q8_0; after `madd`, lanes 0–3 hold the first 16
+        /// values of a block and lanes 4–7 the second, which have their own scales.
+        dot_q6_k_q8 = dot_q6_k_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
+    );
+
+    #[inline(always)]
+    unsafe fn dot_q6_k_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
+        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
+        let (mut acc, m4, m2, off) = unsafe {
+            (
+                _mm256_setzero_ps(),
+                _mm256_set1_epi8(0x0F),
+                _mm256_set1_epi8(3),
+                _mm256_set1_epi8(32),
+            )
+        };
         for (sb, blk) in row.chunks_exact(210).enumerate() {
             let d = f16_at(blk, 208);
             for half in 0..2 {
@@ -670,7 +795,7 @@ pub(crate) mod simd {
                     for (k, v) in vals.into_iter().enumerate() {
                         let v = _mm256_sub_epi8(v, off);
                         let b = sb * 8 + half * 4 + k;
-                        let p = madd_u8_i8(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xq(x, b), v));
+                        let p = M::madd(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xq(x, b), v));
                         let f = d * x.d[b];
                         let s1 = f * (sc[2 * k] as i8) as f32;
                         let s2 = f * (sc[2 * k + 1] as i8) as f32;
@@ -910,6 +1035,73 @@ mod tests {
                 (exact - fast).abs() < 0.01 * scale,
                 "{dtype:?}: {exact} vs {fast} (scale {scale})"
             );
+        }
+    }
+
+    /// The AVX2 and the VNNI copies of every 8-bit kernel give the same bits, including
+    /// at the edges of `maddubs`'s i16 range: activations all at ±127 and Q8_0 weights
+    /// all at −128 (|w| = 128 after the sign trick).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vnni_and_avx2_kernels_are_bit_identical() {
+        if !(simd::available()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl"))
+        {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let k = 1024;
+        let noisy: Vec<f32> = bytes(k, 5)
+            .iter()
+            .map(|&b| (b as f32 - 128.0) / 9.0)
+            .collect();
+        let extreme: Vec<f32> = bytes(k, 6)
+            .iter()
+            .map(|&b| if b & 1 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        type Kernel = unsafe fn(&[u8], &Q8Activations) -> f32;
+        let kernels: [(DType, Kernel, Kernel); 4] = [
+            (
+                DType::Q4_1,
+                simd::dot_q4_1_q8::avx2,
+                simd::dot_q4_1_q8::vnni,
+            ),
+            (
+                DType::Q8_0,
+                simd::dot_q8_0_q8::avx2,
+                simd::dot_q8_0_q8::vnni,
+            ),
+            (
+                DType::Q4_K,
+                simd::dot_q4_k_q8::avx2,
+                simd::dot_q4_k_q8::vnni,
+            ),
+            (
+                DType::Q6_K,
+                simd::dot_q6_k_q8::avx2,
+                simd::dot_q6_k_q8::vnni,
+            ),
+        ];
+        for x in [&noisy, &extreme] {
+            let xq = quantize_q8(x);
+            for (dtype, avx2, vnni) in kernels {
+                let (per, size) = dtype.block();
+                let mut rows = vec![
+                    random_row(dtype, k / per, 31),
+                    random_row(dtype, k / per, 32),
+                ];
+                if dtype == DType::Q8_0 {
+                    let mut edge = rows[0].clone();
+                    edge.chunks_exact_mut(size).for_each(|b| b[2..].fill(0x80));
+                    rows.push(edge);
+                }
+                for row in &rows {
+                    // SAFETY: AVX2, FMA, F16C and VNNI detected above; whole blocks.
+                    let (a, v) = unsafe { (avx2(row, &xq), vnni(row, &xq)) };
+                    assert_eq!(a.to_bits(), v.to_bits(), "{dtype:?}: {a} vs {v}");
+                }
+            }
         }
     }
 
