@@ -68,13 +68,47 @@ fn colluding_judges_lose_to_clipping_and_reputation() {
         "defended swarm right in only {d:.2} of late rounds"
     );
     // Since equal answers are one candidate, the honest majority's agreement (support)
-    // already beats a colluding minority here, with or without the judges' defences:
-    // undefended scored 96 % against defended 94 % at this commit. A scenario in which
-    // the defences must decide (colluders outnumbering the honest answerers) is owed;
-    // until then this only checks that the defences cost little.
+    // already beats a colluding minority here, with or without the judges' defences
+    // (undefended 96 % against defended 94 % when this was written), so this only
+    // checks that the defences cost little; the test below is the one where they decide.
     assert!(
         d + 0.05 >= u,
         "the defences should not cost accuracy: defended {d:.2}, undefended {u:.2}"
+    );
+}
+
+/// As many colluders as honest nodes (5 of 10): their wrong number has as much support
+/// as the right one, and their verdicts as many voices. Without clipping and reputation
+/// they win a large share of rounds; with them the swarm learns who they are and the right
+/// answer wins most of the late rounds. Measured when written (seeds 1–3, last 50 of 100
+/// rounds): defended 88–92 %, undefended 50–60 %.
+#[test]
+fn colluders_as_many_as_the_honest_lose_only_to_the_defences() {
+    let scenario = |no_defences| SimConfig {
+        nodes: 10,
+        rounds: 100,
+        seed: 1,
+        colluders: 0.5,
+        judge_accuracy: 0.7,
+        answer_accuracy: 0.8,
+        settings: settings(no_defences),
+        ..Default::default()
+    };
+    let defended = run(scenario(false));
+    let undefended = run(scenario(true));
+    let (d, u) = (late_accuracy(&defended, 50), late_accuracy(&undefended, 50));
+    eprintln!(
+        "half colluders, last 50 rounds right: defended {:.0} %, undefended {:.0} %",
+        d * 100.0,
+        u * 100.0
+    );
+    assert!(
+        d >= 0.8,
+        "defended swarm right in only {d:.2} of late rounds"
+    );
+    assert!(
+        d - u >= 0.15,
+        "the defences should decide here: defended {d:.2}, undefended {u:.2}"
     );
 }
 
