@@ -370,7 +370,11 @@ impl Specialist for Qwen {
 
     fn assess(&self, req: &Request, _domains: &[String]) -> f32 {
         let code = is_code_question(req);
-        if looks_arithmetic(&req.prompt) {
+        // Free text only: a multiple-choice passage with figures in it (a date range, a
+        // "20-year-old") is no computation, and declining it left 90 % of BoolQ and the
+        // numeric items of ARC and MMLU without this model's answer (`lm::assess` caps
+        // such questions instead).
+        if req.choices.is_empty() && looks_arithmetic(&req.prompt) {
             // Even about code (what `2 ** 10` prints), the answer is a computation.
             return if code { 0.3 } else { 0.1 };
         }
@@ -474,6 +478,22 @@ mod tests {
             ..req("Which is a mammal?")
         };
         assert!(q.assess(&mc, &[]) < code);
+    }
+
+    /// BoolQ's and MMLU's passages are full of figures; as multiple choice they are
+    /// answered (at most `lm::ARITHMETIC_CHOICE`), as free text still declined.
+    #[test]
+    fn multiple_choice_with_figures_in_the_passage_is_answered() {
+        let q = Qwen::default();
+        let passage = "Ethanol fuel -- one unit of fossil-fuel energy is required to create 1.3 \
+                       energy units (2007 report, 20-30% of the 1990-2000 crop). Is corn \
+                       ethanol energy positive?";
+        let mc = Request {
+            choices: vec!["yes".into(), "no".into()],
+            ..req(passage)
+        };
+        assert!(q.assess(&mc, &[]) >= 0.5, "{}", q.assess(&mc, &[]));
+        assert!(q.assess(&req("What is 17 * 23 - 5?"), &[]) < 0.2);
     }
 
     #[test]
