@@ -237,6 +237,7 @@ tensor-mib = 18446744073709551615
             reputation: 0.8,
             calibration_correct: 5,
             calibration_total: 5,
+            known: Default::default(),
         };
         let members = |n: usize, node: &str| -> Vec<Member> {
             (0..n)
@@ -308,8 +309,18 @@ tensor-mib = 18446744073709551615
             vec![],
             vec![],
         );
+        let mut known = local.unsealed();
+        known.choices = vec!["391".into(), "381".into()];
+        known.known = Some(0);
+        for (a, scores) in known.answers.iter_mut().zip([[2.0, -1.0], [0.5, 1.0]]) {
+            a.payload.choice = Some(a.payload.member as u32);
+            a.payload.option_scores = scores.to_vec();
+            *a = k.sign(a.payload.clone());
+        }
+        let known = Transcript::seal(&k, known);
         vec![
             ("seed-local.json", local),
+            ("seed-known-answer.json", known),
             ("seed-swarm-calibration.json", swarm),
             ("seed-no-answers.json", empty),
         ]

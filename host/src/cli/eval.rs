@@ -22,6 +22,11 @@ pub struct EvalCommand {
     /// At most this many items per dataset (a seeded sample).
     #[arg(long)]
     limit: Option<usize>,
+    /// With --nodes: first play this many other items of each dataset (multiple choice)
+    /// as known-answer rounds, unscored, so the swarm has measured how far each
+    /// member's option scores can be trusted before the scored items (`consensus::known`).
+    #[arg(long, default_value_t = 0, value_name = "ITEMS")]
+    calibrate: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fraction of the judges (plugins) made adversarial: every verdict reversed.
@@ -75,9 +80,16 @@ impl EvalCommand {
     }
 
     pub fn run(self, sandbox: &SandboxArgs) -> Result<ExitCode, CliError> {
-        let mut items = Vec::new();
+        let (mut items, mut calibration) = (Vec::new(), Vec::new());
         for path in &self.datasets {
-            items.extend(self.read_dataset(path)?);
+            let (scored, known) = self.read_dataset(path)?;
+            items.extend(scored);
+            calibration.extend(known);
+        }
+        if !calibration.is_empty() && self.nodes.is_none() {
+            return Err(CliError::Usage(
+                "--calibrate needs --nodes: local rounds keep no standings between items".into(),
+            ));
         }
         let registry = sandbox.registry(&self.plugins)?;
         let plugins = registry.active();
@@ -102,10 +114,16 @@ impl EvalCommand {
                 describe(&groups)
             );
             let settings = self.swarm_settings()?;
+            if !calibration.is_empty() {
+                eprintln!("first {} known-answer rounds (unscored)", calibration.len());
+            }
             eval::swarm::run(
                 registry.sandbox(),
                 groups,
-                &items,
+                eval::Items {
+                    scored: &items,
+                    calibration: &calibration,
+                },
                 &settings,
                 self.seed,
                 self.byzantine,
@@ -141,19 +159,33 @@ impl EvalCommand {
         Ok(ExitCode::SUCCESS)
     }
 
-    /// One dataset's items; with `--limit`, a seeded sample so runs are comparable.
-    fn read_dataset(&self, path: &Path) -> Result<Vec<Item>, CliError> {
+    /// One dataset's items; with `--limit`, a seeded sample so runs are comparable. With
+    /// `--calibrate K`, also K multiple-choice items from outside the sample (the same
+    /// shuffle, further on), for known-answer rounds.
+    fn read_dataset(&self, path: &Path) -> Result<(Vec<Item>, Vec<Item>), CliError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
         let mut items = eval::read_items(&text)
             .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
-        if let Some(n) = self.limit
-            && items.len() > n
-        {
+        let n = self.limit.unwrap_or(items.len());
+        if items.len() > n || self.calibrate > 0 {
             apiary::consensus::pairs::SplitMix(self.seed).shuffle(&mut items);
-            items.truncate(n);
         }
-        Ok(items)
+        let rest = items.split_off(n.min(items.len()));
+        let known: Vec<Item> = rest
+            .into_iter()
+            .filter(|i| eval::gold_option(i).is_some())
+            .take(self.calibrate)
+            .collect();
+        if known.len() < self.calibrate {
+            return Err(CliError::Input(format!(
+                "{}: --calibrate {} but only {} multiple-choice items lie outside the {n} scored",
+                path.display(),
+                self.calibrate,
+                known.len()
+            )));
+        }
+        Ok((items, known))
     }
 
     /// Accuracy per dataset and overall, one column per plugin and per way of deciding.
@@ -197,6 +229,12 @@ impl EvalCommand {
                 String::new()
             }
         ));
+        if report.calibration_rounds > 0 {
+            table.push_str(&format!(
+                "after {} known-answer rounds (unscored)\n",
+                report.calibration_rounds
+            ));
+        }
         table
     }
 }

@@ -6,6 +6,7 @@
 pub mod bradley_terry;
 pub mod fallback;
 pub mod grouping;
+pub mod known;
 pub mod pairs;
 pub mod pooling;
 pub mod scoring;
@@ -13,8 +14,9 @@ pub mod scoring;
 pub use bradley_terry::{Comparison, Fit, FitOptions, SEPARATION, fit, top_group};
 pub use fallback::{Claim, decided, fallback_order};
 pub use grouping::{Key, SameVote, group, key, merge_same, normalise, same_votes};
+pub use known::Known;
 pub use pairs::{Assignment, balanced_assignment};
-pub use pooling::{pool, weight_from_accuracy};
+pub use pooling::{pool, product, weight_from_accuracy};
 pub use scoring::{Standing, Vote, aggregate, rewards, weighted_comparisons};
 
 /// A judge's decision on an ordered pair, in the host's own terms.

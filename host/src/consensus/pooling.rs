@@ -83,8 +83,31 @@ pub fn weight_from_accuracy(accuracy: f64, n_options: usize) -> f64 {
     ln(a * (n_options - 1) as f64 / (1.0 - a)).max(0.0)
 }
 
+/// The product of the models' distributions, each raised to its weight and renormalised:
+/// softmax(Σ_m w_m · log p_m). Unlike [`pool`], the weights are not averaged out, so a
+/// weight is a temperature (`consensus::known`'s fitted scale) and two calibrated
+/// models that agree are surer together than either alone. Skips what [`pool`] skips.
+pub fn product(models: &[(&[f64], f64)], n_options: usize) -> Option<Vec<f64>> {
+    let mut pooled = vec![0.0; n_options];
+    let mut any = false;
+    for &(scores, w) in models {
+        if scores.len() != n_options
+            || !scores.iter().all(|s| s.is_finite())
+            || !w.is_finite()
+            || w <= 0.0
+        {
+            continue;
+        }
+        any = true;
+        for (acc, lp) in pooled.iter_mut().zip(log_softmax(scores)) {
+            *acc += w * lp;
+        }
+    }
+    (any && n_options > 0 && pooled.iter().all(|x| x.is_finite())).then(|| softmax(&pooled))
+}
+
 /// log p_o = s_o − max − ln Σ exp(s − max): stable for any finite scores.
-fn log_softmax(scores: &[f64]) -> Vec<f64> {
+pub(crate) fn log_softmax(scores: &[f64]) -> Vec<f64> {
     let top = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let log_sum = ln(scores.iter().map(|s| exp(s - top)).sum());
     scores.iter().map(|s| (s - top) - log_sum).collect()
@@ -234,6 +257,31 @@ mod tests {
         assert_eq!(pool(&models[1..], 3), None, "all skipped");
         assert_eq!(pool(&[], 3), None);
         assert_eq!(pool(&[(&[], 1.0)], 0), None, "no options");
+    }
+
+    #[test]
+    fn the_product_multiplies_distributions_and_skips_what_pool_skips() {
+        let a = [0.2, -1.0, 3.0, 0.5];
+        let b = [2.0, 2.0, -4.0, 1.0];
+        let (da, db) = (softmax(&a), softmax(&b));
+        let raw: Vec<f64> = (0..4).map(|o| da[o] * da[o] * db[o].sqrt()).collect();
+        let sum: f64 = raw.iter().sum();
+        let expect: Vec<f64> = raw.iter().map(|x| x / sum).collect();
+        let p = product(&[(&a, 2.0), (&b, 0.5), (&b, 0.0), (&[1.0], 1.0)], 4).unwrap();
+        assert!(close(&p, &expect, 1e-12), "{p:?} vs {expect:?}");
+        // Two models that agree are surer together than one; the average is not.
+        let one = product(&[(&SURE, 1.0)], 3).unwrap();
+        let two = product(&[(&SURE, 1.0), (&SURE, 1.0)], 3).unwrap();
+        assert!(
+            two[2] > one[2]
+                && close(
+                    &pool(&[(&SURE, 1.0), (&SURE, 1.0)], 3).unwrap(),
+                    &one,
+                    1e-12
+                )
+        );
+        assert_eq!(product(&[(&SURE, 0.0)], 3), None, "no voice at all");
+        assert_eq!(product(&[], 3), None);
     }
 
     #[test]

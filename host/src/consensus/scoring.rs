@@ -5,6 +5,7 @@
 //! All pure and deterministic, so any node can recompute a round from its transcript.
 
 use super::bradley_terry::{Comparison, Fit, FitOptions, fit};
+use super::known::Known;
 use super::{Outcome, comparisons};
 use serde::{Deserialize, Serialize};
 
@@ -180,6 +181,10 @@ pub struct Standing {
     pub reputation: f64,
     pub calibration_correct: u32,
     pub calibration_total: u32,
+    /// Its record on known-answer rounds (version 3 transcripts): what its option scores
+    /// weigh in a pool. Absent from older transcripts' standings, which read it as empty.
+    #[serde(default, skip_serializing_if = "Known::is_empty")]
+    pub known: Known,
 }
 
 impl Standing {
@@ -188,6 +193,7 @@ impl Standing {
             reputation: p.initial,
             calibration_correct: 0,
             calibration_total: 0,
+            known: Known::default(),
         }
     }
 
@@ -409,6 +415,7 @@ mod tests {
             reputation: 0.5,
             calibration_correct: u32::MAX,
             calibration_total: u32::MAX,
+            known: Known::default(),
         };
         s.record_calibration(true, &p);
         assert_eq!(

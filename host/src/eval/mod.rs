@@ -158,6 +158,17 @@ fn gold(item: &Item) -> Option<String> {
     }
 }
 
+/// The right option of a multiple-choice item, by index: what a known-answer round
+/// writes into its transcript.
+pub fn gold_option(item: &Item) -> Option<u32> {
+    let g = item.answer.trim();
+    let i = match g.as_bytes() {
+        [c @ b'A'..=b'Z'] => usize::from(c - b'A'),
+        _ => item.choices.iter().position(|c| c.trim() == g)?,
+    };
+    (item.kind == Kind::Choice && i < item.choices.len()).then_some(i as u32)
+}
+
 /// Whether a reply is right.
 pub fn matches(item: &Item, reply: &str, choice: Option<u32>) -> bool {
     let gold = gold(item);
@@ -205,6 +216,8 @@ pub struct ItemResult {
 pub struct Report {
     pub seed: u64,
     pub byzantine: f64,
+    /// Known-answer rounds played before the scored items (`--calibrate`), not scored.
+    pub calibration_rounds: usize,
     pub per_task: BTreeMap<String, Tally>,
     pub overall: Tally,
     pub rounds_per_minute: f64,
@@ -222,23 +235,57 @@ pub fn run(
     progress: impl FnMut(usize, &ItemResult),
 ) -> Result<Report, String> {
     let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
-    run_with(&names, items, seed, byzantine, progress, |request| {
-        let r =
-            round::run_local_round(sandbox, plugins, request, config).map_err(|e| e.to_string())?;
-        Ok(Played::local(&r))
-    })
+    let items = Items {
+        scored: items,
+        calibration: &[],
+    };
+    run_with(
+        &names,
+        items,
+        seed,
+        byzantine,
+        progress,
+        |request, _known| {
+            let r = round::run_local_round(sandbox, plugins, request, config)
+                .map_err(|e| e.to_string())?;
+            Ok(Played::local(&r))
+        },
+    )
 }
 
-/// Run every item through `play` (a local round, or a round of a swarm), scoring the
-/// plugins named `plugins`; `progress` is told after each.
+/// What an eval plays: known-answer rounds first, then the scored items.
+#[derive(Clone, Copy)]
+pub struct Items<'a> {
+    pub scored: &'a [Item],
+    /// Played as known-answer rounds (their right option in the transcript) before any
+    /// scored item, so the swarm has measured its members as an operator's node would
+    /// have; never scored, and never among the scored items.
+    pub calibration: &'a [Item],
+}
+
+/// Run every item through `play` (a local round, or a round of a swarm; the second
+/// argument is a known-answer round's right option), scoring the plugins named
+/// `plugins`; `progress` is told after each scored item.
 pub fn run_with(
     plugins: &[String],
-    items: &[Item],
+    all: Items<'_>,
     seed: u64,
     byzantine: f64,
     mut progress: impl FnMut(usize, &ItemResult),
-    mut play: impl FnMut(&Request) -> Result<Played, String>,
+    mut play: impl FnMut(&Request, Option<u32>) -> Result<Played, String>,
 ) -> Result<Report, String> {
+    let mut calibration_rounds = 0;
+    for (k, item) in all.calibration.iter().enumerate() {
+        let Some(known) = gold_option(item) else {
+            continue;
+        };
+        // Seeds apart from the scored items', so no round repeats another's.
+        let mut request = round::request(&item.question, !(seed ^ k as u64));
+        request.choices = item.choices.clone();
+        play(&request, Some(known))?;
+        calibration_rounds += 1;
+    }
+    let items = all.scored;
     let started = std::time::Instant::now();
     // Adversarial judges, chosen once by seed.
     let mut names: Vec<String> = plugins.to_vec();
@@ -251,7 +298,7 @@ pub fn run_with(
     for (k, item) in items.iter().enumerate() {
         let mut request = round::request(&item.question, seed ^ k as u64);
         request.choices = item.choices.clone();
-        let played = play(&request)?;
+        let played = play(&request, None)?;
         let result = score(item, &played, &bad);
         for t in [per_task.entry(item.task.clone()).or_default(), &mut overall] {
             t.items += 1;
@@ -277,6 +324,7 @@ pub fn run_with(
     Ok(Report {
         seed,
         byzantine,
+        calibration_rounds,
         per_task,
         overall,
         rounds_per_minute: if minutes > 0.0 {
@@ -412,5 +460,23 @@ mod tests {
         assert_eq!(read_items(ok).unwrap().len(), 2);
         let bad = "{\"id\":\"a\"}\n";
         assert!(read_items(bad).unwrap_err().starts_with("line 1:"));
+    }
+
+    #[test]
+    fn the_right_option_of_a_choice_item_by_letter_or_text() {
+        let abc = ["red", "green", "blue"];
+        assert_eq!(gold_option(&item(Kind::Choice, "B", &abc)), Some(1));
+        assert_eq!(gold_option(&item(Kind::Choice, "blue", &abc)), Some(2));
+        assert_eq!(
+            gold_option(&item(Kind::Choice, "D", &abc)),
+            None,
+            "no fourth"
+        );
+        assert_eq!(gold_option(&item(Kind::Choice, "pink", &abc)), None);
+        assert_eq!(
+            gold_option(&item(Kind::Number, "A", &abc)),
+            None,
+            "not a choice"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! message is signed, gated and checked as between real nodes, so the eval measures the
 //! networked protocol itself; only the wire's latency is missing.
 
-use super::{Item, ItemResult, Played, Report, run_with};
+use super::{ItemResult, Items, Played, Report, run_with};
 use crate::plugins::Plugin;
 use crate::sandbox::Sandbox;
 use crate::swarm::expertise::PluginSet;
@@ -109,12 +109,19 @@ pub async fn start(
     sim::spawn(seed, settings, members, Limits::simulation()).await
 }
 
-/// Play one item's request as a round of the swarm whose entry node is `entry`.
-pub async fn play(entry: &Node, request: &crate::sandbox::Request) -> Result<Played, String> {
+/// Play one item's request as a round of the swarm whose entry node is `entry`; with
+/// `known`, as a known-answer round.
+pub async fn play(
+    entry: &Node,
+    request: &crate::sandbox::Request,
+    known: Option<u32>,
+) -> Result<Played, String> {
     let started = std::time::Instant::now();
-    let r = entry
-        .ask_request(request.clone(), Some(request.seed), None)
-        .await;
+    let seed = Some(request.seed);
+    let r = match known {
+        Some(k) => entry.ask_known(request.clone(), seed, k).await,
+        None => entry.ask_request(request.clone(), seed, None).await,
+    };
     match r {
         Ok(r) => Ok(Played::swarm(&r)),
         Err(RoundFailure::NoVolunteers | RoundFailure::NoAnswers(_)) => {
@@ -129,7 +136,7 @@ pub async fn play(entry: &Node, request: &crate::sandbox::Request) -> Result<Pla
 pub fn run(
     sandbox: &Arc<Sandbox>,
     groups: Vec<Vec<Arc<Plugin>>>,
-    items: &[Item],
+    items: Items<'_>,
     settings: &RoundSettings,
     seed: u64,
     byzantine: f64,
@@ -144,9 +151,14 @@ pub fn run(
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let nodes = rt.block_on(start(sandbox, groups, settings, seed))?;
     let entry = nodes[0].clone();
-    let report = run_with(&names, items, seed, byzantine, progress, |request| {
-        rt.block_on(play(&entry, request))
-    });
+    let report = run_with(
+        &names,
+        items,
+        seed,
+        byzantine,
+        progress,
+        |request, known| rt.block_on(play(&entry, request, known)),
+    );
     for n in &nodes {
         n.net().shutdown();
     }

@@ -21,8 +21,16 @@
 //! 5. **Order.** Then the order the answers were anonymised in (earned reputation,
 //!    assess, the seed: `consensus::fallback`).
 //!
-//! Version 1 transcripts (no candidates, ungraded verdicts) fold as they always did:
-//! [`fold_v1`].
+//! Version 3 transcripts decide the same way, with two changes to what the stages read:
+//! - in step 3 a member with a known-answer record (`consensus::known`) weighs its option
+//!   scores at its fitted scale, and the pool is their product; a member without one
+//!   weighs in as in version 2;
+//! - a known-answer round (the transcript names the right option) measures its members
+//!   against it instead of against the consensus: each answer's record and reputation
+//!   follow whether it was right, each judge's agreement follows the right candidate.
+//!
+//! Version 1 transcripts (no candidates, ungraded verdicts) fold as they always did
+//! (`transcript::recompute_struck`); version 2 ones as this fold does with `version` 2.
 
 use super::identity::Signed;
 use super::transcript::{AnswerMsg, CalibrationCheck, Member, Outcomes, Params, VerdictMsg};
@@ -45,6 +53,10 @@ pub enum DecidedBy {
 
 /// Everything a fold reads.
 pub struct Inputs<'a> {
+    /// The transcript's version (2 or 3).
+    pub version: u32,
+    /// The right option of a known-answer round (version 3).
+    pub known: Option<u32>,
     pub members: &'a [Member],
     pub params: &'a Params,
     pub answers: &'a [Signed<AnswerMsg>],
@@ -127,8 +139,10 @@ fn remap(votes: &[Vote], cand: &[usize]) -> Vec<Vote> {
         .collect()
 }
 
-/// The pooled probability of each option, from the live answers' option scores, each
-/// author weighted by the log-odds its reputation gives over chance.
+/// The pooled probability of each option, from the live answers' option scores.
+/// Version 2: each author weighted by the log-odds its reputation gives over chance,
+/// weights averaged. Version 3: an author with a known-answer record at its fitted scale,
+/// one without as in version 2, and the tempered distributions multiplied.
 fn pooled(i: &Inputs<'_>, live: &[usize], before: &[Standing]) -> Option<Vec<f64>> {
     let n = i.choices.len();
     let scores: Vec<(Vec<f64>, f64)> = live
@@ -136,13 +150,26 @@ fn pooled(i: &Inputs<'_>, live: &[usize], before: &[Standing]) -> Option<Vec<f64
         .map(|&a| &i.answers[a].payload)
         .filter(|p| p.option_scores.len() == n)
         .map(|p| {
-            let reputation = before.get(p.member).map_or(0.0, |s| s.reputation);
-            let s = p.option_scores.iter().map(|&x| f64::from(x)).collect();
-            (s, pooling::weight_from_accuracy(reputation, n))
+            let standing = before.get(p.member);
+            let reputation = standing.map_or(0.0, |s| s.reputation);
+            let by_reputation = pooling::weight_from_accuracy(reputation, n);
+            let w = match standing.and_then(|s| s.known.scale()) {
+                Some(scale) if i.version >= 3 => scale,
+                _ => by_reputation,
+            };
+            (option_scores(p), w)
         })
         .collect();
     let models: Vec<(&[f64], f64)> = scores.iter().map(|(s, w)| (s.as_slice(), *w)).collect();
-    pooling::pool(&models, n)
+    if i.version >= 3 {
+        pooling::product(&models, n)
+    } else {
+        pooling::pool(&models, n)
+    }
+}
+
+fn option_scores(p: &AnswerMsg) -> Vec<f64> {
+    p.option_scores.iter().map(|&x| f64::from(x)).collect()
 }
 
 /// The candidates best first, and what decided the first place.
@@ -241,9 +268,22 @@ pub fn fold(i: &Inputs<'_>) -> Outcomes {
         decided_by: Some(decided_by),
         pooled: pooled.unwrap_or_default(),
     };
+    let gold = i.known.filter(|_| i.version >= 3);
     let winners = rewarded(&ranked, &cand);
     let share = i.params.points / winners.max(1) as f64;
-    let performance = scoring::answer_performance(&rank_scores);
+    // What the members are measured against: the consensus order, or in a known-answer
+    // round the right option (its candidate first, every other tied behind).
+    let measure = match gold {
+        Some(g) => option_of
+            .iter()
+            .map(|o| f64::from(u8::from(*o == Some(g))))
+            .collect(),
+        None => rank_scores,
+    };
+    let performance = match gold {
+        Some(_) => measure.clone(),
+        None => scoring::answer_performance(&measure),
+    };
     for (k, &a) in live.iter().enumerate() {
         let c = cand[k];
         out.scores[a] = fit.scores[c];
@@ -251,12 +291,19 @@ pub fn fold(i: &Inputs<'_>) -> Outcomes {
         if ranked.iter().position(|&x| x == c) < Some(winners_cut(n)) {
             out.rewards[a] = share;
         }
-        if let Some(s) = out.after.get_mut(i.answers[a].payload.member) {
+        let msg = &i.answers[a].payload;
+        if let Some(s) = out.after.get_mut(msg.member) {
             s.observe(performance[c], p);
+            if let Some(g) = gold {
+                let scores =
+                    (msg.option_scores.len() == i.choices.len()).then(|| option_scores(msg));
+                s.known
+                    .record(option_of[c] == Some(g), scores.as_deref(), g as usize);
+            }
         }
     }
     if n >= 2 {
-        observe_judges(&mut out.after, &votes, &rank_scores, i.members.len(), p);
+        observe_judges(&mut out.after, &votes, &measure, i.members.len(), p);
     }
     out
 }

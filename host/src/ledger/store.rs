@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS domain_standings (
     reputation REAL NOT NULL,
     calibration_correct INTEGER NOT NULL,
     calibration_total INTEGER NOT NULL,
+    known TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (key, domain)
 );
 CREATE TABLE IF NOT EXISTS rounds (
@@ -54,6 +55,21 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+fn put_standing(db: &Connection, key: &str, domain: &str, s: &Standing) -> Result<(), LedgerError> {
+    let known = if s.known.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&s.known)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?
+    };
+    db.execute(
+        "INSERT INTO domain_standings (key, domain, reputation, calibration_correct, calibration_total, known) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(key, domain) DO UPDATE SET reputation = ?3, calibration_correct = ?4, calibration_total = ?5, known = ?6",
+        params![key, domain, s.reputation, s.calibration_correct, s.calibration_total, known],
+    )?;
+    Ok(())
+}
+
 impl Ledger {
     /// Open (or create) `<dir>/ledger.sqlite`.
     pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
@@ -61,14 +77,25 @@ impl Ledger {
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let db = Connection::open(dir.join("ledger.sqlite"))?;
         db.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")?;
-        db.execute_batch(SCHEMA)?;
-        Ok(Ledger { db })
+        Self::prepare(db)
     }
 
     /// A ledger that lives only as long as this value (simulated nodes).
     pub fn in_memory() -> Result<Ledger, LedgerError> {
-        let db = Connection::open_in_memory()?;
+        Self::prepare(Connection::open_in_memory()?)
+    }
+
+    /// The schema, and the columns later versions added to a ledger made before them.
+    fn prepare(db: Connection) -> Result<Ledger, LedgerError> {
         db.execute_batch(SCHEMA)?;
+        let has_known = db
+            .prepare("SELECT 1 FROM pragma_table_info('domain_standings') WHERE name = 'known'")?
+            .exists([])?;
+        if !has_known {
+            db.execute_batch(
+                "ALTER TABLE domain_standings ADD COLUMN known TEXT NOT NULL DEFAULT ''",
+            )?;
+        }
         Ok(Ledger { db })
     }
 
@@ -91,21 +118,25 @@ impl Ledger {
         Ok(self
             .db
             .query_row(
-                "SELECT reputation, calibration_correct, calibration_total FROM domain_standings WHERE key = ?1 AND domain = ?2",
+                "SELECT reputation, calibration_correct, calibration_total, known FROM domain_standings WHERE key = ?1 AND domain = ?2",
                 params![key, domain],
-                |r| Ok(Standing { reputation: r.get(0)?, calibration_correct: r.get(1)?, calibration_total: r.get(2)? }),
+                |r| {
+                    let known: String = r.get(3)?;
+                    Ok(Standing {
+                        reputation: r.get(0)?,
+                        calibration_correct: r.get(1)?,
+                        calibration_total: r.get(2)?,
+                        // '' in rows from before known-answer rounds: no record yet.
+                        known: serde_json::from_str(&known).unwrap_or_default(),
+                    })
+                },
             )
             .optional()?
             .unwrap_or_else(|| Standing::new(p)))
     }
 
     pub fn set_standing(&self, key: &str, domain: &str, s: &Standing) -> Result<(), LedgerError> {
-        self.db.execute(
-            "INSERT INTO domain_standings (key, domain, reputation, calibration_correct, calibration_total) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(key, domain) DO UPDATE SET reputation = ?3, calibration_correct = ?4, calibration_total = ?5",
-            params![key, domain, s.reputation, s.calibration_correct, s.calibration_total],
-        )?;
-        Ok(())
+        put_standing(&self.db, key, domain, s)
     }
 
     /// Store a round: its transcript, its rewards, and the members' new standings, at once.
@@ -127,11 +158,7 @@ impl Ledger {
             }
         }
         for (m, s) in t.members.iter().zip(&t.result.payload.after) {
-            tx.execute(
-                "INSERT INTO domain_standings (key, domain, reputation, calibration_correct, calibration_total) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(key, domain) DO UPDATE SET reputation = ?3, calibration_correct = ?4, calibration_total = ?5",
-                params![m.key, t.domain, s.reputation, s.calibration_correct, s.calibration_total],
-            )?;
+            put_standing(&tx, &m.key, &t.domain, s)?;
         }
         tx.commit()?;
         Ok(())
@@ -218,5 +245,32 @@ mod tests {
         );
         assert!(l.total_rewards(&t.members[0].key).unwrap() > 0.0);
         assert_eq!(l.rounds(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn known_answer_records_persist_and_old_ledgers_gain_the_column() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A ledger from before known-answer rounds.
+            let db = Connection::open(dir.path().join("ledger.sqlite")).unwrap();
+            db.execute_batch(&SCHEMA.replace("    known TEXT NOT NULL DEFAULT '',\n", ""))
+                .unwrap();
+            db.execute(
+                "INSERT INTO domain_standings VALUES ('old', 'choice', 0.7, 5, 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(dir.path()).unwrap();
+        let p = ReputationParams::default();
+        let old = l.standing("old", "choice", &p).unwrap();
+        assert_eq!((old.reputation, old.known), (0.7, Default::default()));
+        let mut s = Standing::new(&p);
+        s.known.record(true, Some(&[0.3, -1.0, 2.0]), 2);
+        l.set_standing("new", "choice", &s).unwrap();
+        assert_eq!(l.standing("new", "choice", &p).unwrap(), s);
+        drop(l);
+        let again = Ledger::open(dir.path()).unwrap();
+        assert_eq!(again.standing("new", "choice", &p).unwrap(), s);
     }
 }

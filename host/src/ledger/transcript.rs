@@ -7,10 +7,11 @@ use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
 use crate::consensus::{FitOptions, Outcome};
 use serde::{Deserialize, Serialize};
 
-/// 2: candidates (equal answers grouped), graded verdicts, pooled option scores, the
-/// request's options and domain (see [`super::fold`]). Version 1 transcripts still
-/// verify, folded as they were.
-pub const TRANSCRIPT_VERSION: u32 = 2;
+/// 3: known-answer rounds, and option scores pooled at each member's fitted scale once
+/// it has a known-answer record (see [`super::fold`]). 2: candidates (equal answers
+/// grouped), graded verdicts, pooled option scores, the request's options and domain.
+/// Versions 1 and 2 still verify, each folded as it was.
+pub const TRANSCRIPT_VERSION: u32 = 3;
 
 /// A member of the round: a node, or one plugin of a node in a local round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +135,11 @@ pub struct Transcript {
     /// The domain the members' standings were read in (and the standings after apply to).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub domain: String,
+    /// A known-answer round (version 3): the index of the right option, the entry node's
+    /// claim, which anyone holding the item can check. The members were not told; their
+    /// answers here measure them (`consensus::known`) and serve nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<u32>,
     pub seed: u64,
     pub members: Vec<Member>,
     pub params: Params,
@@ -253,6 +259,7 @@ pub struct Unsealed {
     pub prompt: String,
     pub choices: Vec<String>,
     pub domain: String,
+    pub known: Option<u32>,
     pub seed: u64,
     pub members: Vec<Member>,
     pub params: Params,
@@ -321,6 +328,7 @@ impl Transcript {
                 prompt,
                 choices: Vec::new(),
                 domain: String::new(),
+                known: None,
                 seed,
                 members,
                 params,
@@ -335,6 +343,8 @@ impl Transcript {
     /// The entry node computes the result that follows from the messages and signs it.
     pub fn seal(entry: &NodeKey, u: Unsealed) -> Transcript {
         let result = entry.sign(fold::fold(&fold::Inputs {
+            version: TRANSCRIPT_VERSION,
+            known: u.known,
             members: &u.members,
             params: &u.params,
             answers: &u.answers,
@@ -350,6 +360,7 @@ impl Transcript {
             prompt: u.prompt,
             choices: u.choices,
             domain: u.domain,
+            known: u.known,
             seed: u.seed,
             members: u.members,
             params: u.params,
@@ -368,6 +379,7 @@ impl Transcript {
             prompt: self.prompt.clone(),
             choices: self.choices.clone(),
             domain: self.domain.clone(),
+            known: self.known,
             seed: self.seed,
             members: self.members.clone(),
             params: self.params.clone(),
@@ -398,6 +410,8 @@ impl Transcript {
             );
         }
         fold::fold(&fold::Inputs {
+            version: self.version,
+            known: self.known,
             members: &self.members,
             params: &self.params,
             answers: &self.answers,
@@ -508,6 +522,19 @@ impl Transcript {
                 ));
             }
         }
+        if let Some(k) = self.known {
+            if self.version < 3 {
+                problems.push(format!(
+                    "a version {} transcript names a known answer",
+                    self.version
+                ));
+            } else if k as usize >= self.choices.len() {
+                problems.push(format!(
+                    "known answer {k} is not one of the {} options",
+                    self.choices.len()
+                ));
+            }
+        }
         if let Some(m) = self.struck.iter().find(|&&m| m >= self.members.len()) {
             problems.push(format!("struck member {m} does not exist"));
         }
@@ -555,7 +582,11 @@ impl Transcript {
                     .map(|s| (s.calibration_correct, s.calibration_total))
                     .collect::<Vec<_>>()
             };
-            if !near(&reps(&again), &reps(recorded)) || calib(&again) != calib(recorded) {
+            let known = |o: &Outcomes| o.after.iter().map(|s| s.known).collect::<Vec<_>>();
+            if !near(&reps(&again), &reps(recorded))
+                || calib(&again) != calib(recorded)
+                || known(&again) != known(recorded)
+            {
                 problems.push("reputation changes differ from the recomputed ones".into());
             }
         }
@@ -573,6 +604,7 @@ pub(crate) mod tests {
             reputation: 0.8,
             calibration_correct: 5,
             calibration_total: 5,
+            known: Default::default(),
         };
         let members = (0..3)
             .map(|i| Member {
@@ -668,6 +700,7 @@ pub(crate) mod tests {
             reputation: 0.8,
             calibration_correct: 5,
             calibration_total: 5,
+            known: Default::default(),
         };
         let members = (0..4)
             .map(|i| Member {
@@ -778,5 +811,144 @@ pub(crate) mod tests {
         t.result = key.sign(v1);
         assert!(t.verify().is_empty(), "{:?}", t.verify());
         assert_eq!(t.recompute().winner, Some(0));
+    }
+
+    /// A yes/no round: member 0 is loud (gaps of 5 nats) and says "no", member 1 is
+    /// timid (half a nat) and says "yes"; member 2 only judges and abstains. Member 0's
+    /// known-answer record is 3 right of 10 with gaps as loud, member 1's 8 of 10.
+    fn loud_and_timid(key: &NodeKey, known: Option<u32>) -> Transcript {
+        let record = |right: usize, gap: f64| {
+            let mut k = crate::consensus::Known::default();
+            for r in 0..10 {
+                let gold = usize::from(r >= right);
+                k.record(gold == 0, Some(&[gap, 0.0]), gold);
+            }
+            k
+        };
+        let standing = |known| Standing {
+            reputation: 0.8,
+            calibration_correct: 5,
+            calibration_total: 5,
+            known,
+        };
+        let befores = [
+            standing(record(3, 5.0)),
+            standing(record(8, 0.5)),
+            standing(Default::default()),
+        ];
+        let members = befores
+            .iter()
+            .enumerate()
+            .map(|(i, &before)| Member {
+                key: format!("{}/p{i}", key.id()),
+                before,
+            })
+            .collect();
+        let answer = |member: usize, choice: u32, scores: Vec<f32>| {
+            key.sign(AnswerMsg {
+                round: "k".into(),
+                member,
+                text: ["yes", "no"][choice as usize].into(),
+                choice: Some(choice),
+                option_scores: scores,
+                tokens: 0,
+            })
+        };
+        let verdict = |first, second| {
+            key.sign(VerdictMsg {
+                round: "k".into(),
+                judge: 2,
+                first,
+                second,
+                outcome: Outcome::Abstain,
+            })
+        };
+        Transcript::seal(
+            key,
+            Unsealed {
+                id: "k".into(),
+                prompt: "Is the sky green?".into(),
+                choices: vec!["yes".into(), "no".into()],
+                domain: "choice".into(),
+                known,
+                seed: 3,
+                members,
+                params: Params::default(),
+                answers: vec![answer(0, 1, vec![0.0, 5.0]), answer(1, 0, vec![0.5, 0.0])],
+                verdicts: vec![verdict(0, 1), verdict(1, 0)],
+                calibration: Vec::new(),
+                struck: Vec::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_known_answer_record_sets_a_members_voice_in_the_pool() {
+        let key = NodeKey::generate();
+        let t = loud_and_timid(&key, None);
+        assert_eq!(t.version, 3);
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        let r = &t.result.payload;
+        assert_eq!(r.decided_by, Some(DecidedBy::Pooled));
+        assert_eq!(r.winner, Some(1), "the loud member's record silences it");
+        assert_eq!(t.members[0].before.known.scale(), Some(0.0));
+        assert!(r.pooled[0] > 0.5, "{:?}", r.pooled);
+        // Folded as version 2 the same messages follow the loud member, as they did.
+        let mut v2 = t.clone();
+        v2.version = 2;
+        let old = v2.recompute();
+        assert_eq!(
+            (old.winner, old.decided_by),
+            (Some(0), Some(DecidedBy::Pooled))
+        );
+        // With no records, version 3 pools as version 2 does.
+        let mut fresh = t.unsealed();
+        for m in &mut fresh.members {
+            m.before.known = Default::default();
+        }
+        assert_eq!(Transcript::seal(&key, fresh).result.payload.winner, Some(0));
+    }
+
+    #[test]
+    fn a_known_answer_round_measures_its_members_against_the_right_option() {
+        let key = NodeKey::generate();
+        let plain = loud_and_timid(&key, None);
+        let t = loud_and_timid(&key, Some(0));
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        let (before, after) = (&t.members, &t.result.payload.after);
+        // Member 1 said "yes", the right option; member 0 did not.
+        assert_eq!(after[1].known.right, before[1].before.known.right + 1);
+        assert_eq!(after[0].known.right, before[0].before.known.right);
+        assert_eq!(after[0].known.answered, 11);
+        assert_eq!(
+            after[2].known, before[2].before.known,
+            "a judge's record is its own"
+        );
+        assert!(after[1].reputation > after[0].reputation);
+        // Against the consensus the loser would have been member 0 as well, but by rank;
+        // the known round scores by the right option whoever won.
+        assert_eq!(plain.result.payload.after[0].known, before[0].before.known);
+        // The claim is part of what the result follows from.
+        let mut forged = t.clone();
+        forged.known = Some(1);
+        assert!(
+            forged.verify().iter().any(|p| p.contains("reputation")),
+            "{:?}",
+            forged.verify()
+        );
+        forged.known = Some(2);
+        assert!(
+            forged
+                .verify()
+                .iter()
+                .any(|p| p.contains("not one of the 2 options"))
+        );
+        let mut old = t.clone();
+        old.version = 2;
+        assert!(
+            old.verify()
+                .iter()
+                .any(|p| p.contains("names a known answer"))
+        );
     }
 }

@@ -68,6 +68,9 @@ pub struct Spec {
     /// Members in the entry node's own process: the join phase waits for them even past
     /// its deadline (their assess is not late on a network, just slow to start).
     pub local: BTreeSet<String>,
+    /// A known-answer round: the right option, which the members are never told and the
+    /// transcript records, so the round measures them (`consensus::known`).
+    pub known: Option<u32>,
 }
 
 /// A member's offer to take part (its join).
@@ -709,6 +712,7 @@ impl Round {
                 prompt: self.spec.request.prompt.clone(),
                 choices: self.spec.request.choices.clone(),
                 domain: super::domain_of(&self.spec.request),
+                known: self.spec.known,
                 seed: self.spec.request.seed,
                 members: self
                     .seats

@@ -33,6 +33,7 @@ impl Script {
             settings,
             expected: (0..self.keys.len()).map(|i| self.id(i)).collect(),
             local: BTreeSet::new(),
+            known: None,
         };
         Round::new(spec, self.entry.clone(), T0)
     }
@@ -571,6 +572,7 @@ fn the_entry_nodes_own_member_is_waited_for_past_the_join_deadline() {
         settings,
         expected: [s.id(0), s.id(1)].into(),
         local: [s.id(0)].into(),
+        known: None,
     };
     let join_by = spec.deadlines.join_by;
     let mut r = Round::new(spec, s.entry.clone(), T0);

@@ -40,6 +40,8 @@ pub struct RoundConfig {
     pub node: Option<Arc<NodeKey>>,
     /// The round's id; a fresh one if absent.
     pub id: Option<String>,
+    /// A known-answer round: the right option (see `round::Spec::known`).
+    pub known: Option<u32>,
 }
 
 impl Default for RoundConfig {
@@ -52,6 +54,7 @@ impl Default for RoundConfig {
             standings: Default::default(),
             node: None,
             id: None,
+            known: None,
         }
     }
 }
@@ -296,6 +299,7 @@ pub fn run_local_round(
         settings,
         expected: keys.clone(),
         local: keys,
+        known: config.known,
     };
     let mut round = Round::new(spec, key.clone(), now);
     assess(sandbox, &mut parts, &mut round, request, config, &node);

@@ -752,6 +752,29 @@ impl Node {
         seed: Option<u64>,
         progress: Option<mpsc::UnboundedSender<Progress>>,
     ) -> Result<RoundResult, RoundFailure> {
+        self.ask_round(req, seed, progress, None).await
+    }
+
+    /// A known-answer round: `req` (multiple choice) asked like any other, its right
+    /// option `known` kept from the members and written into the transcript, so the
+    /// round measures how far each member's option scores can be trusted
+    /// (`consensus::known`). Its answer serves nobody.
+    pub async fn ask_known(
+        &self,
+        req: Request,
+        seed: Option<u64>,
+        known: u32,
+    ) -> Result<RoundResult, RoundFailure> {
+        self.ask_round(req, seed, None, Some(known)).await
+    }
+
+    async fn ask_round(
+        &self,
+        req: Request,
+        seed: Option<u64>,
+        progress: Option<mpsc::UnboundedSender<Progress>>,
+        known: Option<u32>,
+    ) -> Result<RoundResult, RoundFailure> {
         let prompt = req.prompt.as_str();
         let started = Instant::now();
         let me = self.inner.id.clone();
@@ -777,6 +800,7 @@ impl Node {
             settings: s.clone(),
             expected,
             local: BTreeSet::from([me.clone()]),
+            known,
         };
         let engine = Round::new(spec, self.inner.key.clone(), now);
 
