@@ -231,9 +231,10 @@ impl EvalCommand {
         ));
         if report.calibration_rounds > 0 {
             table.push_str(&format!(
-                "after {} known-answer rounds (unscored)\n",
+                "after {} known-answer rounds (unscored):\n",
                 report.calibration_rounds
             ));
+            table.push_str(&records(report, names));
         }
         table
     }
@@ -266,6 +267,28 @@ fn row(name: &str, t: &Tally, names: &[String], byzantine: bool) -> String {
         row.push_str(&format!("{:<16} {}\n", "", by.join(", ")));
     }
     row
+}
+
+/// Each plugin's known-answer record as the first scored round it answered saw it: what
+/// the pool weighed it by.
+fn records(report: &Report, names: &[String]) -> String {
+    let scale = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{s}"));
+    names
+        .iter()
+        .filter_map(|n| {
+            let a = report
+                .items
+                .iter()
+                .flat_map(|i| &i.answers)
+                .find(|a| &a.plugin == n)?;
+            let (answered, right) = a.known;
+            Some(format!(
+                "  {n:<10} right {right}/{answered}, fitted scale {} (v3) {} (v4, debiased)\n",
+                scale(a.scale),
+                scale(a.debiased_scale)
+            ))
+        })
+        .collect()
 }
 
 fn pct(n: usize, of: usize) -> String {

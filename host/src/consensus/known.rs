@@ -21,6 +21,7 @@
 //! deterministic `exp`/`ln` of [`super::pooling`], so every node folding the same
 //! transcripts holds the same bits.
 
+use super::debias::Debiased;
 use super::pooling::log_softmax;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,20 @@ pub struct Known {
     pub scored: u32,
     /// Per scale of [`SCALES`]: Σ ln softmax(scale · scores)[right option].
     pub loglik: [f64; SCALES.len()],
+    /// The same rounds with each position's pull out and the base rate in (version 4
+    /// transcripts: `consensus::debias`).
+    #[serde(default, skip_serializing_if = "Debiased::is_empty")]
+    pub debiased: Debiased,
+}
+
+/// The scale of [`SCALES`] with the highest summed log-likelihood, once `scored` reaches
+/// [`MIN_SCORED`] (the smaller on a tie, so a record that cannot tell gives less voice).
+pub(crate) fn fitted_scale(loglik: &[f64; SCALES.len()], scored: u32) -> Option<f64> {
+    if scored < MIN_SCORED {
+        return None;
+    }
+    let best = (0..SCALES.len()).fold(0, |b, k| if loglik[k] > loglik[b] { k } else { b });
+    Some(SCALES[best])
 }
 
 impl Known {
@@ -70,17 +85,7 @@ impl Known {
     /// which the right options were likeliest (the smaller on a tie, so a record that
     /// cannot tell gives less voice, not more).
     pub fn scale(&self) -> Option<f64> {
-        if self.scored < MIN_SCORED {
-            return None;
-        }
-        let best = (0..SCALES.len()).fold(0, |b, k| {
-            if self.loglik[k] > self.loglik[b] {
-                k
-            } else {
-                b
-            }
-        });
-        Some(SCALES[best])
+        fitted_scale(&self.loglik, self.scored)
     }
 
     /// The share of known-answer rounds answered right.

@@ -4,6 +4,7 @@
 //! transcript anywhere, and every function is tested against hand-computed cases.
 
 pub mod bradley_terry;
+pub mod debias;
 pub mod fallback;
 pub mod grouping;
 pub mod known;

@@ -113,7 +113,7 @@ pub(crate) fn log_softmax(scores: &[f64]) -> Vec<f64> {
     scores.iter().map(|s| (s - top) - log_sum).collect()
 }
 
-fn softmax(logs: &[f64]) -> Vec<f64> {
+pub(crate) fn softmax(logs: &[f64]) -> Vec<f64> {
     let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let e: Vec<f64> = logs.iter().map(|l| exp(l - top)).collect();
     let sum: f64 = e.iter().sum();
@@ -126,7 +126,7 @@ const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
 
 /// e^x, deterministic: x = k·ln 2 + r with |r| ≤ ln2/2, e^r by its Taylor series to
 /// degree 13 (truncation below 1e-18), then scaled by 2^k.
-fn exp(x: f64) -> f64 {
+pub(crate) fn exp(x: f64) -> f64 {
     if x.is_nan() {
         return x;
     }
@@ -156,7 +156,7 @@ fn pow2(k: i32) -> f64 {
 
 /// ln x, deterministic: x = m·2^e with m in (√½, √2], ln m = 2·atanh(s) with
 /// s = (m − 1)/(m + 1), |s| < 0.172, by its series to s²⁷ (truncation below 1e-20).
-fn ln(x: f64) -> f64 {
+pub(crate) fn ln(x: f64) -> f64 {
     if x.is_nan() || x < 0.0 {
         return f64::NAN;
     }

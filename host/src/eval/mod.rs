@@ -210,6 +210,51 @@ pub struct ItemResult {
     /// more candidates "verdicts", "pooled", "support" or "order" (`ledger::fold`).
     pub decided_by: &'static str,
     pub ms: u64,
+    /// Each transcript answer's plugin, pick and option scores, and the author's
+    /// known-answer record before the round: what the pool read.
+    pub answers: Vec<AnswerFacts>,
+    /// The pooled probability of each option, when the round pooled.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pooled: Vec<f64>,
+}
+
+/// One answer as the pool saw it (for `--json` readers diagnosing the pool).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerFacts {
+    pub plugin: String,
+    pub choice: Option<u32>,
+    pub scores: Vec<f32>,
+    /// The author's fitted scale before the round (`consensus::known`, version 3), once
+    /// it has one.
+    pub scale: Option<f64>,
+    /// Its fitted scale on debiased scores (`consensus::debias`, version 4).
+    pub debiased_scale: Option<f64>,
+    /// Its known-answer rounds before this one, and how many it got right.
+    pub known: (u32, u32),
+}
+
+/// What the pool read in a played round.
+fn answer_facts(r: &Played) -> (Vec<AnswerFacts>, Vec<f64>) {
+    let Some(t) = &r.transcript else {
+        return (Vec::new(), Vec::new());
+    };
+    let facts = t
+        .answers
+        .iter()
+        .map(|a| {
+            let p = &a.payload;
+            let known = t.members.get(p.member).map(|m| m.before.known);
+            AnswerFacts {
+                plugin: r.plugin_of.get(p.member).cloned().unwrap_or_default(),
+                choice: p.choice,
+                scores: p.option_scores.clone(),
+                scale: known.and_then(|k| k.scale()),
+                debiased_scale: known.and_then(|k| k.debiased.scale()),
+                known: known.map_or((0, 0), |k| (k.answered, k.right)),
+            }
+        })
+        .collect();
+    (facts, t.result.payload.pooled.clone())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +263,8 @@ pub struct Report {
     pub byzantine: f64,
     /// Known-answer rounds played before the scored items (`--calibrate`), not scored.
     pub calibration_rounds: usize,
+    /// The known-answer rounds played first, scored like the others but not counted.
+    pub calibration: Vec<ItemResult>,
     pub per_task: BTreeMap<String, Tally>,
     pub overall: Tally,
     pub rounds_per_minute: f64,
@@ -274,7 +321,7 @@ pub fn run_with(
     mut progress: impl FnMut(usize, &ItemResult),
     mut play: impl FnMut(&Request, Option<u32>) -> Result<Played, String>,
 ) -> Result<Report, String> {
-    let mut calibration_rounds = 0;
+    let mut calibration = Vec::new();
     for (k, item) in all.calibration.iter().enumerate() {
         let Some(known) = gold_option(item) else {
             continue;
@@ -282,9 +329,10 @@ pub fn run_with(
         // Seeds apart from the scored items', so no round repeats another's.
         let mut request = round::request(&item.question, !(seed ^ k as u64));
         request.choices = item.choices.clone();
-        play(&request, Some(known))?;
-        calibration_rounds += 1;
+        let played = play(&request, Some(known))?;
+        calibration.push(score(item, &played, &[]));
     }
+    let calibration_rounds = calibration.len();
     let items = all.scored;
     let started = std::time::Instant::now();
     // Adversarial judges, chosen once by seed.
@@ -325,6 +373,7 @@ pub fn run_with(
         seed,
         byzantine,
         calibration_rounds,
+        calibration,
         per_task,
         overall,
         rounds_per_minute: if minutes > 0.0 {
@@ -338,6 +387,7 @@ pub fn run_with(
 
 /// How one played round scores on `item`.
 fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
+    let (answers, pooled) = answer_facts(r);
     let right: Vec<String> = r
         .said
         .iter()
@@ -384,6 +434,8 @@ fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
         right,
         decided_by: r.decided_by,
         ms: r.ms,
+        answers,
+        pooled,
     }
 }
 

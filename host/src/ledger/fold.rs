@@ -35,6 +35,7 @@
 use super::identity::Signed;
 use super::transcript::{AnswerMsg, CalibrationCheck, Member, Outcomes, Params, VerdictMsg};
 use crate::consensus::bradley_terry::top_group;
+use crate::consensus::debias::Debiased;
 use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
 use crate::consensus::{FitOptions, grouping, pooling};
 use serde::{Deserialize, Serialize};
@@ -53,9 +54,9 @@ pub enum DecidedBy {
 
 /// Everything a fold reads.
 pub struct Inputs<'a> {
-    /// The transcript's version (2 or 3).
+    /// The transcript's version (2, 3 or 4).
     pub version: u32,
-    /// The right option of a known-answer round (version 3).
+    /// The right option of a known-answer round (version 3 and later).
     pub known: Option<u32>,
     pub members: &'a [Member],
     pub params: &'a Params,
@@ -144,6 +145,9 @@ fn remap(votes: &[Vote], cand: &[usize]) -> Vec<Vote> {
 /// weights averaged. Version 3: an author with a known-answer record at its fitted scale,
 /// one without as in version 2, and the tempered distributions multiplied.
 fn pooled(i: &Inputs<'_>, live: &[usize], before: &[Standing]) -> Option<Vec<f64>> {
+    if i.version >= 4 {
+        return pooled_debiased(i, live, before);
+    }
     let n = i.choices.len();
     let scores: Vec<(Vec<f64>, f64)> = live
         .iter()
@@ -166,6 +170,40 @@ fn pooled(i: &Inputs<'_>, live: &[usize], before: &[Standing]) -> Option<Vec<f64
     } else {
         pooling::pool(&models, n)
     }
+}
+
+/// Version 4: an author with a debiased known-answer record (`consensus::debias`) speaks
+/// through its evidence at its fitted scale, one without as in version 2, and the base
+/// rate of the best-recorded author's domain is multiplied in once.
+fn pooled_debiased(i: &Inputs<'_>, live: &[usize], before: &[Standing]) -> Option<Vec<f64>> {
+    let n = i.choices.len();
+    let mut models: Vec<(Vec<f64>, f64)> = Vec::new();
+    let mut base: Option<&Debiased> = None;
+    for p in live.iter().map(|&a| &i.answers[a].payload) {
+        if p.option_scores.len() != n {
+            continue;
+        }
+        let standing = before.get(p.member);
+        let record = standing.map(|s| &s.known.debiased);
+        match record.and_then(|d| Some((d, d.scale()?))) {
+            Some((d, scale)) => {
+                if base.is_none_or(|b| d.scored > b.scored) {
+                    base = Some(d);
+                }
+                models.push((d.evidence(&option_scores(p)), scale));
+            }
+            None => {
+                let reputation = standing.map_or(0.0, |s| s.reputation);
+                let w = pooling::weight_from_accuracy(reputation, n);
+                models.push((option_scores(p), w));
+            }
+        }
+    }
+    if let Some(b) = base {
+        models.push((b.prior(n), 1.0));
+    }
+    let models: Vec<(&[f64], f64)> = models.iter().map(|(s, w)| (s.as_slice(), *w)).collect();
+    pooling::product(&models, n)
 }
 
 fn option_scores(p: &AnswerMsg) -> Vec<f64> {
@@ -232,7 +270,7 @@ fn tiers(scores: &[f64]) -> Vec<usize> {
     tier
 }
 
-/// Fold a version 2 transcript.
+/// Fold a version 2, 3 or 4 transcript.
 pub fn fold(i: &Inputs<'_>) -> Outcomes {
     let p = &i.params.reputation;
     let live = i.live();
@@ -299,6 +337,9 @@ pub fn fold(i: &Inputs<'_>) -> Outcomes {
                     (msg.option_scores.len() == i.choices.len()).then(|| option_scores(msg));
                 s.known
                     .record(option_of[c] == Some(g), scores.as_deref(), g as usize);
+                if let (Some(scores), true) = (&scores, i.version >= 4) {
+                    s.known.debiased.record(scores, g as usize);
+                }
             }
         }
     }

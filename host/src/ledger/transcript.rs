@@ -7,11 +7,12 @@ use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
 use crate::consensus::{FitOptions, Outcome};
 use serde::{Deserialize, Serialize};
 
-/// 3: known-answer rounds, and option scores pooled at each member's fitted scale once
+/// 4: option scores debiased by each member's known-answer record and the domain's
+/// base rate pooled in once (`consensus::debias`). 3: known-answer rounds, and option scores pooled at each member's fitted scale once
 /// it has a known-answer record (see [`super::fold`]). 2: candidates (equal answers
 /// grouped), graded verdicts, pooled option scores, the request's options and domain.
-/// Versions 1 and 2 still verify, each folded as it was.
-pub const TRANSCRIPT_VERSION: u32 = 3;
+/// Versions 1 to 3 still verify, each folded as it was.
+pub const TRANSCRIPT_VERSION: u32 = 4;
 
 /// A member of the round: a node, or one plugin of a node in a local round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -816,6 +817,15 @@ pub(crate) mod tests {
     /// A yes/no round: member 0 is loud (gaps of 5 nats) and says "no", member 1 is
     /// timid (half a nat) and says "yes"; member 2 only judges and abstains. Member 0's
     /// known-answer record is 3 right of 10 with gaps as loud, member 1's 8 of 10.
+    fn standing(known: crate::consensus::Known) -> Standing {
+        Standing {
+            reputation: 0.8,
+            calibration_correct: 5,
+            calibration_total: 5,
+            known,
+        }
+    }
+
     fn loud_and_timid(key: &NodeKey, known: Option<u32>) -> Transcript {
         let record = |right: usize, gap: f64| {
             let mut k = crate::consensus::Known::default();
@@ -825,17 +835,24 @@ pub(crate) mod tests {
             }
             k
         };
-        let standing = |known| Standing {
-            reputation: 0.8,
-            calibration_correct: 5,
-            calibration_total: 5,
-            known,
-        };
         let befores = [
             standing(record(3, 5.0)),
             standing(record(8, 0.5)),
             standing(Default::default()),
         ];
+        let answers = [(1, vec![0.0, 5.0]), (0, vec![0.5, 0.0])];
+        yes_or_no(key, known, 3, befores, answers)
+    }
+
+    /// A yes/no round of two answerers (members 0 and 1) and an abstaining judge, folded
+    /// as `version`.
+    fn yes_or_no(
+        key: &NodeKey,
+        known: Option<u32>,
+        version: u32,
+        befores: [Standing; 3],
+        answers: [(u32, Vec<f32>); 2],
+    ) -> Transcript {
         let members = befores
             .iter()
             .enumerate()
@@ -863,7 +880,8 @@ pub(crate) mod tests {
                 outcome: Outcome::Abstain,
             })
         };
-        Transcript::seal(
+        let [(c0, s0), (c1, s1)] = answers;
+        let t = Transcript::seal(
             key,
             Unsealed {
                 id: "k".into(),
@@ -874,19 +892,28 @@ pub(crate) mod tests {
                 seed: 3,
                 members,
                 params: Params::default(),
-                answers: vec![answer(0, 1, vec![0.0, 5.0]), answer(1, 0, vec![0.5, 0.0])],
+                answers: vec![answer(0, c0, s0), answer(1, c1, s1)],
                 verdicts: vec![verdict(0, 1), verdict(1, 0)],
                 calibration: Vec::new(),
                 struck: Vec::new(),
             },
-        )
+        );
+        as_version(key, t, version)
+    }
+
+    /// `t` sealed again as a transcript of `version` (this host writes only the newest).
+    fn as_version(key: &NodeKey, mut t: Transcript, version: u32) -> Transcript {
+        t.version = version;
+        let result = t.recompute();
+        t.result = key.sign(result);
+        t
     }
 
     #[test]
     fn a_known_answer_record_sets_a_members_voice_in_the_pool() {
         let key = NodeKey::generate();
         let t = loud_and_timid(&key, None);
-        assert_eq!(t.version, 3);
+        assert_eq!(t.version, 3, "folded as version 3");
         assert!(t.verify().is_empty(), "{:?}", t.verify());
         let r = &t.result.payload;
         assert_eq!(r.decided_by, Some(DecidedBy::Pooled));
@@ -902,11 +929,90 @@ pub(crate) mod tests {
             (Some(0), Some(DecidedBy::Pooled))
         );
         // With no records, version 3 pools as version 2 does.
-        let mut fresh = t.unsealed();
+        let mut fresh = t.clone();
         for m in &mut fresh.members {
             m.before.known = Default::default();
         }
-        assert_eq!(Transcript::seal(&key, fresh).result.payload.winner, Some(0));
+        assert_eq!(fresh.recompute().winner, Some(0));
+    }
+
+    /// Records of 30 known-answer yes/no rounds, right answer "yes" in 2 of 3: member 0
+    /// always leans "no" by about 5 nats, a little less when "yes" is right; member 1's
+    /// scores do not follow the right answer at all.
+    fn leaning_and_deaf() -> [Standing; 3] {
+        let (mut lean, mut deaf) = (crate::consensus::Known::default(), Default::default());
+        for r in 0..30 {
+            let gold = usize::from(r % 3 == 2);
+            let lean_scores = [0.0, if gold == 0 { 4.8 } else { 5.4 }];
+            let deaf_scores = [f64::from(r % 2), 0.0];
+            for (k, s) in [(&mut lean, lean_scores), (&mut deaf, deaf_scores)] {
+                let k: &mut crate::consensus::Known = k;
+                let right = (s[0] > s[1]) == (gold == 0);
+                k.record(right, Some(&s), gold);
+                k.debiased.record(&s, gold);
+            }
+        }
+        [standing(lean), standing(deaf), standing(Default::default())]
+    }
+
+    #[test]
+    fn version_4_reads_a_leaning_members_evidence_not_its_lean() {
+        let key = NodeKey::generate();
+        // Member 0 says "no", but by 4.8 nats: its "yes"-day margin. Member 1 says "yes".
+        let answers = [(1, vec![0.0, 4.8]), (0, vec![1.0, 0.0])];
+        let t = yes_or_no(&key, None, 4, leaning_and_deaf(), answers);
+        assert_eq!(t.version, TRANSCRIPT_VERSION);
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        let before = &t.members;
+        let scale = |m: usize| before[m].before.known.debiased.scale().unwrap();
+        assert!(
+            scale(0) >= 1.0 && scale(1) <= 0.125,
+            "{} {}",
+            scale(0),
+            scale(1)
+        );
+        let r = &t.result.payload;
+        assert_eq!(r.decided_by, Some(DecidedBy::Pooled));
+        assert_eq!(r.winner, Some(1), "{:?}", r.pooled);
+        // On its "no"-day margin the same member is read as saying "no".
+        let no_day = [(1, vec![0.0, 5.4]), (0, vec![1.0, 0.0])];
+        let t = yes_or_no(&key, None, 4, leaning_and_deaf(), no_day.clone());
+        assert_eq!(
+            t.result.payload.winner,
+            Some(0),
+            "{:?}",
+            t.result.payload.pooled
+        );
+        // Version 3 has no notion of the lean: it silences member 0 whole, whatever it said.
+        let v3 = yes_or_no(&key, None, 3, leaning_and_deaf(), no_day);
+        assert_eq!(v3.members[0].before.known.scale(), Some(0.0));
+        assert_eq!(
+            v3.result.payload.winner,
+            Some(1),
+            "{:?}",
+            v3.result.payload.pooled
+        );
+    }
+
+    #[test]
+    fn only_a_version_4_known_answer_round_grows_the_debiased_record() {
+        let key = NodeKey::generate();
+        let answers = [(1, vec![0.0, 4.8]), (0, vec![1.0, 0.0])];
+        let v4 = yes_or_no(&key, Some(0), 4, leaning_and_deaf(), answers.clone());
+        let v3 = yes_or_no(&key, Some(0), 3, leaning_and_deaf(), answers);
+        for t in [&v4, &v3] {
+            assert!(t.verify().is_empty(), "{:?}", t.verify());
+        }
+        let grown = |t: &Transcript, m: usize| {
+            t.result.payload.after[m].known.debiased.scored
+                - t.members[m].before.known.debiased.scored
+        };
+        assert_eq!((grown(&v4, 0), grown(&v4, 1)), (1, 1));
+        assert_eq!((grown(&v3, 0), grown(&v3, 1)), (0, 0));
+        // A debiased record changed after the fact fails verification.
+        let mut forged = v4.clone();
+        forged.members[1].before.known.debiased.right[0] += 4.0;
+        assert!(!forged.verify().is_empty());
     }
 
     #[test]
