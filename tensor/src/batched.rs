@@ -24,6 +24,11 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
         unsafe {
             match dtype {
                 DType::Q4_1 => return simd::q4_1(row, x),
+                DType::Q8_0 if crate::wide::available() => {
+                    let mut dw = Vec::new();
+                    crate::wide::block_scales(row, &mut dw);
+                    return crate::wide::dot_q8_0_x4(row, &dw, x);
+                }
                 DType::Q8_0 => return simd::q8_0(row, x),
                 DType::Q4_K => return simd::q4_k(row, x),
                 DType::Q6_K => return simd::q6_k(row, x),
@@ -32,6 +37,72 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
         }
     }
     x.map(|x| dot_row_q8(dtype, row, x))
+}
+
+/// Every row `r` of `rows` (`row(r)` its bytes) against every activation row `x[i]`:
+/// `put(i, r, dot)`, four activation rows at a time while four remain, each result
+/// bit-identical to [`dot_row_q8`]. A matrix product's band of output features runs
+/// here, so what a row's kernel can prepare once (Q8_0's scales as floats) is prepared
+/// once per band, not once per four tokens.
+pub fn band<'w>(
+    dtype: DType,
+    row: impl Fn(usize) -> &'w [u8],
+    rows: std::ops::Range<usize>,
+    x: &[Q8Activations],
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let groups = x.len() / LANES * LANES;
+    #[cfg(target_arch = "x86_64")]
+    if dtype == DType::Q8_0
+        && crate::wide::available()
+        && groups > 0
+        && !rows.is_empty()
+        && !row(rows.start).is_empty()
+    {
+        let nb = row(rows.start).len() / DType::Q8_0.block().1;
+        let mut scales = Vec::with_capacity(rows.len() * nb);
+        for r in rows.clone() {
+            crate::wide::block_scales(row(r), &mut scales);
+        }
+        for i in (0..groups).step_by(LANES) {
+            let xs = [&x[i], &x[i + 1], &x[i + 2], &x[i + 3]];
+            for (r, dw) in rows.clone().zip(scales.chunks_exact(nb)) {
+                // SAFETY: the 512-bit features were detected at run time; `row(r)` holds
+                // whole blocks and each `x` as many (checked by the caller).
+                let v = unsafe { crate::wide::dot_q8_0_x4(row(r), dw, xs) };
+                for (j, v) in v.into_iter().enumerate() {
+                    put(i + j, r, v);
+                }
+            }
+        }
+        rest(dtype, &row, rows, x, groups, put);
+        return;
+    }
+    for i in (0..groups).step_by(LANES) {
+        let xs = [&x[i], &x[i + 1], &x[i + 2], &x[i + 3]];
+        for r in rows.clone() {
+            for (j, v) in dot_row_q8_x4(dtype, row(r), xs).into_iter().enumerate() {
+                put(i + j, r, v);
+            }
+        }
+    }
+    rest(dtype, &row, rows, x, groups, put);
+}
+
+/// The activation rows from `from` on, one at a time.
+fn rest<'w>(
+    dtype: DType,
+    row: &impl Fn(usize) -> &'w [u8],
+    rows: std::ops::Range<usize>,
+    x: &[Q8Activations],
+    from: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    for (i, xi) in x.iter().enumerate().skip(from) {
+        for r in rows.clone() {
+            put(i, r, dot_row_q8(dtype, row(r), xi));
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -89,13 +160,14 @@ mod simd {
     #[inline(always)]
     unsafe fn q8_0_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { zeros() };
+        let mut acc = unsafe { [zeros(), zeros()] };
         for (b, blk) in row.chunks_exact(34).enumerate() {
             // SAFETY: blk has 34 bytes (32 from offset 2); each x.q has 32 per block.
             unsafe {
                 let qw = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
                 let aw = _mm256_sign_epi8(qw, qw);
                 let d = h2f(blk, 0);
+                let acc = &mut acc[b % 2];
                 for j in 0..LANES {
                     let p = M::madd(aw, _mm256_sign_epi8(xq(x[j], b), qw));
                     acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
@@ -103,7 +175,7 @@ mod simd {
             }
         }
         // SAFETY: as above.
-        unsafe { sums(acc) }
+        unsafe { sums(std::array::from_fn(|j| _mm256_add_ps(acc[0][j], acc[1][j]))) }
     }
 
     per_isa!(q4_k = q4_k_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);

@@ -5,8 +5,7 @@
 //! rows); weight matrices are `[out_features, in_features]` (GGUF's layout), so a linear
 //! layer is `matmul(x, w, transpose_b = true)`.
 
-use crate::batched::{LANES, dot_row_q8_x4};
-use crate::quant::{Q8Activations, block_sums, dot_row, dot_row_q8, has_q8_path, quantize_q8};
+use crate::quant::{Q8Activations, block_sums, dot_row, has_q8_path, quantize_q8};
 use crate::{
     Budget, DType, Result, Storage, Tensor, TensorError, checked_numel, f32_bytes, shape_err,
     total_bytes,
@@ -224,29 +223,18 @@ fn matvec_rows(
         // SAFETY: band `band` alone writes y[i·m + r] for r in r0..r1, every i < n: no
         // two bands touch the same element, and `y` outlives the pool job.
         let put = |i: usize, r: usize, v: f32| unsafe { out.write(i * m + r, v) };
-        let mut i = 0;
-        // Four tokens at a time meet the band's rows (kept in cache) in one pass.
-        if let Some(q8) = &q8 {
-            while i + LANES <= n {
-                let xs = [&q8[i], &q8[i + 1], &q8[i + 2], &q8[i + 3]];
-                for r in r0..r1 {
-                    for (j, v) in dot_row_q8_x4(dtype, row(r), xs).into_iter().enumerate() {
-                        put(i + j, r, v);
+        match &q8 {
+            Some(q8) => crate::batched::band(dtype, row, r0..r1, q8, put),
+            None => {
+                for i in 0..n {
+                    for r in r0..r1 {
+                        put(
+                            i,
+                            r,
+                            dot_row(dtype, row(r), &x[i * k..(i + 1) * k], &sums[i]),
+                        );
                     }
                 }
-                i += LANES;
-            }
-        }
-        for i in i..n {
-            for r in r0..r1 {
-                put(
-                    i,
-                    r,
-                    match &q8 {
-                        Some(q8) => dot_row_q8(dtype, row(r), &q8[i]),
-                        None => dot_row(dtype, row(r), &x[i * k..(i + 1) * k], &sums[i]),
-                    },
-                );
             }
         }
     });

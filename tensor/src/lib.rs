@@ -26,6 +26,7 @@ pub mod pool;
 pub mod quant;
 pub mod quiet;
 pub mod weights;
+pub mod wide;
 
 pub use dtype::DType;
 

@@ -288,6 +288,11 @@ pub fn dot_row_q8(dtype: DType, row: &[u8], x: &Q8Activations) -> f32 {
         _ => {}
     }
     #[cfg(target_arch = "x86_64")]
+    if dtype == DType::Q8_0 && crate::wide::available() {
+        // SAFETY: the 512-bit features were detected at run time; whole blocks.
+        return unsafe { crate::wide::dot_q8_0(row, x) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd::available() {
         // SAFETY: AVX2, FMA and F16C were detected at run time; lengths match by construction.
         return unsafe {
@@ -696,25 +701,40 @@ pub(crate) mod simd {
     }
 
     per_isa!(
-        /// Q8_0 against 8-bit activations (one accumulator, as for Q4_1).
+        /// Q8_0 against 8-bit activations. Two accumulators, even blocks and odd blocks,
+        /// added before the horizontal sum: the order [`crate::wide`]'s 512-bit copy
+        /// keeps with two blocks per register, so every copy gives the same bits.
         dot_q8_0_q8 = dot_q8_0_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
     );
+
+    /// Block `b`'s `Σ|w|·(±x)` per lane and its scale `d_w · d_x`.
+    ///
+    /// # Safety
+    /// AVX2 present; `blk` is one 34-byte block and `x` holds block `b`.
+    #[inline(always)]
+    unsafe fn q8_0_block<M: Madd>(blk: &[u8], x: &super::Q8Activations, b: usize) -> (__m256, f32) {
+        // SAFETY: blk has 34 bytes (32 from offset 2); x.q has 32 per block.
+        unsafe {
+            let qw = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+            // maddubs needs an unsigned operand: |w| and x carrying w's sign.
+            let p = M::madd(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(xq(x, b), qw));
+            (p, h2f(blk, 0) * x.d[b])
+        }
+    }
 
     #[inline(always)]
     unsafe fn dot_q8_0_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { _mm256_setzero_ps() };
+        let mut acc = unsafe { [_mm256_setzero_ps(); 2] };
         for (b, blk) in row.chunks_exact(34).enumerate() {
-            // SAFETY: blk has 34 bytes (32 from offset 2); x.q has 32 per block.
+            // SAFETY: blk is one block; x holds 32 activations per block.
             unsafe {
-                let qw = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
-                // maddubs needs an unsigned operand: |w| and x carrying w's sign.
-                let p = M::madd(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(xq(x, b), qw));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk, 0) * x.d[b]), p, acc);
+                let (p, s) = q8_0_block::<M>(blk, x, b);
+                acc[b % 2] = _mm256_fmadd_ps(_mm256_set1_ps(s), p, acc[b % 2]);
             }
         }
         // SAFETY: AVX2 present.
-        unsafe { hsum(acc) }
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
     }
 
     per_isa!(
