@@ -23,12 +23,17 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
         // and each `x` as many quantized blocks (checked by the caller, as for one row).
         unsafe {
             match dtype {
-                DType::Q4_1 => return simd::q4_1(row, x),
                 DType::Q8_0 if crate::wide::available() => {
                     let mut dw = Vec::new();
                     crate::wide::block_scales(row, &mut dw);
                     return crate::wide::dot_q8_0_x4(row, &dw, x);
                 }
+                DType::Q4_1 if crate::wide::available() => {
+                    let (mut d, mut m) = (Vec::new(), Vec::new());
+                    crate::wide::q4_1_scales(row, &mut d, &mut m);
+                    return crate::wide::dot_q4_1_x4(row, &d, &m, x);
+                }
+                DType::Q4_1 => return simd::q4_1(row, x),
                 DType::Q8_0 => return simd::q8_0(row, x),
                 DType::Q4_K => return simd::q4_k(row, x),
                 DType::Q6_K => return simd::q6_k(row, x),
@@ -42,7 +47,7 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
 /// Every row `r` of `rows` (`row(r)` its bytes) against every activation row `x[i]`:
 /// `put(i, r, dot)`, four activation rows at a time while four remain, each result
 /// bit-identical to [`dot_row_q8`]. A matrix product's band of output features runs
-/// here, so what a row's kernel can prepare once (Q8_0's scales as floats) is prepared
+/// here, so what a row's kernel can prepare once (Q8_0's and Q4_1's scales as floats) is prepared
 /// once per band, not once per four tokens.
 pub fn band<'w>(
     dtype: DType,
@@ -53,28 +58,13 @@ pub fn band<'w>(
 ) {
     let groups = x.len() / LANES * LANES;
     #[cfg(target_arch = "x86_64")]
-    if dtype == DType::Q8_0
+    if matches!(dtype, DType::Q8_0 | DType::Q4_1)
         && crate::wide::available()
         && groups > 0
         && !rows.is_empty()
         && !row(rows.start).is_empty()
     {
-        let nb = row(rows.start).len() / DType::Q8_0.block().1;
-        let mut scales = Vec::with_capacity(rows.len() * nb);
-        for r in rows.clone() {
-            crate::wide::block_scales(row(r), &mut scales);
-        }
-        for i in (0..groups).step_by(LANES) {
-            let xs = [&x[i], &x[i + 1], &x[i + 2], &x[i + 3]];
-            for (r, dw) in rows.clone().zip(scales.chunks_exact(nb)) {
-                // SAFETY: the 512-bit features were detected at run time; `row(r)` holds
-                // whole blocks and each `x` as many (checked by the caller).
-                let v = unsafe { crate::wide::dot_q8_0_x4(row(r), dw, xs) };
-                for (j, v) in v.into_iter().enumerate() {
-                    put(i + j, r, v);
-                }
-            }
-        }
+        wide_band(dtype, &row, rows.clone(), &x[..groups], &mut put);
         rest(dtype, &row, rows, x, groups, put);
         return;
     }
@@ -87,6 +77,43 @@ pub fn band<'w>(
         }
     }
     rest(dtype, &row, rows, x, groups, put);
+}
+
+/// [`band`] on the 512-bit kernels, for whole groups of four activation rows: the rows'
+/// scales are made floats once, for every group.
+#[cfg(target_arch = "x86_64")]
+fn wide_band<'w>(
+    dtype: DType,
+    row: &impl Fn(usize) -> &'w [u8],
+    rows: std::ops::Range<usize>,
+    x: &[Q8Activations],
+    put: &mut impl FnMut(usize, usize, f32),
+) {
+    let nb = row(rows.start).len() / dtype.block().1;
+    let (mut d, mut m) = (Vec::with_capacity(rows.len() * nb), Vec::new());
+    for r in rows.clone() {
+        match dtype {
+            DType::Q8_0 => crate::wide::block_scales(row(r), &mut d),
+            _ => crate::wide::q4_1_scales(row(r), &mut d, &mut m),
+        }
+    }
+    for i in (0..x.len()).step_by(LANES) {
+        let xs = [&x[i], &x[i + 1], &x[i + 2], &x[i + 3]];
+        for (k, r) in rows.clone().enumerate() {
+            let dk = &d[k * nb..(k + 1) * nb];
+            // SAFETY: the 512-bit features were detected by the caller; `row(r)` holds
+            // whole blocks and each `x` as many (checked by the kernels).
+            let v = unsafe {
+                match dtype {
+                    DType::Q8_0 => crate::wide::dot_q8_0_x4(row(r), dk, xs),
+                    _ => crate::wide::dot_q4_1_x4(row(r), dk, &m[k * nb..(k + 1) * nb], xs),
+                }
+            };
+            for (j, v) in v.into_iter().enumerate() {
+                put(i + j, r, v);
+            }
+        }
+    }
 }
 
 /// The activation rows from `from` on, one at a time.
@@ -108,7 +135,9 @@ fn rest<'w>(
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use super::LANES;
-    use crate::quant::simd::{Madd, h2f, hsum, per_isa, q4_1_block, xq};
+    use crate::quant::simd::{
+        Madd, block_sums16, fma16, h2f, hsum, per_isa, q4_1_block, q4_1_mins, xq,
+    };
     use crate::quant::{Q8Activations, f16_at, scale_min_k4};
     use std::arch::x86_64::*;
 
@@ -136,23 +165,36 @@ mod simd {
 
     #[inline(always)]
     unsafe fn q4_1_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
+        let nb = row.len() / 20;
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { zeros() };
-        let mut macc = [0f32; LANES];
-        for (b, blk) in row.chunks_exact(20).enumerate() {
-            // SAFETY: blk is one 20-byte block; each x holds 32 activations per block.
+        let (mut acc, mut mv) = unsafe { ([zeros(), zeros()], [[_mm256_setzero_ps(); 2]; LANES]) };
+        for first in (0..nb).step_by(16) {
+            let n = (nb - first).min(16);
+            // SAFETY: AVX2 and F16C present; blocks below `nb` lie in `row`, and each x holds
+            // as many.
             unsafe {
-                let (qw, d, m) = q4_1_block(blk);
+                let m = q4_1_mins(row, first, n);
                 for j in 0..LANES {
-                    let p = M::madd(qw, xq(x[j], b));
-                    acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
-                    macc[j] += m * x[j].sum[b];
+                    mv[j] = fma16(mv[j], &m, &block_sums16(x[j], first, n));
+                }
+                for b in first..first + n {
+                    let (qw, d, _) = q4_1_block(&row[b * 20..b * 20 + 20]);
+                    let acc = &mut acc[b % 2];
+                    for j in 0..LANES {
+                        let p = M::madd(qw, xq(x[j], b));
+                        acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * x[j].d[b]), p, acc[j]);
+                    }
                 }
             }
         }
         // SAFETY: as above.
-        let s = unsafe { sums(acc) };
-        std::array::from_fn(|j| s[j] + macc[j])
+        let (s, t) = unsafe {
+            (
+                sums(std::array::from_fn(|j| _mm256_add_ps(acc[0][j], acc[1][j]))),
+                sums(std::array::from_fn(|j| _mm256_add_ps(mv[j][0], mv[j][1]))),
+            )
+        };
+        std::array::from_fn(|j| s[j] + t[j])
     }
 
     per_isa!(q8_0 = q8_0_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);

@@ -288,9 +288,9 @@ pub fn dot_row_q8(dtype: DType, row: &[u8], x: &Q8Activations) -> f32 {
         _ => {}
     }
     #[cfg(target_arch = "x86_64")]
-    if dtype == DType::Q8_0 && crate::wide::available() {
+    if dtype == DType::Q4_1 && crate::wide::available() {
         // SAFETY: the 512-bit features were detected at run time; whole blocks.
-        return unsafe { crate::wide::dot_q8_0(row, x) };
+        return unsafe { crate::wide::dot_q4_1(row, x) };
     }
     #[cfg(target_arch = "x86_64")]
     if simd::available() {
@@ -633,29 +633,79 @@ pub(crate) mod simd {
     }
 
     per_isa!(
-        /// Q4_1 against 8-bit activations. One accumulator, blocks in order: the sums are
-        /// the same, bit for bit, as before the kernels were tuned (two accumulators were
-        /// measured to move SmolLM2's logits by up to 0.8 through the 8-bit rounding of the
-        /// next layer's activations, so old transcripts would no longer replay).
+        /// Q4_1 against 8-bit activations, in the order every copy keeps (the 512-bit
+        /// one in [`crate::wide`] holds two blocks per register): `d·d_x·Σq·x` in two
+        /// accumulators, even and odd blocks, and the `m·Σx` term in two more, one lane
+        /// per block of each group of sixteen (zeros past the row's end), each pair added
+        /// before its horizontal sum.
         dot_q4_1_q8 = dot_q4_1_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
     );
 
+    /// The `m` of blocks `first..first + n` as floats, zeros after.
+    ///
+    /// # Safety
+    /// F16C present; blocks `first..first + n` lie inside `row`.
+    #[inline(always)]
+    pub(crate) unsafe fn q4_1_mins(row: &[u8], first: usize, n: usize) -> [f32; 16] {
+        let mut m = [0f32; 16];
+        for (i, m) in m.iter_mut().enumerate().take(n) {
+            // SAFETY: as the caller promises.
+            *m = unsafe { h2f(&row[(first + i) * 20..(first + i) * 20 + 20], 2) };
+        }
+        m
+    }
+
+    /// Σx of blocks `first..first + n`, zeros after.
+    #[inline(always)]
+    pub(crate) fn block_sums16(x: &super::Q8Activations, first: usize, n: usize) -> [f32; 16] {
+        let mut s = [0f32; 16];
+        s[..n].copy_from_slice(&x.sum[first..first + n]);
+        s
+    }
+
+    /// `mv + m·s`, sixteen lanes as two halves.
+    ///
+    /// # Safety
+    /// AVX2 and FMA present.
+    #[inline(always)]
+    pub(crate) unsafe fn fma16(mv: [__m256; 2], m: &[f32; 16], s: &[f32; 16]) -> [__m256; 2] {
+        // SAFETY: as the caller promises; both arrays hold 16 floats.
+        unsafe {
+            [
+                _mm256_fmadd_ps(
+                    _mm256_loadu_ps(m.as_ptr()),
+                    _mm256_loadu_ps(s.as_ptr()),
+                    mv[0],
+                ),
+                _mm256_fmadd_ps(
+                    _mm256_loadu_ps(m.as_ptr().add(8)),
+                    _mm256_loadu_ps(s.as_ptr().add(8)),
+                    mv[1],
+                ),
+            ]
+        }
+    }
+
     #[inline(always)]
     unsafe fn dot_q4_1_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
+        let nb = row.len() / 20;
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { _mm256_setzero_ps() };
-        let mut macc = 0f32;
-        for (b, blk) in row.chunks_exact(20).enumerate() {
-            // SAFETY: blk is one 20-byte block; x holds 32 activations per block.
+        let (mut acc, mut mv) = unsafe { ([_mm256_setzero_ps(); 2], [_mm256_setzero_ps(); 2]) };
+        for first in (0..nb).step_by(16) {
+            let n = (nb - first).min(16);
+            // SAFETY: AVX2 and F16C present; blocks below `nb` lie in `row`, and x holds
+            // as many.
             unsafe {
-                let (qw, d, m) = q4_1_block(blk);
-                let p = M::madd(qw, xq(x, b));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc);
-                macc += m * x.sum[b];
+                mv = fma16(mv, &q4_1_mins(row, first, n), &block_sums16(x, first, n));
+                for b in first..first + n {
+                    let (qw, d, _) = q4_1_block(&row[b * 20..b * 20 + 20]);
+                    let p = M::madd(qw, xq(x, b));
+                    acc[b % 2] = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, acc[b % 2]);
+                }
             }
         }
         // SAFETY: AVX2 present.
-        unsafe { hsum(acc) + macc }
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) + hsum(_mm256_add_ps(mv[0], mv[1])) }
     }
 
     /// A Q4_1 block's 32 nibbles as bytes (low halves then high halves), d and m.
@@ -725,16 +775,28 @@ pub(crate) mod simd {
     #[inline(always)]
     unsafe fn dot_q8_0_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { [_mm256_setzero_ps(); 2] };
-        for (b, blk) in row.chunks_exact(34).enumerate() {
-            // SAFETY: blk is one block; x holds 32 activations per block.
+        let (mut even, mut odd) = unsafe { (_mm256_setzero_ps(), _mm256_setzero_ps()) };
+        let mut pairs = row.chunks_exact(68);
+        let mut b = 0;
+        for two in &mut pairs {
+            // SAFETY: `two` is two whole blocks; x holds 32 activations per block.
             unsafe {
-                let (p, s) = q8_0_block::<M>(blk, x, b);
-                acc[b % 2] = _mm256_fmadd_ps(_mm256_set1_ps(s), p, acc[b % 2]);
+                let (p, s) = q8_0_block::<M>(&two[..34], x, b);
+                let (q, t) = q8_0_block::<M>(&two[34..], x, b + 1);
+                even = _mm256_fmadd_ps(_mm256_set1_ps(s), p, even);
+                odd = _mm256_fmadd_ps(_mm256_set1_ps(t), q, odd);
+            }
+            b += 2;
+        }
+        if pairs.remainder().len() >= 34 {
+            // SAFETY: as above, for the last block of an odd count.
+            unsafe {
+                let (p, s) = q8_0_block::<M>(pairs.remainder(), x, b);
+                even = _mm256_fmadd_ps(_mm256_set1_ps(s), p, even);
             }
         }
         // SAFETY: AVX2 present.
-        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
+        unsafe { hsum(_mm256_add_ps(even, odd)) }
     }
 
     per_isa!(

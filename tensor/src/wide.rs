@@ -42,24 +42,6 @@ const START: __m512i = unsafe {
     std::mem::transmute::<[i32; 16], __m512i>([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1])
 };
 
-/// The f16 scales of blocks `first..first + n` of `row` as floats (lanes from `n` on
-/// zero). Read one by one: a 16-lane gather costs more than the whole pair loop on CPUs
-/// with the gather data-sampling fix.
-///
-/// # Safety
-/// The 512-bit features present; blocks `first..first + n` lie inside `row`, `n ≤ 16`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn row_scales(row: &[u8], first: usize, n: usize) -> __m512 {
-    let mut h = [0u16; 16];
-    for (i, h) in h.iter_mut().enumerate().take(n) {
-        let at = (first + i) * BLOCK;
-        *h = u16::from_le_bytes([row[at], row[at + 1]]);
-    }
-    // SAFETY: the features are present; `h` is 32 readable bytes.
-    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(h.as_ptr() as *const __m256i)) }
-}
-
 /// `row`'s block scales as floats, appended to `out`, for [`dot_q8_0_x4`]: computed
 /// once per row of a prompt's product, not once per four tokens.
 pub fn block_scales(row: &[u8], out: &mut Vec<f32>) {
@@ -128,6 +110,22 @@ unsafe fn step(
     }
 }
 
+/// The low and high eight lanes.
+///
+/// # Safety
+/// The 512-bit features present.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn halves(v: __m512) -> (__m256, __m256) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        (
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+        )
+    }
+}
+
 /// The last block of an odd count, into the even (low) accumulator, then the sum of
 /// both halves: the 256-bit kernels' final steps.
 ///
@@ -138,8 +136,7 @@ unsafe fn step(
 unsafe fn finish(acc: __m512, row: &[u8], x: &Q8Activations, nb: usize) -> f32 {
     // SAFETY: as the caller promises.
     unsafe {
-        let mut even = _mm512_castps512_ps256(acc);
-        let odd = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+        let (mut even, odd) = halves(acc);
         if nb % 2 == 1 {
             let b = nb - 1;
             let blk = &row[b * BLOCK..(b + 1) * BLOCK];
@@ -157,42 +154,16 @@ unsafe fn finish(acc: __m512, row: &[u8], x: &Q8Activations, nb: usize) -> f32 {
     }
 }
 
-/// `dot(row, x)` for a Q8_0 row, bit-identical to the 256-bit kernel.
+/// `dot(row, x[j])` for a Q8_0 row and four activation rows, each bit-identical to the
+/// 256-bit kernel for one; `dw` is the row's [`block_scales`].
+///
+/// A prompt's products only: for one token (decode) the 256-bit kernel is as fast or
+/// faster on the CPUs measured (Gemma 3's decode, whose output matrix is Q8_0: 33 tok/s
+/// with a 512-bit one-row kernel against 41 with the 256-bit one, same run).
 ///
 /// # Safety
-/// The 512-bit features present ([`available`]); `row` holds whole blocks and `x` at
-/// least as many.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub unsafe fn dot_q8_0(row: &[u8], x: &Q8Activations) -> f32 {
-    let nb = row.len() / BLOCK;
-    assert!(
-        x.q.len() >= nb * 32 && x.d.len() >= nb,
-        "activations shorter than the row"
-    );
-    let xq = x.q.as_ptr();
-    // SAFETY: blocks below `nb` lie inside `row` and `x` (checked above).
-    unsafe {
-        let mut acc = _mm512_setzero_ps();
-        let two = _mm512_set1_epi32(2);
-        for first in (0..nb).step_by(16) {
-            let n = (nb - first).min(16);
-            let sv = scales(row_scales(row, first, n), &x.d, first, lanes(n));
-            let mut idx = START;
-            for b in (first..first + n - 1).step_by(2) {
-                acc = step(acc, pair(row, b), xq.add(b * 32), sv, idx);
-                idx = _mm512_add_epi32(idx, two);
-            }
-        }
-        finish(acc, row, x, nb)
-    }
-}
-
-/// `dot(row, x[j])` for four activation rows, each bit-identical to [`dot_q8_0`];
-/// `dw` is the row's [`block_scales`].
-///
-/// # Safety
-/// As for [`dot_q8_0`], for every `x[j]`.
+/// The 512-bit features present ([`available`]); `row` holds whole blocks, and `dw` and
+/// every `x[j]` at least as many.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub unsafe fn dot_q8_0_x4(row: &[u8], dw: &[f32], x: [&Q8Activations; 4]) -> [f32; 4] {
@@ -237,6 +208,249 @@ pub unsafe fn dot_q8_0_x4(row: &[u8], dw: &[f32], x: [&Q8Activations; 4]) -> [f3
             finish(acc[1], row, x[1], nb),
             finish(acc[2], row, x[2], nb),
             finish(acc[3], row, x[3], nb),
+        ]
+    }
+}
+
+/// Bytes of one Q4_1 block: f16 `d` and `m`, then 32 nibbles in 16 bytes.
+const Q4_1: usize = 20;
+
+/// `row`'s Q4_1 scales `d` and offsets `m` as floats, appended to `d` and `m`, for
+/// [`dot_q4_1_x4`].
+pub fn q4_1_scales(row: &[u8], d: &mut Vec<f32>, m: &mut Vec<f32>) {
+    for b in row.chunks_exact(Q4_1) {
+        d.push(half::f16::from_le_bytes([b[0], b[1]]).to_f32());
+        m.push(half::f16::from_le_bytes([b[2], b[3]]).to_f32());
+    }
+}
+
+/// For each of 32 output words, the 16-bit word of a sixteen-block group it is read
+/// from: block `j`'s scale for `j < 16` (its first word), then, for Q4_1, block `j`'s
+/// `m` (its second word).
+#[cfg(target_arch = "x86_64")]
+const fn group_table(block_words: usize, with_m: bool) -> [i16; 32] {
+    let mut w = [0i16; 32];
+    let mut j = 0;
+    while j < 16 {
+        w[j] = (block_words * j) as i16;
+        if with_m {
+            w[16 + j] = (block_words * j + 1) as i16;
+        }
+        j += 1;
+    }
+    w
+}
+
+/// Picks the words `table` names out of the `valid` first words at `base`, in registers:
+/// `LOADS` masked loads of 32 words (nothing past `valid` is read) and one word permute
+/// per two of them. Built in memory and reloaded instead, the scales stalled every row on
+/// a failed store-to-load forward (measured: SmolLM2's decode 15 % slower than before
+/// the 512-bit kernels).
+///
+/// # Safety
+/// The 512-bit features present; `valid` words from `base` are readable, and `table`
+/// names words below `32 · LOADS`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn group_words<const LOADS: usize>(
+    base: *const i16,
+    valid: u64,
+    table: [i16; 32],
+) -> __m512i {
+    let mask = |k: u64| ((1u64 << valid.saturating_sub(32 * k).min(32)) - 1) as u32;
+    // SAFETY: as the caller promises; each load reads only the words its mask selects.
+    unsafe {
+        let z: [__m512i; LOADS] =
+            std::array::from_fn(|k| _mm512_maskz_loadu_epi16(mask(k as u64), base.add(32 * k)));
+        let idx: __m512i = std::mem::transmute(table);
+        let mut w = _mm512_setzero_si512();
+        for k in (0..LOADS).step_by(2) {
+            let from = _mm512_set1_epi16(32 * k as i16);
+            let rel = _mm512_sub_epi16(idx, from);
+            let here = _mm512_cmpge_epi16_mask(idx, from)
+                & _mm512_cmplt_epi16_mask(rel, _mm512_set1_epi16(64));
+            let picked = if k + 1 < LOADS {
+                _mm512_permutex2var_epi16(z[k], rel, z[k + 1])
+            } else {
+                _mm512_permutexvar_epi16(rel, z[k])
+            };
+            w = _mm512_mask_blend_epi16(here, w, picked);
+        }
+        w
+    }
+}
+
+/// The `d` and `m` of blocks `first..first + n` of a Q4_1 `row` (lanes from `n` on zero).
+///
+/// # Safety
+/// The 512-bit features present; blocks `first..first + n` lie inside `row`, `n ≤ 16`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_1_row_scales(row: &[u8], first: usize, n: usize) -> (__m512, __m512) {
+    const TABLE: [i16; 32] = group_table(Q4_1 / 2, true);
+    // SAFETY: as the caller promises: the group's words inside the row, 5 loads of 32
+    // cover its 160.
+    unsafe {
+        let base = row.as_ptr().add(first * Q4_1) as *const i16;
+        let w = group_words::<5>(base, (n * Q4_1 / 2) as u64, TABLE);
+        (
+            _mm512_cvtph_ps(_mm512_castsi512_si256(w)),
+            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(w)),
+        )
+    }
+}
+
+/// The 64 nibbles of Q4_1 blocks `b` and `b + 1` as bytes, in the activations' order:
+/// block `b`'s low nibbles, its high nibbles, then block `b + 1`'s.
+///
+/// # Safety
+/// The 512-bit features present; blocks `b` and `b + 1` lie inside `row`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_1_pair(row: &[u8], b: usize) -> __m512i {
+    // SAFETY: as the caller promises: 16 bytes from offset 4 of each block.
+    unsafe {
+        let p = row.as_ptr().add(b * Q4_1 + 4);
+        let q0 = _mm_loadu_si128(p as *const __m128i);
+        let q1 = _mm_loadu_si128(p.add(Q4_1) as *const __m128i);
+        let y = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(q0), q1);
+        let z = _mm512_permutexvar_epi64(
+            _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0),
+            _mm512_castsi256_si512(y),
+        );
+        // Every 16-bit lane of the second and fourth 128-bit lanes shifts by 4.
+        const FOUR: i64 = 0x0004_0004_0004_0004;
+        let z = _mm512_srlv_epi16(z, _mm512_set_epi64(FOUR, FOUR, 0, 0, FOUR, FOUR, 0, 0));
+        _mm512_and_si512(z, _mm512_set1_epi8(0x0F))
+    }
+}
+
+/// One activation row's share of a Q4_1 block pair.
+///
+/// # Safety
+/// The 512-bit features present; `x` holds 64 readable bytes.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_1_step(acc: __m512, w: __m512i, x: *const i8, sv: __m512, idx: __m512i) -> __m512 {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let xv = _mm512_loadu_si512(x as *const __m512i);
+        let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv));
+        _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sv), p, acc)
+    }
+}
+
+/// The odd block, then `hsum(even + odd) + hsum(m-terms)`: the 256-bit kernels' end.
+///
+/// # Safety
+/// The 512-bit features present; when `nb` is odd, block `nb - 1` lies inside `row`, `x`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_1_finish(acc: __m512, mv: __m512, row: &[u8], x: &Q8Activations, nb: usize) -> f32 {
+    // SAFETY: as the caller promises.
+    unsafe {
+        let (mut even, odd) = halves(acc);
+        if nb % 2 == 1 {
+            let b = nb - 1;
+            let (qw, d, _) = crate::quant::simd::q4_1_block(&row[b * Q4_1..(b + 1) * Q4_1]);
+            let xv = _mm256_loadu_si256(x.q[b * 32..b * 32 + 32].as_ptr() as *const __m256i);
+            let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), qw, xv));
+            even = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d[b]), p, even);
+        }
+        let (mlo, mhi) = halves(mv);
+        crate::quant::simd::hsum(_mm256_add_ps(even, odd))
+            + crate::quant::simd::hsum(_mm256_add_ps(mlo, mhi))
+    }
+}
+
+/// `dot(row, x)` for a Q4_1 row, bit-identical to the 256-bit kernel.
+///
+/// # Safety
+/// The 512-bit features present ([`available`]); `row` holds whole blocks and `x` at
+/// least as many.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_q4_1(row: &[u8], x: &Q8Activations) -> f32 {
+    let nb = row.len() / Q4_1;
+    assert!(
+        x.q.len() >= nb * 32 && x.d.len() >= nb && x.sum.len() >= nb,
+        "activations shorter than the row"
+    );
+    let xq = x.q.as_ptr();
+    // SAFETY: blocks below `nb` lie inside `row` and `x` (checked above).
+    unsafe {
+        let (mut acc, mut mv) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let two = _mm512_set1_epi32(2);
+        for first in (0..nb).step_by(16) {
+            let n = (nb - first).min(16);
+            let (d, m) = q4_1_row_scales(row, first, n);
+            let sums = _mm512_maskz_loadu_ps(lanes(n), x.sum.as_ptr().add(first));
+            mv = _mm512_fmadd_ps(m, sums, mv);
+            let sv = scales(d, &x.d, first, lanes(n));
+            let mut idx = START;
+            for b in (first..first + n - 1).step_by(2) {
+                acc = q4_1_step(acc, q4_1_pair(row, b), xq.add(b * 32), sv, idx);
+                idx = _mm512_add_epi32(idx, two);
+            }
+        }
+        q4_1_finish(acc, mv, row, x, nb)
+    }
+}
+
+/// `dot(row, x[j])` for four activation rows, each bit-identical to [`dot_q4_1`]; `d`
+/// and `m` are the row's [`q4_1_scales`].
+///
+/// # Safety
+/// As for [`dot_q4_1`], for every `x[j]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_q4_1_x4(row: &[u8], d: &[f32], m: &[f32], x: [&Q8Activations; 4]) -> [f32; 4] {
+    let nb = row.len() / Q4_1;
+    assert!(
+        d.len() >= nb && m.len() >= nb,
+        "block scales shorter than the row"
+    );
+    for xj in x {
+        assert!(
+            xj.q.len() >= nb * 32 && xj.d.len() >= nb && xj.sum.len() >= nb,
+            "activations shorter than the row"
+        );
+    }
+    let xq = [
+        x[0].q.as_ptr(),
+        x[1].q.as_ptr(),
+        x[2].q.as_ptr(),
+        x[3].q.as_ptr(),
+    ];
+    // SAFETY: blocks below `nb` lie inside `row`, `d`, `m` and every `x` (checked above).
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut mv = [_mm512_setzero_ps(); 4];
+        let two = _mm512_set1_epi32(2);
+        for first in (0..nb).step_by(16) {
+            let n = (nb - first).min(16);
+            let dv = _mm512_maskz_loadu_ps(lanes(n), d.as_ptr().add(first));
+            let mvv = _mm512_maskz_loadu_ps(lanes(n), m.as_ptr().add(first));
+            let mut sv = [_mm512_setzero_ps(); 4];
+            for j in 0..4 {
+                let sums = _mm512_maskz_loadu_ps(lanes(n), x[j].sum.as_ptr().add(first));
+                mv[j] = _mm512_fmadd_ps(mvv, sums, mv[j]);
+                sv[j] = scales(dv, &x[j].d, first, lanes(n));
+            }
+            let mut idx = START;
+            for b in (first..first + n - 1).step_by(2) {
+                let w = q4_1_pair(row, b);
+                for j in 0..4 {
+                    acc[j] = q4_1_step(acc[j], w, xq[j].add(b * 32), sv[j], idx);
+                }
+                idx = _mm512_add_epi32(idx, two);
+            }
+        }
+        [
+            q4_1_finish(acc[0], mv[0], row, x[0], nb),
+            q4_1_finish(acc[1], mv[1], row, x[1], nb),
+            q4_1_finish(acc[2], mv[2], row, x[2], nb),
+            q4_1_finish(acc[3], mv[3], row, x[3], nb),
         ]
     }
 }
@@ -291,9 +505,29 @@ mod tests {
         quantize_q8(&x)
     }
 
+    /// `nb` random Q4_1 blocks with finite scales and offsets of both signs.
+    fn q4_1_row(nb: usize, seed: u64) -> Vec<u8> {
+        let mut r = noise(nb * Q4_1, seed);
+        for (i, blk) in r.chunks_exact_mut(Q4_1).enumerate() {
+            let d = 0.003 + (i % 7) as f32 * 0.0041;
+            let m = -0.06 + (i % 5) as f32 * 0.027;
+            blk[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+            blk[2..4].copy_from_slice(&f16::from_f32(m).to_le_bytes());
+        }
+        r
+    }
+
     /// Block counts of the models' rows (18, 20, 28, 48, 152) and every edge of the
     /// sixteen-block groups and the odd tail.
     const COUNTS: [usize; 14] = [1, 2, 3, 7, 15, 16, 17, 18, 20, 28, 31, 33, 48, 152];
+
+    /// The first lane of the four-row kernel, for tests of one activation row.
+    fn wide_one(w: &[u8], x: &Q8Activations) -> f32 {
+        let mut dw = Vec::new();
+        block_scales(w, &mut dw);
+        // SAFETY: callers check `available()`; whole blocks.
+        unsafe { dot_q8_0_x4(w, &dw, [x, x, x, x])[0] }
+    }
 
     #[test]
     fn wide_q8_0_is_bit_identical_to_the_256_bit_kernels() {
@@ -304,14 +538,14 @@ mod tests {
         for nb in COUNTS {
             for (seed, edge, extreme) in [(1, false, false), (2, true, false), (3, false, true)] {
                 let (w, x) = (row(nb, seed, edge), acts(nb, seed + 10, extreme));
-                // SAFETY: every feature the three copies need was detected above.
-                let (a, v, z) = unsafe {
+                // SAFETY: every feature the copies need was detected above.
+                let (a, v) = unsafe {
                     (
                         simd::dot_q8_0_q8::avx2(&w, &x),
                         simd::dot_q8_0_q8::vnni(&w, &x),
-                        dot_q8_0(&w, &x),
                     )
                 };
+                let z = wide_one(&w, &x);
                 assert_eq!(a.to_bits(), v.to_bits(), "{nb} blocks: avx2 {a} vnni {v}");
                 assert_eq!(a.to_bits(), z.to_bits(), "{nb} blocks: avx2 {a} wide {z}");
             }
@@ -328,14 +562,13 @@ mod tests {
             let w = row(nb, nb as u64, nb % 2 == 0);
             let xs: Vec<Q8Activations> = (0..4).map(|j| acts(nb, 40 + j, j == 3)).collect();
             let x = [&xs[0], &xs[1], &xs[2], &xs[3]];
-            // SAFETY: the 512-bit features were detected above; whole blocks.
             let mut dw = Vec::new();
             block_scales(&w, &mut dw);
+            // SAFETY: the 512-bit features were detected above; whole blocks.
             let four = unsafe { dot_q8_0_x4(&w, &dw, x) };
             let batched = crate::batched::dot_row_q8_x4(crate::DType::Q8_0, &w, x);
             for j in 0..4 {
-                // SAFETY: as above.
-                let one = unsafe { dot_q8_0(&w, x[j]) };
+                let one = crate::quant::dot_row_q8(crate::DType::Q8_0, &w, x[j]);
                 assert_eq!(four[j].to_bits(), one.to_bits(), "{nb} blocks, row {j}");
                 assert_eq!(batched[j].to_bits(), one.to_bits(), "{nb} blocks, row {j}");
             }
@@ -360,10 +593,74 @@ mod tests {
                     want += dw * f64::from(q) * f64::from(x.d[b]) * f64::from(x.q[b * 32 + i]);
                 }
             }
-            // SAFETY: as above.
-            let got = f64::from(unsafe { dot_q8_0(&w, &x) });
+            let got = f64::from(wide_one(&w, &x));
             assert!(
                 (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{nb}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn wide_q4_1_is_bit_identical_to_the_256_bit_kernels_and_batches() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BW and VNNI");
+            return;
+        }
+        for nb in COUNTS {
+            let w = q4_1_row(nb, nb as u64 + 3);
+            let xs: Vec<Q8Activations> = (0..4).map(|j| acts(nb, 60 + j, j == 2)).collect();
+            let x = [&xs[0], &xs[1], &xs[2], &xs[3]];
+            let (mut d, mut m) = (Vec::new(), Vec::new());
+            q4_1_scales(&w, &mut d, &mut m);
+            // SAFETY: every feature the copies need was detected above; whole blocks.
+            let four = unsafe { dot_q4_1_x4(&w, &d, &m, x) };
+            let batched = crate::batched::dot_row_q8_x4(crate::DType::Q4_1, &w, x);
+            for j in 0..4 {
+                // SAFETY: as above.
+                let (a, v, z) = unsafe {
+                    (
+                        simd::dot_q4_1_q8::avx2(&w, x[j]),
+                        simd::dot_q4_1_q8::vnni(&w, x[j]),
+                        dot_q4_1(&w, x[j]),
+                    )
+                };
+                assert_eq!(a.to_bits(), v.to_bits(), "{nb} blocks: avx2 {a} vnni {v}");
+                assert_eq!(a.to_bits(), z.to_bits(), "{nb} blocks: avx2 {a} wide {z}");
+                assert_eq!(four[j].to_bits(), z.to_bits(), "{nb} blocks, row {j}");
+                assert_eq!(batched[j].to_bits(), z.to_bits(), "{nb} blocks, row {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn wide_q4_1_matches_the_dequantized_product() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BW and VNNI");
+            return;
+        }
+        for nb in COUNTS {
+            let (w, x) = (q4_1_row(nb, 9), acts(nb, 10, false));
+            let mut want = 0f64;
+            for b in 0..nb {
+                let blk = &w[b * Q4_1..(b + 1) * Q4_1];
+                let d = f16::from_le_bytes([blk[0], blk[1]]).to_f64();
+                let m = f16::from_le_bytes([blk[2], blk[3]]).to_f64();
+                for i in 0..32 {
+                    let q = if i < 16 {
+                        blk[4 + i] & 0xF
+                    } else {
+                        blk[4 + i - 16] >> 4
+                    };
+                    let xv = f64::from(x.d[b]) * f64::from(x.q[b * 32 + i]);
+                    want += d * f64::from(q) * xv;
+                }
+                want += m * f64::from(x.sum[b]);
+            }
+            // SAFETY: as above.
+            let got = f64::from(unsafe { dot_q4_1(&w, &x) });
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs().max(1.0),
                 "{nb}: {got} vs {want}"
             );
         }
