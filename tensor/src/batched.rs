@@ -35,6 +35,11 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
                 }
                 DType::Q4_1 => return simd::q4_1(row, x),
                 DType::Q8_0 => return simd::q8_0(row, x),
+                DType::Q4_K if crate::wide::available() => {
+                    let (mut ds, mut dm) = (Vec::new(), Vec::new());
+                    crate::wide::q4_k_row_scales(row, &mut ds, &mut dm);
+                    return crate::wide::dot_q4_k_x4(row, &ds, &dm, x);
+                }
                 DType::Q4_K => return simd::q4_k(row, x),
                 DType::Q6_K => return simd::q6_k(row, x),
                 _ => {}
@@ -58,7 +63,7 @@ pub fn band<'w>(
 ) {
     let groups = x.len() / LANES * LANES;
     #[cfg(target_arch = "x86_64")]
-    if matches!(dtype, DType::Q8_0 | DType::Q4_1)
+    if matches!(dtype, DType::Q8_0 | DType::Q4_1 | DType::Q4_K)
         && crate::wide::available()
         && groups > 0
         && !rows.is_empty()
@@ -89,11 +94,14 @@ fn wide_band<'w>(
     x: &[Q8Activations],
     put: &mut impl FnMut(usize, usize, f32),
 ) {
-    let nb = row(rows.start).len() / dtype.block().1;
+    // Scales per row: one per block, or eight per Q4_K super-block.
+    let (per, size) = dtype.block();
+    let nb = row(rows.start).len() / size * (per / 32);
     let (mut d, mut m) = (Vec::with_capacity(rows.len() * nb), Vec::new());
     for r in rows.clone() {
         match dtype {
             DType::Q8_0 => crate::wide::block_scales(row(r), &mut d),
+            DType::Q4_K => crate::wide::q4_k_row_scales(row(r), &mut d, &mut m),
             _ => crate::wide::q4_1_scales(row(r), &mut d, &mut m),
         }
     }
@@ -106,6 +114,9 @@ fn wide_band<'w>(
             let v = unsafe {
                 match dtype {
                     DType::Q8_0 => crate::wide::dot_q8_0_x4(row(r), dk, xs),
+                    DType::Q4_K => {
+                        crate::wide::dot_q4_k_x4(row(r), dk, &m[k * nb..(k + 1) * nb], xs)
+                    }
                     _ => crate::wide::dot_q4_1_x4(row(r), dk, &m[k * nb..(k + 1) * nb], xs),
                 }
             };
@@ -136,9 +147,9 @@ fn rest<'w>(
 mod simd {
     use super::LANES;
     use crate::quant::simd::{
-        Madd, block_sums16, fma16, h2f, hsum, per_isa, q4_1_block, q4_1_mins, xq,
+        Madd, block_sums16, f32x8, fma16, h2f, hsum, per_isa, q4_1_block, q4_1_mins, xq,
     };
-    use crate::quant::{Q8Activations, f16_at, scale_min_k4};
+    use crate::quant::{Q8Activations, f16_at};
     use std::arch::x86_64::*;
 
     type X<'a> = [&'a Q8Activations; LANES];
@@ -225,38 +236,43 @@ mod simd {
     #[inline(always)]
     unsafe fn q4_k_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { zeros() };
-        let mut mins = [0f32; LANES];
+        let (mut lo_acc, mut hi_acc, mut mins) = unsafe { (zeros(), zeros(), zeros()) };
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
         let low = unsafe { _mm256_set1_epi8(0x0F) };
         for (sb, blk) in row.chunks_exact(144).enumerate() {
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-            let scales = &blk[4..16];
-            for chunk in 0..4 {
-                let (sc1, m1) = scale_min_k4(chunk * 2, scales);
-                let (sc2, m2) = scale_min_k4(chunk * 2 + 1, scales);
-                let (b1, b2) = (sb * 8 + chunk * 2, sb * 8 + chunk * 2 + 1);
-                // SAFETY: blk has 144 bytes (32 from 16 + 32·chunk); each x.q has 32 per
-                // block.
-                unsafe {
+            let (ds, dm) = crate::quant::q4_k_scales(blk);
+            // SAFETY: blk has 144 bytes (32 from 16 + 32·chunk); each x holds 8 blocks of
+            // 32 activations per super-block.
+            unsafe {
+                let dm = f32x8(dm);
+                for j in 0..LANES {
+                    let sums = _mm256_loadu_ps(x[j].sum[sb * 8..sb * 8 + 8].as_ptr());
+                    mins[j] = _mm256_fmadd_ps(dm, sums, mins[j]);
+                }
+                for chunk in 0..4 {
+                    let (b1, b2) = (sb * 8 + chunk * 2, sb * 8 + chunk * 2 + 1);
                     let q = _mm256_loadu_si256(blk.as_ptr().add(16 + chunk * 32) as *const __m256i);
                     let lo = _mm256_and_si256(q, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
                     for j in 0..LANES {
                         let p1 = M::madd(lo, xq(x[j], b1));
                         let p2 = M::madd(hi, xq(x[j], b2));
-                        let s1 = _mm256_set1_ps(d * sc1 as f32 * x[j].d[b1]);
-                        let s2 = _mm256_set1_ps(d * sc2 as f32 * x[j].d[b2]);
-                        acc[j] = _mm256_fmadd_ps(s1, p1, acc[j]);
-                        acc[j] = _mm256_fmadd_ps(s2, p2, acc[j]);
-                        mins[j] += dmin * (m1 as f32 * x[j].sum[b1] + m2 as f32 * x[j].sum[b2]);
+                        let s1 = _mm256_set1_ps(ds[chunk * 2] * x[j].d[b1]);
+                        let s2 = _mm256_set1_ps(ds[chunk * 2 + 1] * x[j].d[b2]);
+                        lo_acc[j] = _mm256_fmadd_ps(s1, p1, lo_acc[j]);
+                        hi_acc[j] = _mm256_fmadd_ps(s2, p2, hi_acc[j]);
                     }
                 }
             }
         }
         // SAFETY: as above.
-        let s = unsafe { sums(acc) };
-        std::array::from_fn(|j| s[j] - mins[j])
+        let (s, m) = unsafe {
+            (
+                sums(std::array::from_fn(|j| _mm256_add_ps(lo_acc[j], hi_acc[j]))),
+                sums(mins),
+            )
+        };
+        std::array::from_fn(|j| s[j] - m[j])
     }
 
     per_isa!(q6_k = q6_k_with(row: &[u8], x: [&crate::quant::Q8Activations; super::LANES]) -> [f32; super::LANES]);
@@ -422,6 +438,34 @@ mod tests {
                         "{dtype:?} lane {j}: {} vs {one}",
                         four[j]
                     );
+                }
+            }
+        }
+    }
+
+    /// A band of rows against seven activation rows (one group of four, three left):
+    /// every result, from whichever kernel, equals the one-row product bit for bit.
+    #[test]
+    fn a_band_gives_the_one_row_products() {
+        let k = 512;
+        let acts: Vec<Q8Activations> = (0..7u64)
+            .map(|s| {
+                let x: Vec<f32> = noise(k, 500 + s)
+                    .iter()
+                    .map(|&b| (b as f32 - 128.0) / 11.0)
+                    .collect();
+                quantize_q8(&x)
+            })
+            .collect();
+        for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K] {
+            let (per, _) = dtype.block();
+            let rows: Vec<Vec<u8>> = (0..3).map(|r| row(dtype, k / per, 40 + r)).collect();
+            let mut got = [f32::NAN; 7 * 3];
+            band(dtype, |r| &rows[r][..], 0..3, &acts, |i, r, v| got[i * 3 + r] = v);
+            for (i, x) in acts.iter().enumerate() {
+                for (r, w) in rows.iter().enumerate() {
+                    let want = dot_row_q8(dtype, w, x);
+                    assert_eq!(got[i * 3 + r].to_bits(), want.to_bits(), "{dtype:?} {i} {r}");
                 }
             }
         }

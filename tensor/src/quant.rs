@@ -82,6 +82,19 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// A Q4_K super-block's eight `d·scale` and eight `dmin·min`, as every 8-bit kernel
+/// forms them (`d · scale as f32`: the product order is part of the result's bits).
+pub(crate) fn q4_k_scales(blk: &[u8]) -> ([f32; 8], [f32; 8]) {
+    let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+    let (mut ds, mut dm) = ([0f32; 8], [0f32; 8]);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &blk[4..16]);
+        ds[j] = d * sc as f32;
+        dm[j] = dmin * m as f32;
+    }
+    (ds, dm)
+}
+
 fn dequantize_q4_k(blk: &[u8], y: &mut [f32]) {
     let d = f16_at(blk, 0);
     let dmin = f16_at(blk, 2);
@@ -888,37 +901,57 @@ pub(crate) mod simd {
 
     per_isa!(
         /// Q4_K against 8-bit activations: nibbles are unsigned, so `maddubs` takes them
-        /// directly; the mins' term uses the activation blocks' exact float sums.
+        /// directly. In the order every copy keeps (the 512-bit one in [`crate::wide`]
+        /// holds a 64-value chunk per register): the low-nibble blocks in one accumulator
+        /// and the high-nibble ones in another, added before the horizontal sum, and the
+        /// mins' term `dmin·min·Σx` one lane per block of the super-block.
         dot_q4_k_q8 = dot_q4_k_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
     );
+
+    /// `[a[0], …, a[7]]` in a register, built from the values, not stored and reloaded.
+    ///
+    /// # Safety
+    /// AVX2 present.
+    #[inline(always)]
+    pub(crate) unsafe fn f32x8(a: [f32; 8]) -> __m256 {
+        // SAFETY: as the caller promises.
+        unsafe { _mm256_setr_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]) }
+    }
 
     #[inline(always)]
     unsafe fn dot_q4_k_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let (mut acc, low) = unsafe { (_mm256_setzero_ps(), _mm256_set1_epi8(0x0F)) };
-        let mut mins = 0.0f32;
+        let (mut lo_acc, mut hi_acc, mut mins, low) = unsafe {
+            (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_set1_epi8(0x0F),
+            )
+        };
         for (sb, blk) in row.chunks_exact(144).enumerate() {
-            let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-            let scales = &blk[4..16];
-            for chunk in 0..4 {
-                let (sc1, m1) = super::scale_min_k4(chunk * 2, scales);
-                let (sc2, m2) = super::scale_min_k4(chunk * 2 + 1, scales);
-                let (b1, b2) = (sb * 8 + chunk * 2, sb * 8 + chunk * 2 + 1);
-                // SAFETY: blk has 144 bytes (32 from 16 + 32·chunk); x.q has 32 per block.
-                unsafe {
+            let (ds, dm) = super::q4_k_scales(blk);
+            // SAFETY: blk has 144 bytes (32 from 16 + 32·chunk); x holds 8 blocks of 32
+            // activations per super-block.
+            unsafe {
+                let sums = _mm256_loadu_ps(x.sum[sb * 8..sb * 8 + 8].as_ptr());
+                mins = _mm256_fmadd_ps(f32x8(dm), sums, mins);
+                for chunk in 0..4 {
+                    let (b1, b2) = (sb * 8 + chunk * 2, sb * 8 + chunk * 2 + 1);
                     let q = _mm256_loadu_si256(blk.as_ptr().add(16 + chunk * 32) as *const __m256i);
                     let lo = _mm256_and_si256(q, low);
                     let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
                     let p1 = M::madd(lo, xq(x, b1));
                     let p2 = M::madd(hi, xq(x, b2));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc1 as f32 * x.d[b1]), p1, acc);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d * sc2 as f32 * x.d[b2]), p2, acc);
+                    let s1 = _mm256_set1_ps(ds[chunk * 2] * x.d[b1]);
+                    let s2 = _mm256_set1_ps(ds[chunk * 2 + 1] * x.d[b2]);
+                    lo_acc = _mm256_fmadd_ps(s1, p1, lo_acc);
+                    hi_acc = _mm256_fmadd_ps(s2, p2, hi_acc);
                 }
-                mins += dmin * (m1 as f32 * x.sum[b1] + m2 as f32 * x.sum[b2]);
             }
         }
         // SAFETY: AVX2 present.
-        unsafe { hsum(acc) - mins }
+        unsafe { hsum(_mm256_add_ps(lo_acc, hi_acc)) - hsum(mins) }
     }
 
     per_isa!(

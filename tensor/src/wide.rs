@@ -325,7 +325,7 @@ unsafe fn q4_1_pair(row: &[u8], b: usize) -> __m512i {
     }
 }
 
-/// One activation row's share of a Q4_1 block pair.
+/// One activation row's share of a pair of blocks of unsigned values (Q4_1's, Q4_K's).
 ///
 /// # Safety
 /// The 512-bit features present; `x` holds 64 readable bytes.
@@ -452,6 +452,85 @@ pub unsafe fn dot_q4_1_x4(row: &[u8], d: &[f32], m: &[f32], x: [&Q8Activations; 
             q4_1_finish(acc[2], mv[2], row, x[2], nb),
             q4_1_finish(acc[3], mv[3], row, x[3], nb),
         ]
+    }
+}
+
+/// Bytes of one Q4_K super-block: f16 `d` and `dmin`, 12 bytes of 6-bit scales and
+/// mins, then 256 nibbles in 128 bytes.
+const Q4_K: usize = 144;
+
+/// `row`'s Q4_K `d·scale` and `dmin·min`, eight per super-block, appended to `ds` and
+/// `dm`, for [`dot_q4_k_x4`].
+pub fn q4_k_row_scales(row: &[u8], ds: &mut Vec<f32>, dm: &mut Vec<f32>) {
+    for blk in row.chunks_exact(Q4_K) {
+        let (s, m) = crate::quant::q4_k_scales(blk);
+        ds.extend(s);
+        dm.extend(m);
+    }
+}
+
+/// `dot(row, x[j])` for a Q4_K row and four activation rows, each bit-identical to the
+/// 256-bit kernel for one; `ds` and `dm` are the row's [`q4_k_row_scales`]. One register
+/// holds a 64-value chunk: its low nibbles (one block of activations) in the low half
+/// and its high nibbles (the next block) in the high half, so the two accumulators of
+/// the 256-bit kernel are this one's halves.
+///
+/// # Safety
+/// The 512-bit features present ([`available`]); `row` holds whole super-blocks, and
+/// `ds`, `dm` and every `x[j]` at least as many.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_q4_k_x4(row: &[u8], ds: &[f32], dm: &[f32], x: [&Q8Activations; 4]) -> [f32; 4] {
+    let ns = row.len() / Q4_K;
+    assert!(
+        ds.len() >= ns * 8 && dm.len() >= ns * 8,
+        "scales shorter than the row"
+    );
+    for xj in x {
+        assert!(
+            xj.q.len() >= ns * 256 && xj.d.len() >= ns * 8 && xj.sum.len() >= ns * 8,
+            "activations shorter than the row"
+        );
+    }
+    let xq = [
+        x[0].q.as_ptr(),
+        x[1].q.as_ptr(),
+        x[2].q.as_ptr(),
+        x[3].q.as_ptr(),
+    ];
+    // SAFETY: super-blocks below `ns` lie inside `row`, `ds`, `dm` and every `x`.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut mins = [_mm256_setzero_ps(); 4];
+        let (low, two) = (_mm256_set1_epi8(0x0F), _mm512_set1_epi32(2));
+        for sb in 0..ns {
+            let dsv = _mm256_loadu_ps(ds.as_ptr().add(sb * 8));
+            let dmv = _mm256_loadu_ps(dm.as_ptr().add(sb * 8));
+            let mut sv = [_mm512_setzero_ps(); 4];
+            for j in 0..4 {
+                let sums = _mm256_loadu_ps(x[j].sum.as_ptr().add(sb * 8));
+                mins[j] = _mm256_fmadd_ps(dmv, sums, mins[j]);
+                let xd = _mm256_loadu_ps(x[j].d.as_ptr().add(sb * 8));
+                sv[j] = _mm512_castps256_ps512(_mm256_mul_ps(dsv, xd));
+            }
+            let mut idx = START;
+            for chunk in 0..4 {
+                let at = row.as_ptr().add(sb * Q4_K + 16 + chunk * 32);
+                let q = _mm256_loadu_si256(at as *const __m256i);
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                let b = sb * 8 + chunk * 2;
+                for j in 0..4 {
+                    acc[j] = q4_1_step(acc[j], w, xq[j].add(b * 32), sv[j], idx);
+                }
+                idx = _mm512_add_epi32(idx, two);
+            }
+        }
+        std::array::from_fn(|j| {
+            let (lo, hi) = halves(acc[j]);
+            crate::quant::simd::hsum(_mm256_add_ps(lo, hi)) - crate::quant::simd::hsum(mins[j])
+        })
     }
 }
 
@@ -663,6 +742,61 @@ mod tests {
                 (got - want).abs() <= 1e-4 * want.abs().max(1.0),
                 "{nb}: {got} vs {want}"
             );
+        }
+    }
+
+    #[test]
+    fn wide_q4_k_is_bit_identical_to_the_256_bit_kernels_and_batches() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BW and VNNI");
+            return;
+        }
+        for ns in [1, 2, 3, 19] {
+            let mut w = noise(ns * Q4_K, ns as u64 + 77);
+            for (i, blk) in w.chunks_exact_mut(Q4_K).enumerate() {
+                blk[..2].copy_from_slice(&f16::from_f32(0.004 + i as f32 * 0.001).to_le_bytes());
+                blk[2..4].copy_from_slice(&f16::from_f32(0.002 + i as f32 * 0.0007).to_le_bytes());
+            }
+            let xs: Vec<Q8Activations> = (0..4).map(|j| acts(ns * 8, 90 + j, j == 1)).collect();
+            let x = [&xs[0], &xs[1], &xs[2], &xs[3]];
+            let (mut ds, mut dm) = (Vec::new(), Vec::new());
+            q4_k_row_scales(&w, &mut ds, &mut dm);
+            // SAFETY: every feature the copies need was detected above; whole blocks.
+            let four = unsafe { dot_q4_k_x4(&w, &ds, &dm, x) };
+            let batched = crate::batched::dot_row_q8_x4(crate::DType::Q4_K, &w, x);
+            let mut deq = vec![0f32; ns * 256];
+            crate::quant::dequantize(crate::DType::Q4_K, &w, &mut deq);
+            for j in 0..4 {
+                // SAFETY: as above.
+                let (a, v) = unsafe {
+                    (
+                        simd::dot_q4_k_q8::avx2(&w, x[j]),
+                        simd::dot_q4_k_q8::vnni(&w, x[j]),
+                    )
+                };
+                assert_eq!(a.to_bits(), v.to_bits(), "{ns}: avx2 {a} vnni {v}");
+                assert_eq!(
+                    four[j].to_bits(),
+                    a.to_bits(),
+                    "{ns}, row {j}: {} vs {a}",
+                    four[j]
+                );
+                assert_eq!(batched[j].to_bits(), a.to_bits(), "{ns}, row {j}");
+                // And the value itself, against the dequantized row and the 8-bit x.
+                let want: f64 = (0..ns * 256)
+                    .map(|i| {
+                        let xv = f64::from(x[j].d[i / 32]) * f64::from(x[j].q[i]);
+                        f64::from(deq[i]) * xv
+                    })
+                    .sum();
+                let scale: f64 = (0..ns * 256)
+                    .map(|i| f64::from(deq[i]).abs() * f64::from(x[j].d[i / 32]) * 127.0)
+                    .sum();
+                assert!(
+                    (f64::from(a) - want).abs() <= 1e-3 * scale.max(1.0),
+                    "{ns}: {a} vs {want}"
+                );
+            }
         }
     }
 }
