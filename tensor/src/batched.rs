@@ -41,6 +41,11 @@ pub fn dot_row_q8_x4(dtype: DType, row: &[u8], x: [&Q8Activations; LANES]) -> [f
                     return crate::wide::dot_q4_k_x4(row, &ds, &dm, x);
                 }
                 DType::Q4_K => return simd::q4_k(row, x),
+                DType::Q6_K if crate::wide::available() => {
+                    let (mut d, mut sc) = (Vec::new(), Vec::new());
+                    crate::wide::q6_k_row_scales(row, &mut d, &mut sc);
+                    return crate::wide::dot_q6_k_x4(row, &d, &sc, x);
+                }
                 DType::Q6_K => return simd::q6_k(row, x),
                 _ => {}
             }
@@ -63,7 +68,7 @@ pub fn band<'w>(
 ) {
     let groups = x.len() / LANES * LANES;
     #[cfg(target_arch = "x86_64")]
-    if matches!(dtype, DType::Q8_0 | DType::Q4_1 | DType::Q4_K)
+    if matches!(dtype, DType::Q8_0 | DType::Q4_1 | DType::Q4_K | DType::Q6_K)
         && crate::wide::available()
         && groups > 0
         && !rows.is_empty()
@@ -94,30 +99,37 @@ fn wide_band<'w>(
     x: &[Q8Activations],
     put: &mut impl FnMut(usize, usize, f32),
 ) {
-    // Scales per row: one per block, or eight per Q4_K super-block.
+    // Per row: `nd` of the first kind of scale (one per block; eight per Q4_K super-block;
+    // one per Q6_K super-block) and `nm` of the second (Q4_1's m, Q4_K's dmin·min, Q6_K's
+    // sixteen scales).
     let (per, size) = dtype.block();
-    let nb = row(rows.start).len() / size * (per / 32);
-    let (mut d, mut m) = (Vec::with_capacity(rows.len() * nb), Vec::new());
+    let units = row(rows.start).len() / size;
+    let (nd, nm) = match dtype {
+        DType::Q6_K => (units, units * 16),
+        _ => (units * (per / 32), units * (per / 32)),
+    };
+    let (mut d, mut m) = (Vec::with_capacity(rows.len() * nd), Vec::new());
     for r in rows.clone() {
         match dtype {
             DType::Q8_0 => crate::wide::block_scales(row(r), &mut d),
             DType::Q4_K => crate::wide::q4_k_row_scales(row(r), &mut d, &mut m),
+            DType::Q6_K => crate::wide::q6_k_row_scales(row(r), &mut d, &mut m),
             _ => crate::wide::q4_1_scales(row(r), &mut d, &mut m),
         }
     }
     for i in (0..x.len()).step_by(LANES) {
         let xs = [&x[i], &x[i + 1], &x[i + 2], &x[i + 3]];
         for (k, r) in rows.clone().enumerate() {
-            let dk = &d[k * nb..(k + 1) * nb];
+            let dk = &d[k * nd..(k + 1) * nd];
+            let mk = || &m[k * nm..(k + 1) * nm];
             // SAFETY: the 512-bit features were detected by the caller; `row(r)` holds
             // whole blocks and each `x` as many (checked by the kernels).
             let v = unsafe {
                 match dtype {
                     DType::Q8_0 => crate::wide::dot_q8_0_x4(row(r), dk, xs),
-                    DType::Q4_K => {
-                        crate::wide::dot_q4_k_x4(row(r), dk, &m[k * nb..(k + 1) * nb], xs)
-                    }
-                    _ => crate::wide::dot_q4_1_x4(row(r), dk, &m[k * nb..(k + 1) * nb], xs),
+                    DType::Q4_K => crate::wide::dot_q4_k_x4(row(r), dk, mk(), xs),
+                    DType::Q6_K => crate::wide::dot_q6_k_x4(row(r), dk, mk(), xs),
+                    _ => crate::wide::dot_q4_1_x4(row(r), dk, mk(), xs),
                 }
             };
             for (j, v) in v.into_iter().enumerate() {
@@ -147,7 +159,7 @@ fn rest<'w>(
 mod simd {
     use super::LANES;
     use crate::quant::simd::{
-        Madd, block_sums16, f32x8, fma16, h2f, hsum, per_isa, q4_1_block, q4_1_mins, xq,
+        Madd, block_sums16, f32x8, fma16, h2f, hsum, per_isa, q4_1_block, q4_1_mins, q6_k_half, xq,
     };
     use crate::quant::{Q8Activations, f16_at};
     use std::arch::x86_64::*;
@@ -280,42 +292,18 @@ mod simd {
     #[inline(always)]
     unsafe fn q6_k_with<M: Madd>(row: &[u8], x: X) -> [f32; LANES] {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let mut acc = unsafe { zeros() };
-        // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let (m4, m2, off) = unsafe {
-            (
-                _mm256_set1_epi8(0x0F),
-                _mm256_set1_epi8(3),
-                _mm256_set1_epi8(32),
-            )
-        };
+        let mut acc = unsafe { [zeros(), zeros()] };
         for (sb, blk) in row.chunks_exact(210).enumerate() {
             let d = f16_at(blk, 208);
             for half in 0..2 {
                 let sc = &blk[192 + half * 8..192 + half * 8 + 8];
-                // SAFETY: blk has 210 bytes; the loads read 64 bytes of ql from 64·half and
-                // 32 of qh from 128 + 32·half. Each x.q has 32 per block.
+                // SAFETY: blk is one super-block; each x.q has 32 per block.
                 unsafe {
-                    let ql0 = _mm256_loadu_si256(blk.as_ptr().add(half * 64) as *const __m256i);
-                    let ql1 =
-                        _mm256_loadu_si256(blk.as_ptr().add(half * 64 + 32) as *const __m256i);
-                    let qh =
-                        _mm256_loadu_si256(blk.as_ptr().add(128 + half * 32) as *const __m256i);
-                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
-                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
-                    let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
-                    let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
-                    let vals = [
-                        _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
-                        _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
-                    ];
-                    for (k, v) in vals.into_iter().enumerate() {
-                        let v = _mm256_sub_epi8(v, off);
+                    for (k, v) in q6_k_half(blk, half).into_iter().enumerate() {
                         let av = _mm256_sign_epi8(v, v);
                         let b = sb * 8 + half * 4 + k;
                         let (c1, c2) = ((sc[2 * k] as i8) as f32, (sc[2 * k + 1] as i8) as f32);
+                        let acc = &mut acc[k % 2];
                         for j in 0..LANES {
                             let p = M::madd(av, _mm256_sign_epi8(xq(x[j], b), v));
                             let f = d * x[j].d[b];
@@ -328,7 +316,7 @@ mod simd {
             }
         }
         // SAFETY: as above.
-        unsafe { sums(acc) }
+        unsafe { sums(std::array::from_fn(|j| _mm256_add_ps(acc[0][j], acc[1][j]))) }
     }
 }
 
@@ -461,11 +449,21 @@ mod tests {
             let (per, _) = dtype.block();
             let rows: Vec<Vec<u8>> = (0..3).map(|r| row(dtype, k / per, 40 + r)).collect();
             let mut got = [f32::NAN; 7 * 3];
-            band(dtype, |r| &rows[r][..], 0..3, &acts, |i, r, v| got[i * 3 + r] = v);
+            band(
+                dtype,
+                |r| &rows[r][..],
+                0..3,
+                &acts,
+                |i, r, v| got[i * 3 + r] = v,
+            );
             for (i, x) in acts.iter().enumerate() {
                 for (r, w) in rows.iter().enumerate() {
                     let want = dot_row_q8(dtype, w, x);
-                    assert_eq!(got[i * 3 + r].to_bits(), want.to_bits(), "{dtype:?} {i} {r}");
+                    assert_eq!(
+                        got[i * 3 + r].to_bits(),
+                        want.to_bits(),
+                        "{dtype:?} {i} {r}"
+                    );
                 }
             }
         }

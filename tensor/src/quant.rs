@@ -957,58 +957,69 @@ pub(crate) mod simd {
     per_isa!(
         /// Q6_K against 8-bit activations. Values are rebuilt as signed bytes (q − 32) and
         /// multiplied with the sign trick of Q8_0; after `madd`, lanes 0–3 hold the first 16
-        /// values of a block and lanes 4–7 the second, which have their own scales.
+        /// values of a block and lanes 4–7 the second, which have their own scales. Even
+        /// and odd blocks go to two accumulators, added before the horizontal sum: the
+        /// order of the 512-bit copy in [`crate::wide`], which holds two blocks per
+        /// register.
         dot_q6_k_q8 = dot_q6_k_q8_with(row: &[u8], x: &crate::quant::Q8Activations) -> f32
     );
+
+    /// The four 32-value blocks of one half of a Q6_K super-block as signed bytes
+    /// (q − 32), in the activations' order.
+    ///
+    /// # Safety
+    /// AVX2 present; `blk` is one 210-byte super-block, `half` 0 or 1.
+    #[inline(always)]
+    pub(crate) unsafe fn q6_k_half(blk: &[u8], half: usize) -> [__m256i; 4] {
+        // SAFETY: blk has 210 bytes; the loads read 64 bytes of ql from 64·half and 32 of
+        // qh from 128 + 32·half.
+        unsafe {
+            let (m4, m2, off) = (
+                _mm256_set1_epi8(0x0F),
+                _mm256_set1_epi8(3),
+                _mm256_set1_epi8(32),
+            );
+            let ql0 = _mm256_loadu_si256(blk.as_ptr().add(half * 64) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(blk.as_ptr().add(half * 64 + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + half * 32) as *const __m256i);
+            let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
+            let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
+            let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
+            let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
+            [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
+            ]
+            .map(|v| _mm256_sub_epi8(v, off))
+        }
+    }
 
     #[inline(always)]
     unsafe fn dot_q6_k_q8_with<M: Madd>(row: &[u8], x: &super::Q8Activations) -> f32 {
         // SAFETY: AVX2 present (each copy of the caller is compiled for it).
-        let (mut acc, m4, m2, off) = unsafe {
-            (
-                _mm256_setzero_ps(),
-                _mm256_set1_epi8(0x0F),
-                _mm256_set1_epi8(3),
-                _mm256_set1_epi8(32),
-            )
-        };
+        let mut acc = unsafe { [_mm256_setzero_ps(); 2] };
         for (sb, blk) in row.chunks_exact(210).enumerate() {
             let d = f16_at(blk, 208);
             for half in 0..2 {
                 let sc = &blk[192 + half * 8..192 + half * 8 + 8];
-                // SAFETY: blk has 210 bytes; the loads read 64 bytes of ql from 64·half and
-                // 32 of qh from 128 + 32·half. x.q has 32 per block.
+                // SAFETY: blk is one super-block; x.q has 32 per block.
                 unsafe {
-                    let ql0 = _mm256_loadu_si256(blk.as_ptr().add(half * 64) as *const __m256i);
-                    let ql1 =
-                        _mm256_loadu_si256(blk.as_ptr().add(half * 64 + 32) as *const __m256i);
-                    let qh =
-                        _mm256_loadu_si256(blk.as_ptr().add(128 + half * 32) as *const __m256i);
-                    let h0 = _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4);
-                    let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4);
-                    let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4);
-                    let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4);
-                    let vals = [
-                        _mm256_or_si256(_mm256_and_si256(ql0, m4), h0),
-                        _mm256_or_si256(_mm256_and_si256(ql1, m4), h1),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3),
-                    ];
-                    for (k, v) in vals.into_iter().enumerate() {
-                        let v = _mm256_sub_epi8(v, off);
+                    for (k, v) in q6_k_half(blk, half).into_iter().enumerate() {
                         let b = sb * 8 + half * 4 + k;
                         let p = M::madd(_mm256_sign_epi8(v, v), _mm256_sign_epi8(xq(x, b), v));
                         let f = d * x.d[b];
                         let s1 = f * (sc[2 * k] as i8) as f32;
                         let s2 = f * (sc[2 * k + 1] as i8) as f32;
                         let scale = _mm256_set_ps(s2, s2, s2, s2, s1, s1, s1, s1);
-                        acc = _mm256_fmadd_ps(scale, p, acc);
+                        acc[k % 2] = _mm256_fmadd_ps(scale, p, acc[k % 2]);
                     }
                 }
             }
         }
         // SAFETY: AVX2 present.
-        unsafe { hsum(acc) }
+        unsafe { hsum(_mm256_add_ps(acc[0], acc[1])) }
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -534,6 +534,90 @@ pub unsafe fn dot_q4_k_x4(row: &[u8], ds: &[f32], dm: &[f32], x: [&Q8Activations
     }
 }
 
+/// Bytes of one Q6_K super-block: 128 bytes of low nibbles, 64 of high bits, 16 i8
+/// scales (one per 16 values) and an f16 `d`.
+const Q6_K: usize = 210;
+
+/// `row`'s Q6_K `d` (one per super-block) and scales as floats (sixteen per
+/// super-block), appended to `d` and `sc`, for [`dot_q6_k_x4`].
+pub fn q6_k_row_scales(row: &[u8], d: &mut Vec<f32>, sc: &mut Vec<f32>) {
+    for blk in row.chunks_exact(Q6_K) {
+        d.push(half::f16::from_le_bytes([blk[208], blk[209]]).to_f32());
+        sc.extend(blk[192..208].iter().map(|&c| f32::from(c as i8)));
+    }
+}
+
+/// `dot(row, x[j])` for a Q6_K row and four activation rows, each bit-identical to the
+/// 256-bit kernel for one; `d` and `sc` are the row's [`q6_k_row_scales`]. A register
+/// holds two blocks, each with two 16-value scales, so a pair's scale vector has four
+/// quarters.
+///
+/// # Safety
+/// The 512-bit features present ([`available`]); `row` holds whole super-blocks, and
+/// `d`, `sc` and every `x[j]` at least as many.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_q6_k_x4(row: &[u8], d: &[f32], sc: &[f32], x: [&Q8Activations; 4]) -> [f32; 4] {
+    let ns = row.len() / Q6_K;
+    assert!(
+        d.len() >= ns && sc.len() >= ns * 16,
+        "scales shorter than the row"
+    );
+    for xj in x {
+        assert!(
+            xj.q.len() >= ns * 256 && xj.d.len() >= ns * 8,
+            "activations shorter than the row"
+        );
+    }
+    let xq = [
+        x[0].q.as_ptr(),
+        x[1].q.as_ptr(),
+        x[2].q.as_ptr(),
+        x[3].q.as_ptr(),
+    ];
+    // For pair `p` of a half: lanes in quarters take scales 4p, 4p + 1, 4p + 2, 4p + 3.
+    const QUARTERS: [[i32; 16]; 2] = [
+        [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3],
+        [4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7],
+    ];
+    // SAFETY: super-blocks below `ns` lie inside `row`, `d`, `sc` and every `x`.
+    unsafe {
+        let idx: [__m512i; 2] = std::mem::transmute(QUARTERS);
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for sb in 0..ns {
+            let blk = &row[sb * Q6_K..(sb + 1) * Q6_K];
+            let dv = _mm256_set1_ps(d[sb]);
+            let f: [__m256; 4] = std::array::from_fn(|j| {
+                _mm256_mul_ps(dv, _mm256_loadu_ps(x[j].d.as_ptr().add(sb * 8)))
+            });
+            for half in 0..2 {
+                let scv = _mm256_loadu_ps(sc.as_ptr().add(sb * 16 + half * 8));
+                let h = 4 * half as i32;
+                let spread = _mm256_setr_epi32(h, h, h + 1, h + 1, h + 2, h + 2, h + 3, h + 3);
+                let s: [__m512; 4] = std::array::from_fn(|j| {
+                    _mm512_castps256_ps512(_mm256_mul_ps(
+                        _mm256_permutevar8x32_ps(f[j], spread),
+                        scv,
+                    ))
+                });
+                let v = crate::quant::simd::q6_k_half(blk, half);
+                for p in 0..2 {
+                    let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(v[2 * p]), v[2 * p + 1]);
+                    let w = (_mm512_abs_epi8(z), _mm512_movepi8_mask(z));
+                    let b = sb * 8 + half * 4 + 2 * p;
+                    for j in 0..4 {
+                        acc[j] = step(acc[j], w, xq[j].add(b * 32), s[j], idx[p]);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|j| {
+            let (lo, hi) = halves(acc[j]);
+            crate::quant::simd::hsum(_mm256_add_ps(lo, hi))
+        })
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -788,6 +872,56 @@ mod tests {
                         let xv = f64::from(x[j].d[i / 32]) * f64::from(x[j].q[i]);
                         f64::from(deq[i]) * xv
                     })
+                    .sum();
+                let scale: f64 = (0..ns * 256)
+                    .map(|i| f64::from(deq[i]).abs() * f64::from(x[j].d[i / 32]) * 127.0)
+                    .sum();
+                assert!(
+                    (f64::from(a) - want).abs() <= 1e-3 * scale.max(1.0),
+                    "{ns}: {a} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wide_q6_k_is_bit_identical_to_the_256_bit_kernels_and_batches() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BW and VNNI");
+            return;
+        }
+        for ns in [1, 2, 3, 19] {
+            let mut w = noise(ns * Q6_K, ns as u64 + 7);
+            for (i, blk) in w.chunks_exact_mut(Q6_K).enumerate() {
+                blk[208..].copy_from_slice(&f16::from_f32(0.003 + i as f32 * 0.0011).to_le_bytes());
+            }
+            let xs: Vec<Q8Activations> = (0..4).map(|j| acts(ns * 8, 70 + j, j == 0)).collect();
+            let x = [&xs[0], &xs[1], &xs[2], &xs[3]];
+            let (mut d, mut sc) = (Vec::new(), Vec::new());
+            q6_k_row_scales(&w, &mut d, &mut sc);
+            // SAFETY: every feature the copies need was detected above; whole blocks.
+            let four = unsafe { dot_q6_k_x4(&w, &d, &sc, x) };
+            let batched = crate::batched::dot_row_q8_x4(crate::DType::Q6_K, &w, x);
+            let mut deq = vec![0f32; ns * 256];
+            crate::quant::dequantize(crate::DType::Q6_K, &w, &mut deq);
+            for j in 0..4 {
+                // SAFETY: as above.
+                let (a, v) = unsafe {
+                    (
+                        simd::dot_q6_k_q8::avx2(&w, x[j]),
+                        simd::dot_q6_k_q8::vnni(&w, x[j]),
+                    )
+                };
+                assert_eq!(a.to_bits(), v.to_bits(), "{ns}: avx2 {a} vnni {v}");
+                assert_eq!(
+                    four[j].to_bits(),
+                    a.to_bits(),
+                    "{ns}, row {j}: {} vs {a}",
+                    four[j]
+                );
+                assert_eq!(batched[j].to_bits(), a.to_bits(), "{ns}, row {j}");
+                let want: f64 = (0..ns * 256)
+                    .map(|i| f64::from(deq[i]) * f64::from(x[j].d[i / 32]) * f64::from(x[j].q[i]))
                     .sum();
                 let scale: f64 = (0..ns * 256)
                     .map(|i| f64::from(deq[i]).abs() * f64::from(x[j].d[i / 32]) * 127.0)
