@@ -261,6 +261,13 @@ impl Disjoint {
         // SAFETY: as the caller promises.
         unsafe { *self.0.add(i) = v }
     }
+
+    /// # Safety
+    /// `i` is in bounds and no other thread writes element `i` meanwhile.
+    unsafe fn read(self, i: usize) -> f32 {
+        // SAFETY: as the caller promises.
+        unsafe { *self.0.add(i) }
+    }
 }
 
 pub(crate) fn same_or_row_broadcast(a: &Tensor, b: &Tensor, op: &str) -> Result<()> {
@@ -348,13 +355,30 @@ pub fn mul(a: &Tensor, b: &Tensor, budget: Budget) -> Result<Tensor> {
     binary(a, b, "mul", budget, |x, y| x * y)
 }
 
-fn unary(a: &Tensor, budget: Budget, f: impl Fn(f32) -> f32) -> Result<Tensor> {
+fn unary(a: &Tensor, budget: Budget, f: impl Fn(f32) -> f32 + Sync) -> Result<Tensor> {
     let mut data = copy_of(a, Some(0), budget)?;
-    for_rows(&mut data, ELEM_CHUNK, budget, |_, row| {
-        for x in row.iter_mut() {
-            *x = f(*x);
+    // A prompt's activations (GELU, SiLU) are large enough to split over the kernel
+    // pool, a chunk per job: each value is computed alone, so the result is the same
+    // whichever thread ran it.
+    let chunks = data.len().div_ceil(ELEM_CHUNK);
+    let dst = Disjoint(data.as_mut_ptr());
+    let len = data.len();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    crate::pool::run(chunks, |c| {
+        if budget.check().is_err() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
         }
-    })?;
+        for i in c * ELEM_CHUNK..((c + 1) * ELEM_CHUNK).min(len) {
+            // SAFETY: chunk `c` alone reads and writes elements c·ELEM_CHUNK.., below
+            // `len`, and `data` outlives the pool job.
+            unsafe { dst.write(i, f(dst.read(i))) };
+        }
+    });
+    if failed.into_inner() {
+        budget.check()?;
+        return Err(TensorError::Deadline);
+    }
     Ok(out(a.shape.clone(), data))
 }
 
