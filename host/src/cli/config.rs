@@ -694,11 +694,17 @@ mod tests {
         ConfigFile::parse(Path::new("/etc/x/config.toml"), text)
     }
 
+    /// Held by every [`merged`]: tests run on parallel threads, and a test building its
+    /// command while another has the variable set saw `env` where it expected `default`
+    /// (a CI failure of `show_prints_toml_with_sources`).
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn merged(args: &[&str], env: Option<&str>, cfg: &ConfigFile) -> (Cli, Vec<Setting>) {
+        let _env = ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // clap reads a flag's variable when the command is built.
         let command = match env {
             Some(v) => {
-                // SAFETY: only this test sets or reads this variable.
+                // SAFETY: only these tests set or read this variable, each holding `ENV`.
                 unsafe { std::env::set_var("APIARY_TEST_CONFIG_HTTP", v) };
                 let c = Cli::command();
                 // SAFETY: as above.
