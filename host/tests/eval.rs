@@ -153,16 +153,18 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
 
 /// The two language models, the arithmetic and the knowledge specialist on a handful of
 /// mixed items (written for this test): each is right on different items; the swarm
-/// routes each item to who can answer it. Equal answers are one candidate: on the
-/// capital of Canada, facts and smollm say the same and nobody outside that candidate can
-/// judge it against gemma's wrong "Toronto", so the reputation behind it (support) wins;
-/// where the models pick different options, their pooled option scores decide. Greedy
-/// decoding and seeded rounds make the counts exact.
+/// routes each item to who can answer it. On the capital of Canada the three answers
+/// differ (smollm's "… is Ottawa, Canada." does not end in the gold answer, so strict
+/// grading counts it wrong) and the judges' verdicts pick facts' answer; where the models
+/// pick different options, their pooled option scores decide. Greedy decoding and seeded
+/// rounds make the counts exact, for the kernels' order of additions: when that order
+/// changed (issue 15), smollm's reply here went from "… is Ottawa." to "… is Ottawa,
+/// Canada." and these counts with it. (Support deciding a round is `swarm.rs`'s test.)
 #[test]
 fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     let (r, _) = eval_fixture("eval-mixed.jsonl", &["arith", "facts", "gemma", "smollm"]);
     let o = &r["overall"];
-    let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 4)];
+    let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 3)];
     for (p, n) in expect {
         assert_eq!(o["per_plugin"][p], n, "{p}: {o}");
     }
@@ -176,9 +178,9 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     // sentence; all three picked C: one candidate.
     assert_eq!(items[4]["swarm"], "C. Paris");
     assert_eq!(items[4]["decided_by"], "single");
-    assert_eq!(items[5]["right"], serde_json::json!(["facts", "smollm"]));
+    assert_eq!(items[5]["right"], serde_json::json!(["facts"]));
     assert!(items[5]["swarm"].as_str().unwrap().contains("Ottawa"));
-    assert_eq!(items[5]["decided_by"], "support");
+    assert_eq!(items[5]["decided_by"], "verdicts");
     // The two language models pick different options and no one can judge them: the
     // pooled option scores decide, for smollm's right one.
     assert_eq!(items[3]["swarm"], "A. oxygen");
