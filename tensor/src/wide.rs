@@ -224,78 +224,77 @@ pub fn q4_1_scales(row: &[u8], d: &mut Vec<f32>, m: &mut Vec<f32>) {
     }
 }
 
-/// For each of 32 output words, the 16-bit word of a sixteen-block group it is read
-/// from: block `j`'s scale for `j < 16` (its first word), then, for Q4_1, block `j`'s
-/// `m` (its second word).
+/// Dword lane tables of [`q4_1_row_scales`]: block `j`'s `(d, m)` is dword `5j` of its
+/// group, so lanes 0–6 come from loads 0–1, lanes 7–12 from loads 2–3 and lanes 13–15
+/// from load 4. Entries outside a lane's source are never selected.
 #[cfg(target_arch = "x86_64")]
-const fn group_table(block_words: usize, with_m: bool) -> [i16; 32] {
-    let mut w = [0i16; 32];
+const fn dword_table(from: i32) -> [i32; 16] {
+    let mut t = [0i32; 16];
     let mut j = 0;
     while j < 16 {
-        w[j] = (block_words * j) as i16;
-        if with_m {
-            w[16 + j] = (block_words * j + 1) as i16;
-        }
+        let at = 5 * j as i32 - from;
+        t[j] = if at >= 0 && at < 32 { at } else { 0 };
         j += 1;
     }
-    w
+    t
 }
 
-/// Picks the words `table` names out of the `valid` first words at `base`, in registers:
-/// `LOADS` masked loads of 32 words (nothing past `valid` is read) and one word permute
-/// per two of them. Built in memory and reloaded instead, the scales stalled every row on
-/// a failed store-to-load forward (measured: SmolLM2's decode 15 % slower than before
-/// the 512-bit kernels).
+/// The `d` and `m` of blocks `first..first + n` of a Q4_1 `row` (lanes from `n` on zero),
+/// in registers. A block's two halves are one dword, so three dword permutes (one
+/// micro-op each) gather sixteen of them out of the group's five 64-byte loads and one
+/// word permute splits the `d`s from the `m`s. Whole groups load unmasked: masked loads
+/// and 16-bit two-table permutes (three micro-ops each) were most of this function's
+/// time in the profile of SmolLM2's decode, whose rows are 18 blocks. Built in memory and
+/// reloaded instead, the scales stalled every row on a failed store-to-load forward.
 ///
 /// # Safety
-/// The 512-bit features present; `valid` words from `base` are readable, and `table`
-/// names words below `32 · LOADS`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn group_words<const LOADS: usize>(
-    base: *const i16,
-    valid: u64,
-    table: [i16; 32],
-) -> __m512i {
-    let mask = |k: u64| ((1u64 << valid.saturating_sub(32 * k).min(32)) - 1) as u32;
-    // SAFETY: as the caller promises; each load reads only the words its mask selects.
-    unsafe {
-        let z: [__m512i; LOADS] =
-            std::array::from_fn(|k| _mm512_maskz_loadu_epi16(mask(k as u64), base.add(32 * k)));
-        let idx: __m512i = std::mem::transmute(table);
-        let mut w = _mm512_setzero_si512();
-        for k in (0..LOADS).step_by(2) {
-            let from = _mm512_set1_epi16(32 * k as i16);
-            let rel = _mm512_sub_epi16(idx, from);
-            let here = _mm512_cmpge_epi16_mask(idx, from)
-                & _mm512_cmplt_epi16_mask(rel, _mm512_set1_epi16(64));
-            let picked = if k + 1 < LOADS {
-                _mm512_permutex2var_epi16(z[k], rel, z[k + 1])
-            } else {
-                _mm512_permutexvar_epi16(rel, z[k])
-            };
-            w = _mm512_mask_blend_epi16(here, w, picked);
-        }
-        w
-    }
-}
-
-/// The `d` and `m` of blocks `first..first + n` of a Q4_1 `row` (lanes from `n` on zero).
-///
-/// # Safety
-/// The 512-bit features present; blocks `first..first + n` lie inside `row`, `n ≤ 16`.
+/// The 512-bit features present; blocks `first..first + n` lie inside `row`, `n <= 16`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn q4_1_row_scales(row: &[u8], first: usize, n: usize) -> (__m512, __m512) {
-    const TABLE: [i16; 32] = group_table(Q4_1 / 2, true);
-    // SAFETY: as the caller promises: the group's words inside the row, 5 loads of 32
-    // cover its 160.
+    const T01: [i32; 16] = dword_table(0);
+    const T23: [i32; 16] = dword_table(32);
+    const T4: [i32; 16] = dword_table(64);
+    // Words 2j (the d's) into the low half and 2j + 1 (the m's) into the high half.
+    const SPLIT: [i16; 32] = {
+        let mut t = [0i16; 32];
+        let mut j = 0;
+        while j < 16 {
+            t[j] = 2 * j as i16;
+            t[16 + j] = 2 * j as i16 + 1;
+            j += 1;
+        }
+        t
+    };
+    // SAFETY: as the caller promises: a whole group's 80 dwords lie in the row; a
+    // partial group's loads read only the dwords of its blocks (the masks).
     unsafe {
-        let base = row.as_ptr().add(first * Q4_1) as *const i16;
-        let w = group_words::<5>(base, (n * Q4_1 / 2) as u64, TABLE);
+        let base = row.as_ptr().add(first * Q4_1) as *const i32;
+        let valid = n * Q4_1 / 4;
+        let load = |k: usize| {
+            if valid >= 16 * (k + 1) {
+                _mm512_loadu_si512(base.add(16 * k) as *const __m512i)
+            } else {
+                let keep = valid.saturating_sub(16 * k).min(16);
+                _mm512_maskz_loadu_epi32(((1u32 << keep) - 1) as u16, base.add(16 * k))
+            }
+        };
+        let t = |v: [i32; 16]| std::mem::transmute::<[i32; 16], __m512i>(v);
+        let mut v = _mm512_permutex2var_epi32(load(0), t(T01), load(1));
+        if n > 7 {
+            let hi = _mm512_permutex2var_epi32(load(2), t(T23), load(3));
+            v = _mm512_mask_blend_epi32(0x1F80, v, hi);
+        }
+        if n > 13 {
+            v = _mm512_mask_blend_epi32(0xE000, v, _mm512_permutexvar_epi32(t(T4), load(4)));
+        }
+        let w = _mm512_permutexvar_epi16(std::mem::transmute::<[i16; 32], __m512i>(SPLIT), v);
+        // Lanes from `n` on may hold another block's scales (the tables' filler): zero
+        // them, as the products expect (an infinite `m` times a zero sum would be NaN).
+        let live = lanes(n);
         (
-            _mm512_cvtph_ps(_mm512_castsi512_si256(w)),
-            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(w)),
+            _mm512_maskz_cvtph_ps(live, _mm512_castsi512_si256(w)),
+            _mm512_maskz_cvtph_ps(live, _mm512_extracti64x4_epi64::<1>(w)),
         )
     }
 }
