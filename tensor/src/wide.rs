@@ -332,8 +332,24 @@ unsafe fn q4_1_pair(row: &[u8], b: usize) -> __m512i {
 #[inline(always)]
 unsafe fn q4_1_step(acc: __m512, w: __m512i, x: *const i8, sv: __m512, idx: __m512i) -> __m512 {
     // SAFETY: as the caller promises.
+    unsafe { q4_1_step_loaded(acc, w, _mm512_loadu_si512(x as *const __m512i), sv, idx) }
+}
+
+/// [`q4_1_step`] on activations already in a register (shared by several weight rows).
+///
+/// # Safety
+/// The 512-bit features present.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_1_step_loaded(
+    acc: __m512,
+    w: __m512i,
+    xv: __m512i,
+    sv: __m512,
+    idx: __m512i,
+) -> __m512 {
+    // SAFETY: as the caller promises.
     unsafe {
-        let xv = _mm512_loadu_si512(x as *const __m512i);
         let p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv));
         _mm512_fmadd_ps(_mm512_permutexvar_ps(idx, sv), p, acc)
     }
@@ -393,6 +409,60 @@ pub unsafe fn dot_q4_1(row: &[u8], x: &Q8Activations) -> f32 {
             }
         }
         q4_1_finish(acc, mv, row, x, nb)
+    }
+}
+
+/// `dot(rows[r], x)` for four weight rows against one activation row, each bit-identical
+/// to [`dot_q4_1`]: a decode step's products. Four rows at once share the activations'
+/// loads, scales and loop, and give the core four independent chains, so the per-row cost
+/// that dominated SmolLM2's 18-block rows (the scale gather and the horizontal sums)
+/// overlaps instead of queueing behind one row's dependency chain.
+///
+/// # Safety
+/// The 512-bit features present ([`available`]); every row holds the same whole number of
+/// blocks and `x` at least as many.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn dot_q4_1_rows4(rows: [&[u8]; 4], x: &Q8Activations) -> [f32; 4] {
+    let nb = rows[0].len() / Q4_1;
+    assert!(
+        rows.iter().all(|r| r.len() == rows[0].len()),
+        "rows of different lengths"
+    );
+    assert!(
+        x.q.len() >= nb * 32 && x.d.len() >= nb && x.sum.len() >= nb,
+        "activations shorter than the row"
+    );
+    let xq = x.q.as_ptr();
+    // SAFETY: blocks below `nb` lie inside every row and `x` (checked above).
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut mv = [_mm512_setzero_ps(); 4];
+        let two = _mm512_set1_epi32(2);
+        for first in (0..nb).step_by(16) {
+            let n = (nb - first).min(16);
+            let sums = _mm512_maskz_loadu_ps(lanes(n), x.sum.as_ptr().add(first));
+            let mut sv = [_mm512_setzero_ps(); 4];
+            for r in 0..4 {
+                let (d, m) = q4_1_row_scales(rows[r], first, n);
+                mv[r] = _mm512_fmadd_ps(m, sums, mv[r]);
+                sv[r] = scales(d, &x.d, first, lanes(n));
+            }
+            let mut idx = START;
+            for b in (first..first + n - 1).step_by(2) {
+                let xv = _mm512_loadu_si512(xq.add(b * 32) as *const __m512i);
+                for r in 0..4 {
+                    acc[r] = q4_1_step_loaded(acc[r], q4_1_pair(rows[r], b), xv, sv[r], idx);
+                }
+                idx = _mm512_add_epi32(idx, two);
+            }
+        }
+        [
+            q4_1_finish(acc[0], mv[0], rows[0], x, nb),
+            q4_1_finish(acc[1], mv[1], rows[1], x, nb),
+            q4_1_finish(acc[2], mv[2], rows[2], x, nb),
+            q4_1_finish(acc[3], mv[3], rows[3], x, nb),
+        ]
     }
 }
 
@@ -791,6 +861,28 @@ mod tests {
                 assert_eq!(a.to_bits(), z.to_bits(), "{nb} blocks: avx2 {a} wide {z}");
                 assert_eq!(four[j].to_bits(), z.to_bits(), "{nb} blocks, row {j}");
                 assert_eq!(batched[j].to_bits(), z.to_bits(), "{nb} blocks, row {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn wide_q4_1_four_weight_rows_match_one_at_a_time() {
+        if !available() {
+            eprintln!("skipped: this CPU has no AVX-512 BW and VNNI");
+            return;
+        }
+        for nb in COUNTS {
+            let rows: Vec<Vec<u8>> = (0..4).map(|r| q4_1_row(nb, 90 + r + nb as u64)).collect();
+            for (s, extreme) in [(70, false), (71, true)] {
+                let x = acts(nb, s, extreme);
+                let r = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+                // SAFETY: the features were detected above; whole blocks of one length.
+                let four = unsafe { dot_q4_1_rows4(r, &x) };
+                for j in 0..4 {
+                    // SAFETY: as above.
+                    let one = unsafe { dot_q4_1(r[j], &x) };
+                    assert_eq!(four[j].to_bits(), one.to_bits(), "{nb} blocks, row {j}");
+                }
             }
         }
     }
