@@ -139,6 +139,27 @@ fn wide_band<'w>(
     }
 }
 
+/// How far ahead of the row being multiplied a decode step's product prefetches: about
+/// 12 KiB. One activation row against a large matrix is a pure stream of weights from
+/// memory, and the hardware prefetcher alone left it latency-bound: Gemma 3's output head
+/// (262,144 × 640 Q8_0, 178 MB) took 11.9 ms on 2 threads (15 GB/s of 24.5 measured), 9.1
+/// ms with 16 rows (11 KiB) of prefetch, 9.3–9.5 ms with 24 rows. Bands of 1 MiB instead of
+/// 64 rows, so that the prefetch never stops at a band's end, were no faster.
+const AHEAD_BYTES: usize = 12 << 10;
+
+/// Ask for `bytes` in the cache ahead of their use (a hint: nothing is read).
+#[cfg(target_arch = "x86_64")]
+fn prefetch(bytes: &[u8]) {
+    for at in (0..bytes.len()).step_by(64) {
+        // SAFETY: a prefetch reads nothing and cannot fault; the address lies in `bytes`.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                bytes.as_ptr().add(at) as *const i8,
+            )
+        };
+    }
+}
+
 /// The activation rows from `from` on, one at a time (a decode step's only row): Q4_1
 /// weight rows four at a time on the 512-bit kernels, each bit-identical to one alone.
 fn rest<'w>(
@@ -149,11 +170,19 @@ fn rest<'w>(
     from: usize,
     mut put: impl FnMut(usize, usize, f32),
 ) {
+    if rows.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    let ahead = AHEAD_BYTES / row(rows.start).len().max(1) + 1;
     for (i, xi) in x.iter().enumerate().skip(from) {
         let mut r = rows.start;
         #[cfg(target_arch = "x86_64")]
         if dtype == DType::Q4_1 && crate::wide::available() {
             while r + 4 <= rows.end {
+                for p in (r + ahead..r + ahead + 4).take_while(|&p| p < rows.end) {
+                    prefetch(row(p));
+                }
                 let four = [row(r), row(r + 1), row(r + 2), row(r + 3)];
                 // SAFETY: the 512-bit features were detected; a matrix's rows are whole
                 // blocks of one length, and `xi` holds as many (checked by the kernel).
@@ -165,6 +194,10 @@ fn rest<'w>(
             }
         }
         for r in r..rows.end {
+            #[cfg(target_arch = "x86_64")]
+            if r + ahead < rows.end {
+                prefetch(row(r + ahead));
+            }
             put(i, r, dot_row_q8(dtype, row(r), xi));
         }
     }
