@@ -305,6 +305,7 @@ pub fn fold(i: &Inputs<'_>) -> Outcomes {
         candidates: vec![None; i.answers.len()],
         decided_by: Some(decided_by),
         pooled: pooled.unwrap_or_default(),
+        body: String::new(),
     };
     let gold = i.known.filter(|_| i.version >= 3);
     let winners = rewarded(&ranked, &cand);

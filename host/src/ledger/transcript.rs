@@ -7,12 +7,16 @@ use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
 use crate::consensus::{FitOptions, Outcome};
 use serde::{Deserialize, Serialize};
 
+/// 5: the entry node's signature covers the whole record: its result names the SHA-256
+/// of everything else in the transcript ([`Outcomes::body`]), so the prompt, the options,
+/// the domain, the known answer and the set of messages cannot be changed after sealing
+/// (before, only what changed the recomputed result was caught). Folded as version 4.
 /// 4: option scores debiased by each member's known-answer record and the domain's
 /// base rate pooled in once (`consensus::debias`). 3: known-answer rounds, and option scores pooled at each member's fitted scale once
 /// it has a known-answer record (see [`super::fold`]). 2: candidates (equal answers
 /// grouped), graded verdicts, pooled option scores, the request's options and domain.
 /// Versions 1 to 3 still verify, each folded as it was.
-pub const TRANSCRIPT_VERSION: u32 = 4;
+pub const TRANSCRIPT_VERSION: u32 = 5;
 
 /// A member of the round: a node, or one plugin of a node in a local round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,42 @@ pub struct Outcomes {
     /// The pooled probability of each option (multiple choice with option scores).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pooled: Vec<f64>,
+    /// Version 5: the hex SHA-256 of the transcript without its result ([`Body`]), so
+    /// the entry node's signature binds every field, not only the ones the fold reads.
+    /// Empty before version 5, and in a recomputed result.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub body: String,
+}
+
+/// The transcript without its result, in its fields' order: what [`Outcomes::body`]
+/// hashes. JSON by serde_json (fields in declaration order, floats in their shortest
+/// round-trip form), so every node that parses a transcript and writes its body again
+/// gets the same bytes.
+#[derive(Serialize)]
+struct Body<'a> {
+    version: u32,
+    id: &'a str,
+    entry: &'a str,
+    prompt: &'a str,
+    choices: &'a [String],
+    domain: &'a str,
+    known: Option<u32>,
+    seed: u64,
+    members: &'a [Member],
+    params: &'a Params,
+    answers: &'a [Signed<AnswerMsg>],
+    verdicts: &'a [Signed<VerdictMsg>],
+    calibration: &'a [CalibrationCheck],
+    struck: &'a [usize],
+}
+
+impl Body<'_> {
+    fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        // Serialising plain data to a Vec cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(&bytes))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +290,7 @@ pub fn recompute_struck(
         candidates: Vec::new(),
         decided_by: None,
         pooled: Vec::new(),
+        body: String::new(),
     }
 }
 
@@ -343,7 +384,25 @@ impl Transcript {
 
     /// The entry node computes the result that follows from the messages and signs it.
     pub fn seal(entry: &NodeKey, u: Unsealed) -> Transcript {
-        let result = entry.sign(fold::fold(&fold::Inputs {
+        let entry_id = entry.id();
+        let body = Body {
+            version: TRANSCRIPT_VERSION,
+            id: &u.id,
+            entry: &entry_id,
+            prompt: &u.prompt,
+            choices: &u.choices,
+            domain: &u.domain,
+            known: u.known,
+            seed: u.seed,
+            members: &u.members,
+            params: &u.params,
+            answers: &u.answers,
+            verdicts: &u.verdicts,
+            calibration: &u.calibration,
+            struck: &u.struck,
+        }
+        .digest();
+        let outcomes = fold::fold(&fold::Inputs {
             version: TRANSCRIPT_VERSION,
             known: u.known,
             members: &u.members,
@@ -353,11 +412,12 @@ impl Transcript {
             calibration: &u.calibration,
             struck: &u.struck,
             choices: &u.choices,
-        }));
+        });
+        let result = entry.sign(Outcomes { body, ..outcomes });
         Transcript {
             version: TRANSCRIPT_VERSION,
             id: u.id,
-            entry: entry.id(),
+            entry: entry_id,
             prompt: u.prompt,
             choices: u.choices,
             domain: u.domain,
@@ -448,6 +508,27 @@ impl Transcript {
                 )
             })
             .collect()
+    }
+
+    /// The digest [`Outcomes::body`] names for this transcript.
+    pub fn body_digest(&self) -> String {
+        Body {
+            version: self.version,
+            id: &self.id,
+            entry: &self.entry,
+            prompt: &self.prompt,
+            choices: &self.choices,
+            domain: &self.domain,
+            known: self.known,
+            seed: self.seed,
+            members: &self.members,
+            params: &self.params,
+            answers: &self.answers,
+            verdicts: &self.verdicts,
+            calibration: &self.calibration,
+            struck: &self.struck,
+        }
+        .digest()
     }
 
     /// Every problem found: bad signatures, messages of another round or out of range,
@@ -544,6 +625,21 @@ impl Transcript {
         }
         if self.result.signer != self.entry {
             problems.push("result is not signed by the entry node".into());
+        }
+        // A version 5 record relabelled as older would skip the check: older ones sign
+        // no digest, so one that carries a digest is that relabelling.
+        if self.version < 5 && !self.result.payload.body.is_empty() {
+            problems.push(format!(
+                "a version {} transcript carries a version 5 body digest",
+                self.version
+            ));
+        }
+        if self.version >= 5 && self.result.payload.body != self.body_digest() {
+            problems.push(
+                "the record differs from what the entry node signed (prompt, options, \
+                 domain, known answer, seed, members, parameters or messages changed)"
+                    .into(),
+            );
         }
         if problems.is_empty() {
             let again = self.recompute();
@@ -694,6 +790,51 @@ pub(crate) mod tests {
         assert!(!t.verify().is_empty());
     }
 
+    /// Version 5: fields the fold never reads are signed too. Each edit below leaves the
+    /// recomputed result as it was (before version 5 none of them was caught); the body
+    /// digest catches every one, a JSON round trip keeps it, and relabelling the record
+    /// as version 4 to skip the check is caught as well.
+    #[test]
+    fn the_entry_signs_every_field_of_a_version_5_record() {
+        let key = NodeKey::generate();
+        let t = sample(&key);
+        assert_eq!(t.version, 5);
+        assert_eq!(t.result.payload.body.len(), 64);
+        let again: Transcript = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert!(again.verify().is_empty(), "{:?}", again.verify());
+        type Edit = fn(&mut Transcript);
+        let edits: [(&str, Edit); 5] = [
+            ("prompt", |t| t.prompt = "What is 17 * 24?".into()),
+            ("domain", |t| t.domain = "history".into()),
+            ("seed", |t| t.seed += 1),
+            ("id", |t| t.id.push('x')),
+            ("choices", |t| {
+                t.choices = vec!["391".into(), "381".into()];
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut e = t.clone();
+            edit(&mut e);
+            assert_eq!(e.recompute().winner, t.result.payload.winner, "{what}");
+            let problems = e.verify();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("differs from what the entry node signed")),
+                "{what}: {problems:?}"
+            );
+        }
+        let mut old = t.clone();
+        old.version = 4;
+        assert!(
+            old.verify()
+                .iter()
+                .any(|p| p.contains("carries a version 5 body digest")),
+            "{:?}",
+            old.verify()
+        );
+    }
+
     /// Three answers, two of them the same number in two spellings, and a judge who
     /// prefers 391 to 392 both ways round.
     fn grouped(key: &NodeKey) -> Transcript {
@@ -777,6 +918,7 @@ pub(crate) mod tests {
             text: "392".into(),
             ..t.answers[2].payload.clone()
         });
+        resign(&key, &mut t);
         assert!(
             t.verify().iter().any(|p| p.contains("candidates")),
             "{:?}",
@@ -904,9 +1046,19 @@ pub(crate) mod tests {
     /// `t` sealed again as a transcript of `version` (this host writes only the newest).
     fn as_version(key: &NodeKey, mut t: Transcript, version: u32) -> Transcript {
         t.version = version;
-        let result = t.recompute();
+        let mut result = t.recompute();
+        if version >= 5 {
+            result.body = t.body_digest();
+        }
         t.result = key.sign(result);
         t
+    }
+
+    /// `t`'s result signed again over its edited body: what a forging entry node does.
+    fn resign(key: &NodeKey, t: &mut Transcript) {
+        let mut result = t.result.payload.clone();
+        result.body = t.body_digest();
+        t.result = key.sign(result);
     }
 
     #[test]
@@ -960,7 +1112,7 @@ pub(crate) mod tests {
         let key = NodeKey::generate();
         // Member 0 says "no", but by 4.8 nats: its "yes"-day margin. Member 1 says "yes".
         let answers = [(1, vec![0.0, 4.8]), (0, vec![1.0, 0.0])];
-        let t = yes_or_no(&key, None, 4, leaning_and_deaf(), answers);
+        let t = yes_or_no(&key, None, TRANSCRIPT_VERSION, leaning_and_deaf(), answers);
         assert_eq!(t.version, TRANSCRIPT_VERSION);
         assert!(t.verify().is_empty(), "{:?}", t.verify());
         let before = &t.members;
