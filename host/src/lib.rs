@@ -16,6 +16,7 @@
 //! - [`tensor`]: host-owned tensors, weights files and the CPU kernels plugins call;
 //! - [`swarm`]: libp2p networking and the round protocol between nodes;
 //! - [`api`]: the OpenAI-compatible HTTP API a node serves;
+//! - [`bank`]: a node's own known-answer rounds, from the operator's bank of items;
 //! - [`eval`]: datasets with known answers through rounds, and how the swarm scores;
 //! - [`author`]: a plugin author's commands: a crate from a template, its build, and the
 //!   conformance check that shows a node's view of the plugin.
@@ -25,6 +26,7 @@
 
 pub mod api;
 pub mod author;
+pub mod bank;
 pub mod bindings;
 pub mod consensus;
 pub mod eval;

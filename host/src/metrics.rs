@@ -84,6 +84,7 @@ pub struct Metrics {
     governor: Family<StateLabel, Gauge>,
     rounds_running: Gauge,
     rounds_queued: Gauge,
+    known_rounds: Family<OutcomeLabel, Counter>,
 }
 
 /// Seconds, from a few milliseconds (a rule-based plugin) to minutes (a language model
@@ -108,6 +109,7 @@ impl Metrics {
             governor: Family::default(),
             rounds_running: Gauge::default(),
             rounds_queued: Gauge::default(),
+            known_rounds: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -156,6 +158,11 @@ impl Metrics {
             "Chat requests waiting for a round slot",
             m.rounds_queued.clone(),
         );
+        registry.register(
+            "known_rounds",
+            "Known-answer rounds from this node's bank, by outcome (right, wrong, failed)",
+            m.known_rounds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -167,6 +174,17 @@ impl Metrics {
             })
             .inc();
         self.round_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A known-answer round from the node's bank (`crate::bank`) ended: `outcome` says
+    /// whether the swarm picked the right option: a live accuracy figure for the
+    /// operator. (Each is a round this node started, so `rounds` counts it too.)
+    pub fn known_round(&self, outcome: &str) {
+        self.known_rounds
+            .get_or_create(&OutcomeLabel {
+                outcome: label(outcome),
+            })
+            .inc();
     }
 
     pub fn plugin_call(&self, plugin: &str, call: &str, took: Duration, fault: bool) {

@@ -362,3 +362,166 @@ fn a_command_prints_nothing_on_stderr_it_was_not_asked_for() {
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("loaded"));
 }
+
+/// The `apiary_known_rounds_total` counts in a node's `/metrics`: (right, wrong, failed).
+async fn known_rounds(node: &NodeProc) -> (u64, u64, u64) {
+    let text = metrics_text(node).await;
+    let count = |outcome: &str| {
+        let key = format!("apiary_known_rounds_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    (count("right"), count("wrong"), count("failed"))
+}
+
+fn rounds_cli(node: &NodeProc, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["rounds"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(node.data.path())
+        .output()
+        .unwrap()
+}
+
+/// A node given a known-answer bank (`--known-answers`) asks its items now and then as
+/// rounds of the swarm, and only while idle: paused by hand it asks none. Each such
+/// transcript names the right option, verifies, and grows the members' known-answer
+/// records; a transcript that claims another right option fails verification; a bank
+/// with a bad item stops the node before it starts, naming the item.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_asks_its_known_answer_bank_while_idle_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.jsonl");
+    std::fs::write(
+        &bank,
+        concat!(
+            r#"{"id": "k1", "task": "t", "kind": "choice", "question": "What is 6 * 7?", "choices": ["41", "42", "43"], "answer": "B"}"#,
+            "\n",
+            r#"{"id": "k2", "task": "t", "kind": "choice", "question": "What is the capital of France?", "choices": ["Paris", "Lyon"], "answer": "Paris"}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let member = start(&[(&plugin("arith"), "arith")], None, &[]);
+    let bank_arg = bank.to_str().unwrap();
+    let entry = start(
+        &[(&plugin("facts"), "facts")],
+        Some(&member.p2p),
+        &[
+            "--api-key",
+            API_KEY,
+            "--known-answers",
+            bank_arg,
+            "--known-every",
+            "0.02",
+        ],
+    );
+    wait_for_peers(&entry, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while known_rounds(&entry).await.0 < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}\n{}",
+            known_rounds(&entry).await,
+            entry.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, wrong, failed) = known_rounds(&entry).await;
+    assert_eq!((wrong, failed), (0, 0), "{}", entry.log());
+
+    // Paused, the node asks nothing (a round already under way may still finish).
+    let pause = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args([
+            "pause",
+            "--for",
+            "10m",
+            "--node",
+            &entry.http,
+            "--api-key",
+            API_KEY,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        pause.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pause.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paused = known_rounds(&entry).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        known_rounds(&entry).await,
+        paused,
+        "a paused node asked its bank"
+    );
+
+    let list = rounds_cli(&entry, &["list", "--limit", "100"]);
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    let ids: Vec<&str> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(ids.len() >= 4, "{list}");
+    let mut grown = 0;
+    for id in &ids {
+        let shown = rounds_cli(&entry, &["show", id]);
+        let t: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+        let want = if t["prompt"] == "What is 6 * 7?" {
+            1
+        } else {
+            0
+        };
+        assert_eq!(t["known"], want, "{t}");
+        let verify = rounds_cli(&entry, &["verify", id]);
+        assert!(
+            verify.status.success(),
+            "{}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        let after = t["result"]["payload"]["after"].as_array().unwrap();
+        grown += after
+            .iter()
+            .filter(|s| s["known"]["answered"].as_u64() >= Some(1))
+            .count();
+    }
+    assert!(
+        grown >= ids.len(),
+        "every known-answer round measures its answerer: {list}"
+    );
+
+    // The signed record is what every node folds: claiming another right option is caught.
+    let shown = rounds_cli(&entry, &["show", ids[0]]);
+    let mut t: apiary::ledger::Transcript = serde_json::from_slice(&shown.stdout).unwrap();
+    t.known = t.known.map(|k| 1 - k);
+    let problems = t.verify();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("differs from what the entry node signed")),
+        "a changed right option went unnoticed: {problems:?}"
+    );
+
+    // A bank with a bad item: the node refuses to start and says which.
+    std::fs::write(
+        &bank,
+        r#"{"id": "bad", "task": "t", "kind": "choice", "question": "?", "choices": ["x", "y"], "answer": "Q"}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_apiary"))
+        .args(["run", "--known-answers", bank_arg, "--plugins"])
+        .arg(dir.path())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("item 1 (bad)") && err.contains("bank.jsonl"),
+        "{err}"
+    );
+}

@@ -54,6 +54,8 @@ pub struct Values {
     pub no_reputation: Option<bool>,
     pub max_rounds: Option<usize>,
     pub queue: Option<usize>,
+    pub known_answers: Option<PathBuf>,
+    pub known_every: Option<f64>,
     // `apiary plugins install` (and what `list` and `audit` call trusted)
     pub trusted_authors: Option<Vec<String>>,
     pub allow_unsigned: Option<bool>,
@@ -177,6 +179,7 @@ impl ConfigFile {
             &mut values.plugins,
             &mut values.data_dir,
             &mut values.cache_dir,
+            &mut values.known_answers,
         ]
         .into_iter()
         .flatten()

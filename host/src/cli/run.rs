@@ -53,6 +53,15 @@ pub struct RunCommand {
     /// Requests that may wait for a round beyond --max-rounds (more get 429).
     #[arg(long, value_name = "N", default_value_t = Admission::default().queue)]
     queue: usize,
+    /// Multiple-choice items with their right answers (JSON lines, the `apiary eval`
+    /// format) that this node asks the swarm now and then while it is idle, as rounds
+    /// like any other, so that its standings learn which members are right, not only
+    /// which agree (see `apiary::bank`).
+    #[arg(long, value_name = "FILE")]
+    known_answers: Option<PathBuf>,
+    /// Minutes between two known-answer rounds, on average.
+    #[arg(long, value_name = "MINUTES", default_value_t = 20.0)]
+    known_every: f64,
     #[command(flatten)]
     round: RoundArgs,
 }
@@ -83,6 +92,21 @@ impl RunCommand {
             json!(n)
         });
         merge.take("queue", &mut self.queue, v.queue, |n| json!(n));
+        merge.take(
+            "known-answers",
+            &mut self.known_answers,
+            v.known_answers.map(Some),
+            |p| p.as_deref().map_or(Value::Null, path_json),
+        );
+        merge.take("known-every", &mut self.known_every, v.known_every, |m| {
+            json!(m)
+        });
+        if !(self.known_every.is_finite() && self.known_every * 60_000.0 >= 1_000.0) {
+            return Err(CliError::Usage(format!(
+                "--known-every (known-every) is {} minutes; give at least 1/60 (one second)",
+                self.known_every
+            )));
+        }
         self.round.configure(merge);
         if self.max_rounds == 0 {
             return Err(CliError::Usage(
@@ -97,6 +121,13 @@ impl RunCommand {
     pub fn run(mut self, ctx: &Context) -> Result<ExitCode, CliError> {
         let mut merge = Merge::new(ctx.command, ctx.leaf(), ctx.config);
         let rules = self.configure(&mut merge)?;
+        // Read first: a bad bank is the operator's typo, told before anything starts.
+        let bank = self
+            .known_answers
+            .as_deref()
+            .map(apiary::bank::Bank::read)
+            .transpose()
+            .map_err(|e| CliError::Input(e.to_string()))?;
         let registry = ctx.sandbox.empty_registry(&self.plugins)?;
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let (key, ledger) = open_ledger(&data_dir)?;
@@ -116,6 +147,9 @@ impl RunCommand {
             let s = governor.status();
             eprintln!("governor: mode {}, {} ({})", s.mode, s.state, s.reason);
             node.set_governor(governor);
+            if let Some(bank) = bank {
+                self.play_known(&node, bank);
+            }
             self.serve(node, registry, &data_dir).await
         })
     }
@@ -172,6 +206,20 @@ impl RunCommand {
 }
 
 impl RunCommand {
+    /// The node's known-answer rounds, for as long as it runs. The schedule's seed is
+    /// fresh each start: nobody else should be able to tell when the tests come.
+    fn play_known(&self, node: &Node, bank: apiary::bank::Bank) {
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).expect("the operating system provides randomness");
+        let every = std::time::Duration::from_secs_f64(self.known_every * 60.0);
+        eprintln!(
+            "known-answer bank: {} items, a round every {} minutes on average while idle",
+            bank.items.len(),
+            self.known_every
+        );
+        apiary::bank::spawn(node.clone(), bank, every, u64::from_le_bytes(seed));
+    }
+
     fn api_options(&self, registry: Arc<Registry>) -> ApiOptions {
         ApiOptions {
             token: self.api_key.clone(),

@@ -51,6 +51,9 @@ pub struct Item {
     #[serde(default)]
     pub choices: Vec<String>,
     pub answer: String,
+    /// The round's domain hint (`round::domain_of`); without one, the kind of task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// Read items from JSON lines, naming the line of any bad one.
@@ -329,6 +332,7 @@ pub fn run_with(
         // Seeds apart from the scored items', so no round repeats another's.
         let mut request = round::request(&item.question, !(seed ^ k as u64));
         request.choices = item.choices.clone();
+        request.domain = item.domain.clone();
         let played = play(&request, Some(known))?;
         calibration.push(score(item, &played, &[]));
     }
@@ -346,6 +350,7 @@ pub fn run_with(
     for (k, item) in items.iter().enumerate() {
         let mut request = round::request(&item.question, seed ^ k as u64);
         request.choices = item.choices.clone();
+        request.domain = item.domain.clone();
         let played = play(&request, None)?;
         let result = score(item, &played, &bad);
         for t in [per_task.entry(item.task.clone()).or_default(), &mut overall] {
@@ -451,6 +456,7 @@ mod tests {
             question: "q".into(),
             choices: choices.iter().map(|s| s.to_string()).collect(),
             answer: answer.into(),
+            domain: None,
         }
     }
 

@@ -299,6 +299,21 @@ impl Node {
     }
 
     /// Why this node should not volunteer now, if its owner's governor says so.
+    /// Nothing to do: the governor lets the node work at full speed (or there is none),
+    /// and it has no round open, neither its own nor as a member. A node's own
+    /// known-answer rounds (`crate::bank`) wait for this, so they never take a slot or a
+    /// core from real work.
+    pub fn idle(&self) -> bool {
+        let active = self
+            .inner
+            .governor
+            .get()
+            .is_none_or(|g| g.state() == State::Active);
+        active
+            && lock(&self.inner.open).is_empty()
+            && lock(&self.inner.member_rounds).stats(wire::now_ms()).open == 0
+    }
+
     fn declining(&self, judging: bool) -> Option<String> {
         let g = self.inner.governor.get()?;
         let status = g.status();
