@@ -20,7 +20,7 @@ SETS=("$@")
 if [ ${#SETS[@]} -eq 0 ]; then SETS=(mixed arc_easy boolq arc_challenge mmlu); fi
 SEED=${SEED:-2}
 CALIBRATE=${CALIBRATE:-40}
-APIARY="${CARGO_TARGET_DIR:-$PWD/target}/release/apiary"
+APIARY=${APIARY:-"${CARGO_TARGET_DIR:-$PWD/target}/release/apiary"}
 OUT=target/eval
 PLUGINS=$OUT/plugins
 
@@ -35,8 +35,12 @@ done
 
 for set in "${SETS[@]}"; do
   echo "==> $set: $ITEMS items, seed $SEED, 6 nodes" >&2
+  # The mixed set has no items to spare: its known-answer rounds are ARC-Easy items
+  # (its multiple-choice half), none of them among the scored questions.
+  known=()
+  if [ "$set" = mixed ]; then known=(--known-answers target/datasets/arc_easy.jsonl); fi
   "$APIARY" eval "target/datasets/$set.jsonl" --plugins "$PLUGINS" --nodes 6 \
-    --limit "$ITEMS" --calibrate "$CALIBRATE" --seed "$SEED" --byzantine 0.3 \
+    --limit "$ITEMS" --calibrate "$CALIBRATE" "${known[@]}" --seed "$SEED" --byzantine 0.3 \
     --answer-ms 420000 --judge-ms 420000 \
     --max-answer-ms 360000 --max-compare-ms 60000 --max-assess-ms 6000 \
     --json >"$OUT/$set-$ITEMS.json" 2>"$OUT/$set-$ITEMS.txt"

@@ -27,6 +27,11 @@ pub struct EvalCommand {
     /// member's option scores can be trusted before the scored items (`consensus::known`).
     #[arg(long, default_value_t = 0, value_name = "ITEMS")]
     calibrate: usize,
+    /// With --calibrate: take the known-answer items from this file (a bank as `apiary
+    /// run --known-answers` reads) instead of each dataset's unscored items, skipping any
+    /// whose question is scored; for a set with no items to spare (the mixed set).
+    #[arg(long, value_name = "FILE", requires = "calibrate")]
+    known_answers: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fraction of the judges (plugins) made adversarial: every verdict reversed.
@@ -171,21 +176,38 @@ impl EvalCommand {
         if items.len() > n || self.calibrate > 0 {
             apiary::consensus::pairs::SplitMix(self.seed).shuffle(&mut items);
         }
-        let rest = items.split_off(n.min(items.len()));
+        let mut rest = items.split_off(n.min(items.len()));
+        let mut from = path.to_path_buf();
+        if let Some(bank) = &self.known_answers {
+            rest = self.read_bank(bank)?;
+            from = bank.clone();
+        }
+        let scored: std::collections::HashSet<&str> =
+            items.iter().map(|i| i.question.as_str()).collect();
         let known: Vec<Item> = rest
             .into_iter()
-            .filter(|i| eval::gold_option(i).is_some())
+            .filter(|i| eval::gold_option(i).is_some() && !scored.contains(i.question.as_str()))
             .take(self.calibrate)
             .collect();
         if known.len() < self.calibrate {
             return Err(CliError::Input(format!(
                 "{}: --calibrate {} but only {} multiple-choice items lie outside the {n} scored",
-                path.display(),
+                from.display(),
                 self.calibrate,
                 known.len()
             )));
         }
         Ok((items, known))
+    }
+
+    /// The `--known-answers` file's items, in the seed's order.
+    fn read_bank(&self, path: &Path) -> Result<Vec<Item>, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Input(format!("cannot read {}: {e}", path.display())))?;
+        let mut items = eval::read_items(&text)
+            .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?;
+        apiary::consensus::pairs::SplitMix(self.seed ^ 0xBA4C).shuffle(&mut items);
+        Ok(items)
     }
 
     /// Accuracy per dataset and overall, one column per plugin and per way of deciding.
