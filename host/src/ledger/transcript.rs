@@ -153,7 +153,28 @@ struct Body<'a> {
     struck: &'a [usize],
 }
 
-impl Body<'_> {
+impl<'a> Body<'a> {
+    /// One constructor for the signer and the verifier, so the two cannot hash
+    /// different fields.
+    fn of(version: u32, entry: &'a str, u: &'a Unsealed) -> Body<'a> {
+        Body {
+            version,
+            id: &u.id,
+            entry,
+            prompt: &u.prompt,
+            choices: &u.choices,
+            domain: &u.domain,
+            known: u.known,
+            seed: u.seed,
+            members: &u.members,
+            params: &u.params,
+            answers: &u.answers,
+            verdicts: &u.verdicts,
+            calibration: &u.calibration,
+            struck: &u.struck,
+        }
+    }
+
     fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         // Serialising plain data to a Vec cannot fail.
@@ -385,23 +406,7 @@ impl Transcript {
     /// The entry node computes the result that follows from the messages and signs it.
     pub fn seal(entry: &NodeKey, u: Unsealed) -> Transcript {
         let entry_id = entry.id();
-        let body = Body {
-            version: TRANSCRIPT_VERSION,
-            id: &u.id,
-            entry: &entry_id,
-            prompt: &u.prompt,
-            choices: &u.choices,
-            domain: &u.domain,
-            known: u.known,
-            seed: u.seed,
-            members: &u.members,
-            params: &u.params,
-            answers: &u.answers,
-            verdicts: &u.verdicts,
-            calibration: &u.calibration,
-            struck: &u.struck,
-        }
-        .digest();
+        let body = Body::of(TRANSCRIPT_VERSION, &entry_id, &u).digest();
         let outcomes = fold::fold(&fold::Inputs {
             version: TRANSCRIPT_VERSION,
             known: u.known,
@@ -512,23 +517,7 @@ impl Transcript {
 
     /// The digest [`Outcomes::body`] names for this transcript.
     pub fn body_digest(&self) -> String {
-        Body {
-            version: self.version,
-            id: &self.id,
-            entry: &self.entry,
-            prompt: &self.prompt,
-            choices: &self.choices,
-            domain: &self.domain,
-            known: self.known,
-            seed: self.seed,
-            members: &self.members,
-            params: &self.params,
-            answers: &self.answers,
-            verdicts: &self.verdicts,
-            calibration: &self.calibration,
-            struck: &self.struck,
-        }
-        .digest()
+        Body::of(self.version, &self.entry, &self.unsealed()).digest()
     }
 
     /// Every problem found: bad signatures, messages of another round or out of range,
