@@ -212,7 +212,7 @@ impl Engine {
 
     /// `option` as the answer after `Answer:`: ` option` (at most
     /// [`MAX_SCORED_TOKENS`] tokens), then the end of the answer.
-    fn answer_ids(&self, option: &str) -> Vec<u32> {
+    pub fn answer_ids(&self, option: &str) -> Vec<u32> {
         let mut ids = self.tok.encode(&format!(" {}", option.trim()));
         ids.truncate(MAX_SCORED_TOKENS);
         ids.extend(self.end_of_answer);
