@@ -162,7 +162,7 @@ fn eval_refuses_a_malformed_dataset_naming_the_line() {
 /// Canada." and these counts with it. (Support deciding a round is `swarm.rs`'s test.)
 #[test]
 fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
-    let (r, _) = eval_fixture("eval-mixed.jsonl", &["arith", "facts", "gemma", "smollm"]);
+    let (r, stderr) = eval_fixture("eval-mixed.jsonl", &["arith", "facts", "gemma", "smollm"]);
     let o = &r["overall"];
     let expect = [("arith", 2), ("facts", 2), ("gemma", 2), ("smollm", 3)];
     for (p, n) in expect {
@@ -186,6 +186,33 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
     assert_eq!(items[3]["swarm"], "A. oxygen");
     assert_eq!(items[3]["decided_by"], "pooled");
     assert_eq!((&o["answered"], &o["multi"]), (&6.into(), &2.into()), "{o}");
+    // The judges' record on pairs with exactly one right answer: the two language
+    // models preferred facts' "Ottawa" each time they were asked; the specialists
+    // abstained (no lean), and the pooled round's pairs reached only them.
+    let judged: Vec<&str> = items[5]["judges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["right"] == true)
+        .map(|j| j["judge"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        judged,
+        ["gemma", "gemma", "smollm", "smollm"],
+        "{}",
+        items[5]
+    );
+    let j = &o["judges"];
+    assert_eq!(
+        (&j["gemma"]["right"], &j["gemma"]["wrong"]),
+        (&2.into(), &0.into()),
+        "{j}"
+    );
+    assert_eq!(j["arith"]["no_lean"], 6, "{j}");
+    assert!(
+        stderr.contains("judges on pairs with one right answer (right/wrong/no lean): arith 0/0/6"),
+        "{stderr}"
+    );
 }
 
 /// The mixed set: reasoning-gym's generated arithmetic and algebra interleaved with

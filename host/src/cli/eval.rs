@@ -251,6 +251,7 @@ impl EvalCommand {
                 String::new()
             }
         ));
+        table.push_str(&judges(&report.overall));
         if report.calibration_rounds > 0 {
             table.push_str(&format!(
                 "after {} known-answer rounds (unscored):\n",
@@ -260,6 +261,22 @@ impl EvalCommand {
         }
         table
     }
+}
+
+/// Each judge's verdicts on pairs with exactly one right answer, when there were any.
+fn judges(t: &Tally) -> String {
+    if t.judges.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = t
+        .judges
+        .iter()
+        .map(|(n, j)| format!("{n} {}/{}/{}", j.right, j.wrong, j.no_lean))
+        .collect();
+    format!(
+        "judges on pairs with one right answer (right/wrong/no lean): {}\n",
+        each.join(", ")
+    )
 }
 
 fn row(name: &str, t: &Tally, names: &[String], byzantine: bool) -> String {

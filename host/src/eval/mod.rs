@@ -196,6 +196,38 @@ pub struct Tally {
     /// Multi-candidate rounds by what decided them ("verdicts", "pooled", "support",
     /// "order").
     pub by: BTreeMap<String, usize>,
+    /// Each judge's verdicts on pairs with exactly one right answer.
+    pub judges: BTreeMap<String, JudgeRecord>,
+}
+
+/// How a judge did on the pairs it was given where exactly one answer was right: whether
+/// its verdicts deserve to decide rounds, which agreement with the consensus cannot
+/// tell when the consensus is itself a weak model's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct JudgeRecord {
+    pub right: usize,
+    pub wrong: usize,
+    /// Abstained, called the two the same, or leaned less than
+    /// [`crate::consensus::Outcome::DECISIVE_MARGIN`].
+    pub no_lean: usize,
+}
+
+impl JudgeRecord {
+    fn add(&mut self, right: Option<bool>) {
+        match right {
+            Some(true) => self.right += 1,
+            Some(false) => self.wrong += 1,
+            None => self.no_lean += 1,
+        }
+    }
+}
+
+/// One verdict on a pair with exactly one right answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JudgeFact {
+    pub judge: String,
+    /// Whether it preferred the right answer; `None` when it did not lean.
+    pub right: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -219,6 +251,9 @@ pub struct ItemResult {
     /// The pooled probability of each option, when the round pooled.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pooled: Vec<f64>,
+    /// The verdicts on pairs with exactly one right answer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub judges: Vec<JudgeFact>,
 }
 
 /// One answer as the pool saw it (for `--json` readers diagnosing the pool).
@@ -369,6 +404,9 @@ pub fn run_with(
                 t.multi += 1;
                 *t.by.entry(result.decided_by.to_string()).or_default() += 1;
             }
+            for j in &result.judges {
+                t.judges.entry(j.judge.clone()).or_default().add(j.right);
+            }
         }
         progress(k, &result);
         results.push(result);
@@ -441,7 +479,29 @@ fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
         ms: r.ms,
         answers,
         pooled,
+        judges: judge_facts(item, r),
     }
+}
+
+/// The verdicts of `r` on pairs where exactly one of the two answers is right.
+fn judge_facts(item: &Item, r: &Played) -> Vec<JudgeFact> {
+    let Some(t) = &r.transcript else {
+        return Vec::new();
+    };
+    let right = |i: usize| {
+        t.answers
+            .get(i)
+            .is_some_and(|a| matches(item, &a.payload.text, a.payload.choice))
+    };
+    t.verdicts
+        .iter()
+        .map(|v| &v.payload)
+        .filter(|v| right(v.first) != right(v.second))
+        .map(|v| JudgeFact {
+            judge: r.plugin_of.get(v.judge).cloned().unwrap_or_default(),
+            right: v.outcome.decisive().map(|first| first == right(v.first)),
+        })
+        .collect()
 }
 
 #[cfg(test)]
