@@ -25,8 +25,7 @@ fn main() {
         let options: Vec<&str> = choices.iter().map(String::as_str).collect();
         let rule = apiary_plugin_api::lm::Rule::for_choices(&choices, gemma::OPTIONS_RULE);
         let question = item["question"].as_str().unwrap_or_default();
-        let l = engine.likelihoods(question, &options, rule).unwrap();
-        let scores = apiary_plugin_api::lm::option_scores(rule, &l);
+        let scores = engine.option_scores(question, &options, rule).unwrap();
         let context = engine.prompt(question);
         let neutral: Vec<u32> = context[..1]
             .iter()
