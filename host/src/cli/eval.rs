@@ -321,10 +321,13 @@ fn records(report: &Report, names: &[String]) -> String {
                 .flat_map(|i| &i.answers)
                 .find(|a| &a.plugin == n)?;
             let (answered, right) = a.known;
+            let (judged, judged_right) = a.judged;
             Some(format!(
-                "  {n:<10} right {right}/{answered}, fitted scale {} (v3) {} (v4, debiased)\n",
+                "  {n:<10} right {right}/{answered}, fitted scale {} (v3) {} (v4, debiased); \
+                 judged right {judged_right}/{judged}, verdicts weigh x{:.2} (v6)\n",
                 scale(a.scale),
-                scale(a.debiased_scale)
+                scale(a.debiased_scale),
+                a.judge_factor
             ))
         })
         .collect()

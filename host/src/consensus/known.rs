@@ -22,6 +22,7 @@
 //! transcripts holds the same bits.
 
 use super::debias::Debiased;
+use super::judge_record::JudgeRecord;
 use super::pooling::log_softmax;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,10 @@ pub struct Known {
     /// transcripts: `consensus::debias`).
     #[serde(default, skip_serializing_if = "Debiased::is_empty")]
     pub debiased: Debiased,
+    /// Its verdicts on pairs with one right side (version 6 transcripts:
+    /// `consensus::judge_record`): what its verdicts weigh.
+    #[serde(default, skip_serializing_if = "JudgeRecord::is_empty")]
+    pub judged: JudgeRecord,
 }
 
 /// The scale of [`SCALES`] with the highest summed log-likelihood, once `scored` reaches
@@ -61,7 +66,7 @@ pub(crate) fn fitted_scale(loglik: &[f64; SCALES.len()], scored: u32) -> Option<
 
 impl Known {
     pub fn is_empty(&self) -> bool {
-        self.answered == 0
+        self.answered == 0 && self.judged.is_empty()
     }
 
     /// One known-answer round's answer: whether it picked option `gold`, and its option

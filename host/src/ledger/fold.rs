@@ -29,6 +29,12 @@
 //!   against it instead of against the consensus: each answer's record and reputation
 //!   follow whether it was right, each judge's agreement follows the right candidate.
 //!
+//! Version 6 transcripts add the judges' records: in a known-answer round each decisive
+//! verdict on a pair of candidates with exactly one the right option is counted right or
+//! wrong in the judge's record (`consensus::judge_record`), and in every round a verdict
+//! weighs the judge's reputation times its record's factor (1 with no record), not the
+//! reputation alone.
+//!
 //! Version 1 transcripts (no candidates, ungraded verdicts) fold as they always did
 //! (`transcript::recompute_struck`); version 2 ones as this fold does with `version` 2.
 
@@ -54,7 +60,7 @@ pub enum DecidedBy {
 
 /// Everything a fold reads.
 pub struct Inputs<'a> {
-    /// The transcript's version (2, 3 or 4).
+    /// The transcript's version (2 to 6; 5 folds as 4).
     pub version: u32,
     /// The right option of a known-answer round (version 3 and later).
     pub known: Option<u32>,
@@ -270,12 +276,12 @@ fn tiers(scores: &[f64]) -> Vec<usize> {
     tier
 }
 
-/// Fold a version 2, 3 or 4 transcript.
+/// Fold a version 2 to 6 transcript.
 pub fn fold(i: &Inputs<'_>) -> Outcomes {
     let p = &i.params.reputation;
     let live = i.live();
     let calibrated = i.calibrated();
-    let weights: Vec<f64> = calibrated.iter().map(|s| s.vote_weight(p)).collect();
+    let weights = vote_weights(&calibrated, i.version, p);
     let answer_votes = i.votes(&live);
     let cand = candidates(i, &live, &answer_votes, &weights);
     let n = cand.iter().map(|&c| c + 1).max().unwrap_or(0);
@@ -347,7 +353,44 @@ pub fn fold(i: &Inputs<'_>) -> Outcomes {
     if n >= 2 {
         observe_judges(&mut out.after, &votes, &measure, i.members.len(), p);
     }
+    if let (Some(g), true) = (gold, i.version >= 6) {
+        record_judges(&mut out.after, &votes, &option_of, g);
+    }
     out
+}
+
+/// Each member's verdict weight: its reputation once calibrated, and from version 6
+/// times the factor of its judging record (`consensus::judge_record`).
+fn vote_weights(standings: &[Standing], version: u32, p: &ReputationParams) -> Vec<f64> {
+    standings
+        .iter()
+        .map(|s| {
+            let w = s.vote_weight(p);
+            if version >= 6 {
+                w * s.known.judged.factor()
+            } else {
+                w
+            }
+        })
+        .collect()
+}
+
+/// A known-answer round's decisive verdicts on candidate pairs with exactly one side the
+/// right option `gold`, into each judge's record (version 6). A pair of two wrong options
+/// says nothing a record can check; nor does a hunch inside the decisive margin.
+fn record_judges(after: &mut [Standing], votes: &[Vote], option_of: &[Option<u32>], gold: u32) {
+    let right = |c: usize| option_of.get(c).copied().flatten() == Some(gold);
+    for v in votes {
+        let (first, second) = (right(v.first), right(v.second));
+        let (true, Some(preferred_first), Some(s)) = (
+            first != second,
+            v.outcome.decisive(),
+            after.get_mut(v.judge),
+        ) else {
+            continue;
+        };
+        s.known.judged.record(preferred_first == first);
+    }
 }
 
 /// Per candidate: its option (if its answers pick one) and its support, the summed

@@ -7,6 +7,8 @@ use crate::consensus::scoring::{self, ReputationParams, Standing, Vote};
 use crate::consensus::{FitOptions, Outcome};
 use serde::{Deserialize, Serialize};
 
+/// 6: judges weigh by their record on known-answer pairs with one right side
+/// (`consensus::judge_record`), which known-answer rounds now keep; signed as version 5.
 /// 5: the entry node's signature covers the whole record: its result names the SHA-256
 /// of everything else in the transcript ([`Outcomes::body`]), so the prompt, the options,
 /// the domain, the known answer and the set of messages cannot be changed after sealing
@@ -15,8 +17,8 @@ use serde::{Deserialize, Serialize};
 /// base rate pooled in once (`consensus::debias`). 3: known-answer rounds, and option scores pooled at each member's fitted scale once
 /// it has a known-answer record (see [`super::fold`]). 2: candidates (equal answers
 /// grouped), graded verdicts, pooled option scores, the request's options and domain.
-/// Versions 1 to 3 still verify, each folded as it was.
-pub const TRANSCRIPT_VERSION: u32 = 5;
+/// Versions 1 to 5 still verify, each folded as it was.
+pub const TRANSCRIPT_VERSION: u32 = 6;
 
 /// A member of the round: a node, or one plugin of a node in a local round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -683,6 +685,7 @@ impl Transcript {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::consensus::JudgeRecord;
 
     pub fn sample(key: &NodeKey) -> Transcript {
         let p = Params::default();
@@ -787,7 +790,7 @@ pub(crate) mod tests {
     fn the_entry_signs_every_field_of_a_version_5_record() {
         let key = NodeKey::generate();
         let t = sample(&key);
-        assert_eq!(t.version, 5);
+        assert_eq!(t.version, TRANSCRIPT_VERSION);
         assert_eq!(t.result.payload.body.len(), 64);
         let again: Transcript = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert!(again.verify().is_empty(), "{:?}", again.verify());
@@ -1075,6 +1078,149 @@ pub(crate) mod tests {
             m.before.known = Default::default();
         }
         assert_eq!(fresh.recompute().winner, Some(0));
+    }
+
+    /// A yes/no round: member 0 says "yes", member 1 "no", with no option scores; judge 2
+    /// prefers "yes" in both orders, judge 3 "no" (the second order only by a hunch),
+    /// each judge with the record given and the same reputation.
+    fn two_judges(
+        key: &NodeKey,
+        known: Option<u32>,
+        version: u32,
+        records: [JudgeRecord; 2],
+    ) -> Transcript {
+        let mut befores = [standing(Default::default()); 4];
+        befores[2].known.judged = records[0];
+        befores[3].known.judged = records[1];
+        let members = befores
+            .iter()
+            .enumerate()
+            .map(|(i, &before)| Member {
+                key: format!("{}/p{i}", key.id()),
+                before,
+            })
+            .collect();
+        let answer = |member: usize| {
+            key.sign(AnswerMsg {
+                round: "j".into(),
+                member,
+                text: ["yes", "no"][member].into(),
+                choice: Some(member as u32),
+                option_scores: Vec::new(),
+                tokens: 0,
+            })
+        };
+        let verdict = |judge, first, second, outcome| {
+            key.sign(VerdictMsg {
+                round: "j".into(),
+                judge,
+                first,
+                second,
+                outcome,
+            })
+        };
+        let verdicts = vec![
+            verdict(2, 0, 1, Outcome::First),
+            verdict(2, 1, 0, Outcome::Second),
+            verdict(3, 0, 1, Outcome::Second),
+            verdict(3, 1, 0, Outcome::Prefer(550)),
+        ];
+        let t = Transcript::seal(
+            key,
+            Unsealed {
+                id: "j".into(),
+                prompt: "Is water wet?".into(),
+                choices: vec!["yes".into(), "no".into()],
+                domain: "choice".into(),
+                known,
+                seed: 5,
+                members,
+                params: Params::default(),
+                answers: vec![answer(0), answer(1)],
+                verdicts,
+                calibration: Vec::new(),
+                struck: Vec::new(),
+            },
+        );
+        as_version(key, t, version)
+    }
+
+    fn judge_record(right: u32, wrong: u32) -> JudgeRecord {
+        JudgeRecord {
+            judged: right + wrong,
+            right,
+        }
+    }
+
+    #[test]
+    fn a_known_answer_round_keeps_each_judges_record_from_version_6() {
+        let key = NodeKey::generate();
+        let fresh = [JudgeRecord::default(); 2];
+        let t = two_judges(&key, Some(0), TRANSCRIPT_VERSION, fresh);
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        let after = &t.result.payload.after;
+        // Judge 2 preferred the right "yes" twice; judge 3 the wrong "no" once firmly and
+        // once by a hunch inside the decisive margin, which a record does not count.
+        assert_eq!(after[2].known.judged, judge_record(2, 0));
+        assert_eq!(after[3].known.judged, judge_record(0, 1));
+        assert!(after[0].known.judged.is_empty() && after[1].known.judged.is_empty());
+        // The record survives a JSON round trip (in the transcript and in the ledger).
+        let again: Transcript = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert!(again.verify().is_empty(), "{:?}", again.verify());
+        assert_eq!(
+            again.result.payload.after[3].known.judged,
+            judge_record(0, 1)
+        );
+        // A real round (no right option) and a version 5 known round leave records alone.
+        let plain = two_judges(&key, None, TRANSCRIPT_VERSION, fresh);
+        let v5 = two_judges(&key, Some(0), 5, fresh);
+        for t in [&plain, &v5] {
+            assert!(t.verify().is_empty(), "{:?}", t.verify());
+            assert!(
+                t.result
+                    .payload
+                    .after
+                    .iter()
+                    .all(|s| s.known.judged.is_empty())
+            );
+        }
+        // A record changed after the fact fails verification.
+        let mut forged = t.clone();
+        forged.members[3].before.known.judged = judge_record(40, 0);
+        assert!(!forged.verify().is_empty());
+    }
+
+    #[test]
+    fn from_version_6_a_verdict_weighs_by_its_judges_record() {
+        let key = NodeKey::generate();
+        // Judge 2 right 20 times in 20, judge 3 at chance: judge 2's "yes" decides.
+        let records = [judge_record(20, 0), judge_record(10, 10)];
+        let t = two_judges(&key, None, TRANSCRIPT_VERSION, records);
+        assert!(t.verify().is_empty(), "{:?}", t.verify());
+        let r = &t.result.payload;
+        assert_eq!(
+            (r.winner, r.decided_by),
+            (Some(0), Some(DecidedBy::Verdicts))
+        );
+        // The records the other way round: judge 3's "no" decides.
+        let t = two_judges(&key, None, TRANSCRIPT_VERSION, [records[1], records[0]]);
+        let r = &t.result.payload;
+        assert_eq!(
+            (r.winner, r.decided_by),
+            (Some(1), Some(DecidedBy::Verdicts))
+        );
+        // Version 5 weighs both judges by their equal reputation, whatever their records:
+        // judge 2's firmer pair of verdicts wins either way.
+        let v5 = two_judges(&key, None, 5, records);
+        assert!(v5.verify().is_empty(), "{:?}", v5.verify());
+        assert_eq!(v5.result.payload.winner, Some(0));
+        let swapped = two_judges(&key, None, 5, [records[1], records[0]]);
+        assert_eq!(swapped.result.payload.winner, Some(0));
+        // With no records version 6 folds as version 5 did.
+        let fresh = two_judges(&key, None, TRANSCRIPT_VERSION, [JudgeRecord::default(); 2]);
+        let r = (&fresh.result.payload, &v5.result.payload);
+        assert_eq!((r.0.winner, r.0.decided_by), (r.1.winner, r.1.decided_by));
+        assert_eq!(r.0.scores, r.1.scores);
     }
 
     /// Records of 30 known-answer yes/no rounds, right answer "yes" in 2 of 3: member 0
