@@ -209,6 +209,13 @@ fn a_mixed_eval_with_the_language_models_beats_every_single_plugin() {
         "{j}"
     );
     assert_eq!(j["arith"]["no_lean"], 6, "{j}");
+    // No known-answer rounds, so no judge has a record, and version 5's rule (verdicts
+    // weighed by reputation alone) picks the same winners.
+    assert_eq!(o["swarm_unrecorded"], o["swarm"], "{o}");
+    assert!(
+        stderr.contains("(version 5's rule), same rounds: "),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("judges on pairs with one right answer (right/wrong/no lean): arith 0/0/6"),
         "{stderr}"

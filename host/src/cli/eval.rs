@@ -252,6 +252,11 @@ impl EvalCommand {
             }
         ));
         table.push_str(&judges(&report.overall));
+        let t = &report.overall;
+        table.push_str(&format!(
+            "swarm with verdicts weighed by reputation alone (version 5's rule), same rounds: {}\n",
+            pct(t.swarm_unrecorded, t.items)
+        ));
         if report.calibration_rounds > 0 {
             table.push_str(&format!(
                 "after {} known-answer rounds (unscored):\n",

@@ -185,6 +185,8 @@ pub struct Tally {
     pub majority: usize,
     pub swarm: usize,
     pub swarm_byzantine: usize,
+    /// Right with verdicts weighed by reputation alone (version 5's rule).
+    pub swarm_unrecorded: usize,
     pub oracle: usize,
     /// Rounds with at least one answer.
     pub answered: usize,
@@ -238,6 +240,9 @@ pub struct ItemResult {
     pub swarm: Option<String>,
     pub swarm_right: bool,
     pub swarm_byzantine_right: bool,
+    /// Whether the swarm would have been right with verdicts weighed by reputation
+    /// alone (version 5's rule: [`Played::unrecorded_winner`]).
+    pub swarm_unrecorded_right: bool,
     pub majority_right: bool,
     pub oracle: bool,
     pub right: Vec<String>,
@@ -404,6 +409,7 @@ pub fn run_with(
             t.majority += usize::from(result.majority_right);
             t.swarm += usize::from(result.swarm_right);
             t.swarm_byzantine += usize::from(result.swarm_byzantine_right);
+            t.swarm_unrecorded += usize::from(result.swarm_unrecorded_right);
             t.oracle += usize::from(result.oracle);
             t.answered += usize::from(result.decided_by != "none");
             t.judged += usize::from(result.decided_by == "verdicts");
@@ -464,6 +470,9 @@ fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
             .is_some_and(|a| matches(item, &a.text, a.choice))
     };
     let swarm_right = answer_right(r.winner);
+    let swarm_unrecorded_right = r
+        .unrecorded_winner()
+        .map_or(swarm_right, |w| answer_right(w));
     let swarm_byzantine_right = if bad.is_empty() {
         swarm_right
     } else {
@@ -479,6 +488,7 @@ fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
             .map(|a| a.text.clone()),
         swarm_right,
         swarm_byzantine_right,
+        swarm_unrecorded_right,
         majority_right,
         oracle: !right.is_empty(),
         right,

@@ -140,4 +140,15 @@ impl Played {
         }
         t.recompute_with(&verdicts).winner
     }
+
+    /// The winner had the round's verdicts weighed by reputation alone, as before the
+    /// judges' records (`consensus::judge_record`): the same transcript folded as version
+    /// 5, standings and messages unchanged, so the two rules compare on the same rounds.
+    /// `None` for a transcript older than version 6 (its rule is the old one already).
+    pub fn unrecorded_winner(&self) -> Option<Option<usize>> {
+        let t = self.transcript.as_ref().filter(|t| t.version >= 6)?;
+        let mut old = t.clone();
+        old.version = 5;
+        Some(old.recompute().winner)
+    }
 }
