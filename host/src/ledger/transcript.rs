@@ -978,6 +978,18 @@ pub(crate) mod tests {
         yes_or_no(key, known, 3, befores, answers)
     }
 
+    /// One member per standing, keyed as the plugins of `key`'s node in a local round.
+    fn local_members(key: &NodeKey, befores: &[Standing]) -> Vec<Member> {
+        befores
+            .iter()
+            .enumerate()
+            .map(|(i, &before)| Member {
+                key: format!("{}/p{i}", key.id()),
+                before,
+            })
+            .collect()
+    }
+
     /// A yes/no round of two answerers (members 0 and 1) and an abstaining judge, folded
     /// as `version`.
     fn yes_or_no(
@@ -987,14 +999,7 @@ pub(crate) mod tests {
         befores: [Standing; 3],
         answers: [(u32, Vec<f32>); 2],
     ) -> Transcript {
-        let members = befores
-            .iter()
-            .enumerate()
-            .map(|(i, &before)| Member {
-                key: format!("{}/p{i}", key.id()),
-                before,
-            })
-            .collect();
+        let members = local_members(key, &befores);
         let answer = |member: usize, choice: u32, scores: Vec<f32>| {
             key.sign(AnswerMsg {
                 round: "k".into(),
@@ -1092,14 +1097,7 @@ pub(crate) mod tests {
         let mut befores = [standing(Default::default()); 4];
         befores[2].known.judged = records[0];
         befores[3].known.judged = records[1];
-        let members = befores
-            .iter()
-            .enumerate()
-            .map(|(i, &before)| Member {
-                key: format!("{}/p{i}", key.id()),
-                before,
-            })
-            .collect();
+        let members = local_members(key, &befores);
         let answer = |member: usize| {
             key.sign(AnswerMsg {
                 round: "j".into(),
