@@ -470,9 +470,7 @@ fn score(item: &Item, r: &Played, bad: &[String]) -> ItemResult {
             .is_some_and(|a| matches(item, &a.text, a.choice))
     };
     let swarm_right = answer_right(r.winner);
-    let swarm_unrecorded_right = r
-        .unrecorded_winner()
-        .map_or(swarm_right, |w| answer_right(w));
+    let swarm_unrecorded_right = r.unrecorded_winner().map_or(swarm_right, &answer_right);
     let swarm_byzantine_right = if bad.is_empty() {
         swarm_right
     } else {
