@@ -326,13 +326,15 @@ fn records(report: &Report, names: &[String]) -> String {
                 .flat_map(|i| &i.answers)
                 .find(|a| &a.plugin == n)?;
             let (answered, right) = a.known;
-            let (judged, judged_right) = a.judged;
+            let j = a.judge;
             Some(format!(
                 "  {n:<10} right {right}/{answered}, fitted scale {} (v3) {} (v4, debiased); \
-                 judged right {judged_right}/{judged}, verdicts weigh x{:.2} (v6)\n",
+                 judged right {}/{}, verdicts weigh x{:.2} (v6)\n",
                 scale(a.scale),
                 scale(a.debiased_scale),
-                a.judge_factor
+                j.right,
+                j.judged,
+                j.factor()
             ))
         })
         .collect()

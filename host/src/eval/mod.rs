@@ -274,11 +274,9 @@ pub struct AnswerFacts {
     pub debiased_scale: Option<f64>,
     /// Its known-answer rounds before this one, and how many it got right.
     pub known: (u32, u32),
-    /// Its decisive verdicts on known-answer pairs with one right side before this
-    /// round, how many were right (`consensus::judge_record`, version 6), and the factor
-    /// its verdicts weigh by.
-    pub judged: (u32, u32),
-    pub judge_factor: f64,
+    /// Its record as a judge on known-answer pairs with one right side before this
+    /// round (`consensus::judge_record`, version 6).
+    pub judge: crate::consensus::JudgeRecord,
 }
 
 /// What the pool read in a played round.
@@ -299,8 +297,7 @@ fn answer_facts(r: &Played) -> (Vec<AnswerFacts>, Vec<f64>) {
                 scale: known.and_then(|k| k.scale()),
                 debiased_scale: known.and_then(|k| k.debiased.scale()),
                 known: known.map_or((0, 0), |k| (k.answered, k.right)),
-                judged: known.map_or((0, 0), |k| (k.judged.judged, k.judged.right)),
-                judge_factor: known.map_or(1.0, |k| k.judged.factor()),
+                judge: known.map(|k| k.judged).unwrap_or_default(),
             }
         })
         .collect();
